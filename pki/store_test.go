@@ -1,0 +1,93 @@
+package pki_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/pki/pkitest"
+)
+
+func TestStoreReload(t *testing.T) {
+	dir := t.TempDir()
+	h := pkitest.NewHierarchy(t)
+	srv := h.ServerCA.Server(t, "gw.example")
+	alice := h.ClientCA.Client(t, "alice")
+	keyPEM, _ := pki.MarshalPrivateKeyPEM(srv.Key, []byte("pw"))
+	cfg := pki.StoreConfig{
+		CertFile:    pkitest.WriteFile(t, dir, "gw.crt", pkitest.PEM(srv.Certs()...)),
+		KeyFile:     pkitest.WriteFile(t, dir, "gw.key", keyPEM),
+		KeyPassword: []byte("pw"),
+		CABundle:    pkitest.WriteFile(t, dir, "clients.crt", pkitest.PEM(h.ClientBundle()...)),
+		CRLFiles:    []string{pkitest.WriteFile(t, dir, "crl.pem", pkitest.CRLPEM(h.ClientCA.CRL(t, 1)))},
+	}
+	s, err := pki.NewStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Certificate().Leaf; !got.Equal(srv.Cert) || len(s.Certificate().Certificate) != 2 {
+		t.Fatalf("certificate not loaded with its chain")
+	}
+	if _, err := s.Verifier().Verify(alice.Certs(), pki.VerifyOptions{Usage: pki.UsageClient}); err != nil {
+		t.Fatal(err)
+	}
+	notify := s.Subscribe()
+
+	// A broken CRL: reload fails and the old state stays.
+	os.WriteFile(cfg.CRLFiles[0], []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"), 0o600)
+	before := s.Verifier()
+	if err := s.Reload(); err == nil {
+		t.Fatal("reload of a corrupt CRL succeeded")
+	}
+	if s.Verifier() != before {
+		t.Fatal("failed reload replaced the verifier")
+	}
+	select {
+	case <-notify:
+		t.Fatal("failed reload notified subscribers")
+	default:
+	}
+
+	// A CRL revoking alice: after reload she is refused.
+	os.WriteFile(cfg.CRLFiles[0], pkitest.CRLPEM(h.ClientCA.CRL(t, 2, alice.Cert)), 0o600)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	<-notify
+	if _, err := s.Verifier().Verify(alice.Certs(), pki.VerifyOptions{Usage: pki.UsageClient}); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("after revocation: %v", err)
+	}
+	// The old snapshot, still held by live handshakes, is unchanged.
+	if _, err := before.Verify(alice.Certs(), pki.VerifyOptions{Usage: pki.UsageClient}); err != nil {
+		t.Fatalf("old snapshot changed: %v", err)
+	}
+}
+
+func TestStoreErrors(t *testing.T) {
+	dir := t.TempDir()
+	h := pkitest.NewHierarchy(t)
+	srv := h.ServerCA.Server(t, "gw.example")
+	other := h.ServerCA.Server(t, "other.example")
+	bundle := pkitest.WriteFile(t, dir, "b.crt", pkitest.PEM(h.ClientBundle()...))
+	crt := pkitest.WriteFile(t, dir, "gw.crt", pkitest.PEM(srv.Certs()...))
+	enc, _ := pki.MarshalPrivateKeyPEM(srv.Key, []byte("pw"))
+	encKey := pkitest.WriteFile(t, dir, "enc.key", enc)
+	cases := map[string]struct {
+		cfg  pki.StoreConfig
+		want error
+	}{
+		"key of another cert": {pki.StoreConfig{CertFile: crt, KeyFile: pkitest.WriteFile(t, dir, "o.key", pkitest.KeyPEM(t, other.Key)), CABundle: bundle}, pki.ErrKeyMismatch},
+		"missing password":    {pki.StoreConfig{CertFile: crt, KeyFile: encKey, CABundle: bundle}, pki.ErrPasswordRequired},
+		"wrong password":      {pki.StoreConfig{CertFile: crt, KeyFile: encKey, KeyPassword: []byte("nope"), CABundle: bundle}, pki.ErrBadPassword},
+		"missing bundle":      {pki.StoreConfig{CABundle: dir + "/nope.crt"}, os.ErrNotExist},
+		"leaf as bundle":      {pki.StoreConfig{CABundle: crt}, nil},
+		"no bundle":           {pki.StoreConfig{}, nil},
+	}
+	for name, tc := range cases {
+		_, err := pki.NewStore(tc.cfg)
+		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
+		}
+	}
+}
