@@ -24,6 +24,7 @@ ports or IP packets from a TUN device.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addLogFlags(root)
 	root.AddCommand(newVersionCmd())
 	for _, f := range subcommands {
 		root.AddCommand(f())
