@@ -51,7 +51,6 @@ func TestKeyRoundTrip(t *testing.T) {
 	}
 }
 
-
 func checkSamePublic(a, b crypto.Signer) error {
 	if !a.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(b.Public()) {
 		return errors.New("public keys differ")

@@ -204,7 +204,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, opts VerifyOptions) (*Ident
 		return nil, fmt.Errorf("verify: usage must be client or server")
 	}
 	if !hasEKU(leaf, opts.Usage.eku()) {
-		return nil, &VerifyError{Check: "usage", Subject: subj, Err: ErrWrongUsage, Detail: fmt.Sprintf("a %s certificate needs the %s extended key usage; this one has %s", opts.Usage, ekuName(opts.Usage.eku()), ekuList(leaf))}
+		return nil, &VerifyError{Check: "usage", Subject: subj, Err: ErrWrongUsage, Detail: fmt.Sprintf("a %s certificate needs the %s extended key usage; this one has %s", opts.Usage, extKeyUsageName(opts.Usage.eku()), ekuList(leaf))}
 	}
 
 	inter := x509.NewCertPool()
@@ -397,33 +397,13 @@ func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
 	return false
 }
 
-func ekuName(u x509.ExtKeyUsage) string {
-	switch u {
-	case x509.ExtKeyUsageServerAuth:
-		return "serverAuth"
-	case x509.ExtKeyUsageClientAuth:
-		return "clientAuth"
-	case x509.ExtKeyUsageAny:
-		return "any"
-	case x509.ExtKeyUsageCodeSigning:
-		return "codeSigning"
-	case x509.ExtKeyUsageEmailProtection:
-		return "emailProtection"
-	case x509.ExtKeyUsageTimeStamping:
-		return "timeStamping"
-	case x509.ExtKeyUsageOCSPSigning:
-		return "OCSPSigning"
-	}
-	return fmt.Sprintf("eku(%d)", int(u))
-}
-
 func ekuList(c *x509.Certificate) string {
 	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
 		return "none"
 	}
 	var names []string
 	for _, u := range c.ExtKeyUsage {
-		names = append(names, ekuName(u))
+		names = append(names, extKeyUsageName(u))
 	}
 	for _, oid := range c.UnknownExtKeyUsage {
 		names = append(names, oid.String())

@@ -283,3 +283,38 @@ func (h *Hierarchy) ClientBundle() []*x509.Certificate { return h.ClientCA.Chain
 
 // ServerBundle is what a client trusts: the server CA and the root.
 func (h *Hierarchy) ServerBundle() []*x509.Certificate { return h.ServerCA.Chain() }
+
+// Snapshot reads every file under dir, so a test can prove that a failed
+// command changed nothing (compare with SameSnapshot).
+func Snapshot(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[p] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SameSnapshot fails the test for every file that changed, appeared or
+// disappeared between two snapshots.
+func SameSnapshot(t testing.TB, before, after map[string]string) {
+	t.Helper()
+	for p, b := range before {
+		if a, ok := after[p]; !ok || a != b {
+			t.Errorf("%s changed or disappeared", p)
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("%s appeared", p)
+		}
+	}
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twoway/twoway/pki"
+)
+
+func init() {
+	pkiSubcommands = append(pkiSubcommands, newPKIIssueCmd, newPKICSRCmd, newPKISignCmd)
+}
+
+func parseIPs(flag string, values []string) ([]net.IP, error) {
+	var out []net.IP
+	for _, s := range values {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return nil, fmt.Errorf("%s: invalid IP address %q", flag, s)
+		}
+		out = append(out, ip)
+	}
+	return out, nil
+}
+
+// leafKeyFlags are the flags of commands that make a leaf key.
+type leafKeyFlags struct {
+	keyType         string
+	encrypt         bool
+	keyPasswordFile string
+}
+
+func (k *leafKeyFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&k.keyType, "key-type", string(pki.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
+	f.BoolVar(&k.encrypt, "encrypt", false, "encrypt the new private key with a password")
+	f.StringVar(&k.keyPasswordFile, "key-password-file", "", "with --encrypt: read the new key's password from the first line of this file (implies --encrypt)")
+}
+
+// password returns the new key's password, or nil for an unencrypted key.
+func (k *leafKeyFlags) password(cmd *cobra.Command, keyFile string) ([]byte, error) {
+	if !k.encrypt && k.keyPasswordFile == "" {
+		return nil, nil
+	}
+	return readPassword(cmd, k.keyPasswordFile, "New password for "+keyFile+": ", true)
+}
+
+func newPKIIssueCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "issue server|client",
+		Short: "Issue a server or client certificate and its key",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newPKIIssueKindCmd(pki.KindServer), newPKIIssueKindCmd(pki.KindClient))
+	return cmd
+}
+
+func newPKIIssueKindCmd(kind pki.Kind) *cobra.Command {
+	var (
+		ca, name, outDir, passwordFile string
+		dns, ips, emails, groups       []string
+		days                           int
+		force                          bool
+		key                            leafKeyFlags
+	)
+	cmd := &cobra.Command{Args: cobra.NoArgs}
+	switch kind {
+	case pki.KindServer:
+		cmd.Use = "server --ca CA --name HOST"
+		cmd.Short = "Issue a gateway certificate (serverAuth) and its key"
+		cmd.Long = `issue server makes a key and a certificate for a gateway, valid for
+serverAuth only. HOST (a DNS name or IP address) is put in the certificate's
+names, with any --dns and --ip. It writes OUT/HOST.crt (the certificate and
+the issuing CA chain: what TLS presents) and OUT/HOST.key (mode 0600).
+Validity defaults to 397 days and cannot exceed the CA's.`
+		cmd.Example = `  twoway pki issue server --ca ./pki/server-ca --name gw.example.com --dns vpn.example.com --ip 203.0.113.7`
+	case pki.KindClient:
+		cmd.Use = "client --ca CA --name ID"
+		cmd.Short = "Issue a user or device certificate (clientAuth) and its key"
+		cmd.Long = `issue client makes a key and a certificate for a user or device, valid for
+clientAuth only. ID is the certificate's common name; each --group becomes a
+Subject OU (1-64 characters of A-Z a-z 0-9 . _ -) that gateway policies can
+match; --email adds e-mail SANs. It writes OUT/ID.crt (the certificate and the
+issuing CA chain) and OUT/ID.key (mode 0600). Validity defaults to 365 days
+and cannot exceed the CA's.`
+		cmd.Example = `  twoway pki issue client --ca ./pki/client-ca --name alice --group eng --group vpn-users --email alice@example.com
+  twoway pki issue client --ca ./pki/client-ca --name laptop-42 --encrypt --out-dir ./out`
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		kt, err := pki.ParseKeyType(key.keyType)
+		if err != nil {
+			return err
+		}
+		ipList, err := parseIPs("--ip", ips)
+		if err != nil {
+			return err
+		}
+		req := pki.IssueRequest{Kind: kind, Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
+			Days: days, KeyType: kt, OutDir: outDir, Force: force}
+		if err := req.Validate(); err != nil {
+			return err
+		}
+		c, err := openCA(cmd, ca, passwordFile)
+		if err != nil {
+			return err
+		}
+		if err := c.Unlock(); err != nil {
+			return err
+		}
+		if req.KeyPassword, err = key.password(cmd, name+".key"); err != nil {
+			return err
+		}
+		defer clear(req.KeyPassword)
+		iss, err := c.Issue(req)
+		if err != nil {
+			return err
+		}
+		printIssued(cmd.OutOrStdout(), c, kind, iss, len(req.KeyPassword) > 0)
+		return nil
+	}
+	f := cmd.Flags()
+	f.StringVar(&ca, "ca", "", "directory of the issuing CA")
+	f.IntVar(&days, "days", 0, "validity in days (default 397 for servers, 365 for clients)")
+	f.StringVar(&outDir, "out-dir", ".", "directory to write NAME.crt and NAME.key to")
+	f.StringVar(&passwordFile, "password-file", "", "read the CA key's password from the first line of this file")
+	f.BoolVar(&force, "force", false, "overwrite existing files")
+	key.add(cmd)
+	if kind == pki.KindServer {
+		f.StringVar(&name, "name", "", "host name or IP address of the gateway")
+		f.StringSliceVar(&dns, "dns", nil, "additional DNS name (wildcards like *.example.com allowed); repeatable")
+		f.StringSliceVar(&ips, "ip", nil, "additional IP address; repeatable")
+	} else {
+		f.StringVar(&name, "name", "", "ID of the user or device (the common name)")
+		f.StringSliceVar(&emails, "email", nil, "e-mail address; repeatable")
+		f.StringSliceVar(&groups, "group", nil, "group (Subject OU); repeatable")
+	}
+	_ = cmd.MarkFlagRequired("ca")
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func printIssued(w io.Writer, ca *pki.CA, kind pki.Kind, iss *pki.Issued, encrypted bool) {
+	c := iss.Cert
+	fmt.Fprintf(w, "Issued %s certificate %q by %q\n", kind, c.Subject.CommonName, ca.Name())
+	fmt.Fprintf(w, "  certificate  %s (with %d CA certificate(s) of the chain)\n", iss.CertFile, len(iss.Chain))
+	if iss.KeyFile != "" {
+		prot := "unencrypted"
+		if encrypted {
+			prot = "encrypted"
+		}
+		fmt.Fprintf(w, "  key          %s (mode 0600, %s)\n", iss.KeyFile, prot)
+	}
+	fmt.Fprintf(w, "  serial       %s\n", c.SerialNumber.Text(16))
+	fmt.Fprintf(w, "  valid until  %s (%d days)\n", c.NotAfter.UTC().Format(time.RFC3339), int(time.Until(c.NotAfter).Hours()/24+0.5))
+	// Name the bundle the holder needs to verify its peers when the
+	// standard layout makes it obvious.
+	holder, peer := "gateway", pki.ClientCADir
+	if kind == pki.KindClient {
+		holder, peer = "client", pki.ServerCADir
+	}
+	bundle := filepath.Join(filepath.Dir(filepath.Clean(ca.Dir)), peer, pki.BundleFile)
+	if _, err := os.Stat(bundle); err == nil {
+		fmt.Fprintf(w, "The %s also needs %s to verify its peers.\n", holder, bundle)
+	}
+}
+
+func newPKICSRCmd() *cobra.Command {
+	var (
+		name, outDir             string
+		dns, ips, emails, groups []string
+		force                    bool
+		key                      leafKeyFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "csr --name ID",
+		Short: "Make a key and a certificate request, for signing by a CA elsewhere",
+		Long: `csr makes a private key and a certificate signing request (CSR) for it, so
+that the key never leaves this machine: OUT/NAME.key (mode 0600) and
+OUT/NAME.csr. Send the CSR to the CA operator, who runs "twoway pki sign".
+The CA decides usages and validity; it takes names and groups from the CSR.
+For a server, NAME is its host name; for a client, its ID.`,
+		Example: `  twoway pki csr --name alice --group eng --email alice@example.com --encrypt
+  twoway pki csr --name gw.example.com --dns vpn.example.com`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kt, err := pki.ParseKeyType(key.keyType)
+			if err != nil {
+				return err
+			}
+			ipList, err := parseIPs("--ip", ips)
+			if err != nil {
+				return err
+			}
+			req := pki.CSRRequest{Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
+				KeyType: kt, OutDir: outDir, Force: force}
+			if err := req.Validate(); err != nil {
+				return err
+			}
+			if req.KeyPassword, err = key.password(cmd, name+".key"); err != nil {
+				return err
+			}
+			defer clear(req.KeyPassword)
+			res, err := pki.CreateCSR(req)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Wrote %s (mode 0600) and %s\n", res.KeyFile, res.CSRFile)
+			fmt.Fprintf(w, "The CA signs it with: twoway pki sign --ca CA --csr %s server|client\n", filepath.Base(res.CSRFile))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "client ID or server host name (the common name)")
+	f.StringSliceVar(&dns, "dns", nil, "DNS name (servers); repeatable")
+	f.StringSliceVar(&ips, "ip", nil, "IP address (servers); repeatable")
+	f.StringSliceVar(&emails, "email", nil, "e-mail address (clients); repeatable")
+	f.StringSliceVar(&groups, "group", nil, "group, as Subject OU (clients); repeatable")
+	f.StringVar(&outDir, "out-dir", ".", "directory to write NAME.key and NAME.csr to")
+	f.BoolVar(&force, "force", false, "overwrite existing files")
+	key.add(cmd)
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func newPKISignCmd() *cobra.Command {
+	var (
+		ca, csrFile, out, passwordFile string
+		days                           int
+		force                          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "sign --ca CA --csr FILE server|client",
+		Short: "Issue a certificate for a certificate request",
+		Long: `sign checks a CSR's signature and issues a server or client certificate for
+its key under the same policy as "issue": the CA decides usages and validity,
+names and groups are taken from the CSR and checked, and any other extension
+the CSR asks for is ignored. The output (default: the CSR's name with .crt)
+holds the certificate followed by the issuing CA chain.`,
+		Example: `  twoway pki sign --ca ./pki/client-ca --csr alice.csr client
+  twoway pki sign --ca ./pki/server-ca --csr gw.csr server --days 90 --out gw.crt`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return errors.New("want the certificate kind: server or client")
+			}
+			_, err := pki.ParseKind(args[0])
+			return err
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, _ := pki.ParseKind(args[0])
+			csr, err := pki.LoadCSR(csrFile)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = strings.TrimSuffix(csrFile, ".csr") + ".crt"
+			}
+			req := pki.SignRequest{CSR: csr, Kind: kind, Days: days, Out: out, Force: force}
+			if err := req.Validate(); err != nil {
+				return fmt.Errorf("%s: %w", csrFile, err)
+			}
+			c, err := openCA(cmd, ca, passwordFile)
+			if err != nil {
+				return err
+			}
+			iss, err := c.SignCSR(req)
+			if err != nil {
+				return err
+			}
+			printIssued(cmd.OutOrStdout(), c, kind, iss, false)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&ca, "ca", "", "directory of the issuing CA")
+	f.StringVar(&csrFile, "csr", "", "certificate request file (PEM or DER)")
+	f.IntVar(&days, "days", 0, "validity in days (default 397 for servers, 365 for clients)")
+	f.StringVar(&out, "out", "", "certificate file to write (default: the CSR file name with .crt)")
+	f.StringVar(&passwordFile, "password-file", "", "read the CA key's password from the first line of this file")
+	f.BoolVar(&force, "force", false, "overwrite --out if it exists")
+	_ = cmd.MarkFlagRequired("ca")
+	_ = cmd.MarkFlagRequired("csr")
+	return cmd
+}
