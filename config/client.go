@@ -1,0 +1,180 @@
+package config
+
+import (
+	"encoding/base64"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Client is client.toml, the client's configuration.
+type Client struct {
+	// Servers are gateway addresses (host:port), tried in order.
+	Servers []string `toml:"servers"`
+	// ServerName is the name the gateway certificate must carry; default
+	// the host of the server being dialed.
+	ServerName string `toml:"server_name"`
+	// TLS holds the client's credentials and what it trusts.
+	TLS ClientTLS `toml:"tls"`
+	// Forwards are the port forwards to set up; -L/-R/-D flags add to them.
+	Forwards []Forward `toml:"forward"`
+	// Reconnect paces reconnection attempts.
+	Reconnect Reconnect `toml:"reconnect"`
+	// Log configures logging.
+	Log Log `toml:"log"`
+
+	src *source
+}
+
+// ClientTLS is the [tls] table of client.toml. Paths are absolute after
+// loading.
+type ClientTLS struct {
+	// Cert is the client certificate followed by its issuing chain.
+	Cert string `toml:"cert"`
+	// Key is the client's private key, mode 0600.
+	Key string `toml:"key"`
+	// KeyPasswordFile holds the password of an encrypted Key (first line).
+	KeyPasswordFile string `toml:"key_password_file"`
+	// ServerCA is the bundle the gateway certificate must chain to
+	// (server-ca/bundle.crt of a twoway PKI).
+	ServerCA string `toml:"server_ca"`
+	// Pins, if set, are SPKI pins (base64 SHA-256, as `twoway pki inspect`
+	// prints; curl's "sha256//" prefix is accepted and removed on load), at
+	// least one of which the gateway's key must match.
+	Pins []string `toml:"pins"`
+	// AllowInsecureKeyPermissions skips the group/other permission check on
+	// Key and KeyPasswordFile.
+	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
+}
+
+// Reconnect is the [reconnect] table: exponential backoff between
+// MinBackoff and MaxBackoff.
+type Reconnect struct {
+	// MinBackoff is the first delay after a lost connection. Default 1s.
+	MinBackoff time.Duration `toml:"min_backoff"`
+	// MaxBackoff caps the delay. Default 1m.
+	MaxBackoff time.Duration `toml:"max_backoff"`
+}
+
+// DefaultClient returns a Client with every default filled in and nothing
+// else.
+func DefaultClient() *Client {
+	return &Client{
+		Reconnect: Reconnect{MinBackoff: time.Second, MaxBackoff: time.Minute},
+		Log:       defaultLog(),
+	}
+}
+
+// clientDoc is what client.toml decodes into: forwards are decoded one by
+// one so errors can name the element.
+type clientDoc struct {
+	Client
+	Forwards []toml.Primitive `toml:"forward"`
+}
+
+// LoadClient reads, resolves and validates a client configuration.
+func LoadClient(path string) (*Client, error) {
+	doc := &clientDoc{Client: *DefaultClient()}
+	src, err := decode(path, doc, reflect.TypeFor[Client](), func(d *decoder) error {
+		fwds, err := decodeArray(d, "forward", doc.Forwards, func() Forward { return Forward{} })
+		doc.Client.Forwards = fwds
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &doc.Client
+	c.src = src
+	c.TLS.Cert = src.resolve(c.TLS.Cert)
+	c.TLS.Key = src.resolve(c.TLS.Key)
+	c.TLS.KeyPasswordFile = src.resolve(c.TLS.KeyPasswordFile)
+	c.TLS.ServerCA = src.resolve(c.TLS.ServerCA)
+	for i, p := range c.TLS.Pins {
+		c.TLS.Pins[i] = strings.TrimPrefix(p, "sha256//")
+	}
+	for i := range c.Forwards {
+		c.Forwards[i].normalize()
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks everything that can be checked without connecting:
+// addresses, forwards, pins, backoff, and that every file exists, parses
+// and, for secrets, is not readable by others. The first problem is
+// returned as an *Error. Call it again after adding forwards from the
+// command line.
+func (c *Client) Validate() error {
+	src := c.src
+	if len(c.Servers) == 0 {
+		return src.errf("servers", `%w: list at least one gateway, e.g. servers = ["gw.example.com:8443"]`, ErrRequired)
+	}
+	for i, s := range c.Servers {
+		if err := checkDial(src, indexPath("servers", i), s); err != nil {
+			return err
+		}
+	}
+	if c.ServerName != "" && !validHost(c.ServerName) {
+		return src.errf("server_name", "invalid name %q", c.ServerName)
+	}
+	if err := c.TLS.validate(src); err != nil {
+		return err
+	}
+	listens := map[string]int{}
+	for i := range c.Forwards {
+		f := &c.Forwards[i]
+		key := indexPath("forward", i)
+		if err := f.validate(src, key); err != nil {
+			return err
+		}
+		// Two listeners on one address would fail at runtime; say so now.
+		// Port 0 picks a fresh port each time, so it cannot clash.
+		side := "client"
+		if f.Type == ForwardRemote {
+			side = "gateway"
+		}
+		if listenPort(f.ListenAddr()) != 0 {
+			id := side + " " + f.ListenAddr()
+			if j, dup := listens[id]; dup {
+				return src.errf(key, "listen address %s is also used by forward[%d]", f.ListenAddr(), j)
+			}
+			listens[id] = i
+		}
+	}
+	if err := checkDuration(src, "reconnect.min_backoff", c.Reconnect.MinBackoff, 10*time.Millisecond, 0); err != nil {
+		return err
+	}
+	if c.Reconnect.MaxBackoff < c.Reconnect.MinBackoff {
+		return src.errf("reconnect.max_backoff", "%v is shorter than min_backoff (%v)", c.Reconnect.MaxBackoff, c.Reconnect.MinBackoff)
+	}
+	return c.Log.validate(src)
+}
+
+func (t *ClientTLS) validate(src *source) error {
+	certs, err := checkCertificates(src, "tls.cert", t.Cert)
+	if err != nil {
+		return err
+	}
+	if err := checkKeyPair(src, "tls.key", t.Key, certs[0], t.AllowInsecureKeyPermissions); err != nil {
+		return err
+	}
+	if t.KeyPasswordFile != "" {
+		if _, err := checkSecretFile(src, "tls.key_password_file", t.KeyPasswordFile, t.AllowInsecureKeyPermissions); err != nil {
+			return err
+		}
+	}
+	if _, err := checkCertificates(src, "tls.server_ca", t.ServerCA); err != nil {
+		return err
+	}
+	for i, p := range t.Pins {
+		sum, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(p, "sha256//"))
+		if err != nil || len(sum) != 32 {
+			return src.errf(indexPath("tls.pins", i), "invalid pin %q: want the base64 SHA-256 of a public key (44 characters)", p)
+		}
+	}
+	return nil
+}

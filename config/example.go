@@ -1,0 +1,128 @@
+package config
+
+// ExampleServer is a complete, commented server.toml. It loads as is when
+// the files it names exist next to it (the tests check that), so
+// `twoway config example` style output can be used as a starting point.
+func ExampleServer() string { return exampleServer }
+
+// ExampleClient is a complete, commented client.toml; see ExampleServer.
+func ExampleClient() string { return exampleClient }
+
+const exampleServer = `# twoway gateway configuration (server.toml).
+# Relative paths are relative to the directory of this file.
+
+# Address of the TLS listener. Default ":8443"; use ":443" when the gateway
+# owns the host.
+listen = ":8443"
+
+[tls]
+# The gateway certificate followed by its issuing chain, and its key.
+cert = "gateway.crt"
+key = "gateway.key"                    # must be mode 0600
+# key_password_file = "gateway.pass"   # first line: password of an encrypted key
+# Clients must present a certificate chaining to this bundle
+# (client-ca/bundle.crt from 'twoway pki init').
+client_ca = "pki/client-ca/bundle.crt"
+# Revocation lists for the client CA, PEM or DER; reloaded on SIGHUP.
+crls = ["pki/client-ca/crl.pem"]
+# allow_insecure_key_permissions = false
+
+[limits]
+handshake_timeout = "10s"       # TLS handshake and hello
+max_sessions = 1000             # concurrent client sessions
+max_streams_per_session = 256   # concurrent forwarded connections per session
+handshake_rate = 5              # new handshakes per second per source address (0 = no limit)
+handshake_burst = 20            # ... allowed at once before the rate applies
+idle_timeout = "0s"             # close sessions idle this long (0 = never)
+keepalive_interval = "30s"      # probe idle sessions to notice dead peers
+
+[policy]
+# Who may connect at all. Names match the certificate's CN or any SAN;
+# groups match its OU values. "*" admits every verified identity.
+[policy.admit]
+identities = ["alice"]
+groups = ["eng", "ops"]
+
+# Rules are checked in order; the first one that applies to the identity and
+# matches the destination decides. No match means deny.
+#   targets:   "any", "198.18.0.0/15", "198.19.1.10:22", "db.corp.example:5432",
+#              "*.corp.example:80,443,8000-8999", "[2001:db8::]/32:443"
+#   protocols: tcp, udp, icmp (default: all)
+#   binds:     addresses the gateway may listen on for -R forwards
+#   action:    allow (default) or deny
+
+[[policy.rule]]
+name = "no-management-net"
+groups = ["*"]
+action = "deny"
+targets = ["198.19.255.0/24"]
+
+[[policy.rule]]
+name = "eng-web"
+groups = ["eng"]
+targets = [
+  "*.corp.example:80,443,8000-8999",
+  "198.18.0.0/16:443",
+  "[2001:db8::]/32:443",
+]
+protocols = ["tcp"]
+
+[[policy.rule]]
+name = "ops-everything"
+groups = ["ops"]
+targets = ["any"]
+
+[[policy.rule]]
+name = "alice-ssh"
+identities = ["alice"]
+targets = ["198.19.1.10:22", "db.corp.example:5432"]
+binds = ["127.0.0.1:8080", "0.0.0.0:9000-9100"]
+
+[log]
+level = "info"    # debug, info, warn, error
+format = "text"   # text or json
+`
+
+const exampleClient = `# twoway client configuration (client.toml).
+# Relative paths are relative to the directory of this file.
+
+# Gateways to try, in order.
+servers = ["gw.corp.example:8443", "198.18.0.1:8443"]
+# Name the gateway certificate must carry (default: the host dialed).
+server_name = "gw.corp.example"
+
+[tls]
+cert = "alice.crt"                   # client certificate and its issuing chain
+key = "alice.key"                    # must be mode 0600
+# key_password_file = "alice.pass"   # first line: password of an encrypted key
+# The gateway must present a certificate chaining to this bundle
+# (server-ca/bundle.crt from 'twoway pki init').
+server_ca = "pki/server-ca/bundle.crt"
+# Optional SPKI pins of the gateway key ('twoway pki inspect' prints them).
+# pins = ["base64-sha256-of-the-public-key="]
+
+# Port forwards, as ssh's -L, -R and -D. "local" is always the client-side
+# address and "remote" the gateway-side one.
+
+[[forward]]   # -L 127.0.0.1:5432:db.corp.example:5432
+type = "local"
+local = "127.0.0.1:5432"
+remote = "db.corp.example:5432"
+
+[[forward]]   # -R 127.0.0.1:8080:127.0.0.1:3000
+type = "remote"
+remote = "127.0.0.1:8080"
+local = "127.0.0.1:3000"
+
+[[forward]]   # -D 127.0.0.1:1080 (SOCKS5)
+type = "dynamic"
+local = "127.0.0.1:1080"
+
+[reconnect]
+min_backoff = "1s"
+max_backoff = "1m"
+
+[log]
+level = "info"
+format = "text"
+`

@@ -1,0 +1,224 @@
+package config
+
+import (
+	"errors"
+	"reflect"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/policy"
+)
+
+// DefaultListen is the gateway's default listen address. Port 8443 rather
+// than 443: it needs no privileges, and 443 is often taken by a web server
+// on the same host. Set listen = ":443" when the gateway owns the host.
+const DefaultListen = ":8443"
+
+// Server is server.toml, the gateway's configuration.
+type Server struct {
+	// Listen is host:port for the TLS listener. Default DefaultListen.
+	Listen string `toml:"listen"`
+	// TLS holds the gateway's credentials and what it trusts.
+	TLS ServerTLS `toml:"tls"`
+	// Limits protects the gateway from floods and runaway clients.
+	Limits Limits `toml:"limits"`
+	// Policy says who may connect and what they may reach.
+	Policy policy.Config `toml:"policy"`
+	// Log configures logging.
+	Log Log `toml:"log"`
+
+	// [vpn] and [metrics] will join here; until then they are unknown keys.
+
+	src *source
+}
+
+// ServerTLS is the [tls] table of server.toml. Paths are absolute after
+// loading.
+type ServerTLS struct {
+	// Cert is the gateway certificate followed by its issuing chain.
+	Cert string `toml:"cert"`
+	// Key is the gateway's private key, mode 0600.
+	Key string `toml:"key"`
+	// KeyPasswordFile holds the password of an encrypted Key (first line).
+	KeyPasswordFile string `toml:"key_password_file"`
+	// ClientCA is the bundle client certificates must chain to
+	// (client-ca/bundle.crt of a twoway PKI).
+	ClientCA string `toml:"client_ca"`
+	// CRLs are revocation lists for the CAs in ClientCA, PEM or DER.
+	CRLs []string `toml:"crls"`
+	// AllowInsecureKeyPermissions skips the group/other permission check on
+	// Key and KeyPasswordFile.
+	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
+}
+
+// Limits is the [limits] table of server.toml.
+type Limits struct {
+	// HandshakeTimeout bounds the TLS handshake and the hello. Default 10s.
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	// MaxSessions caps concurrent client sessions. Default 1000.
+	MaxSessions int `toml:"max_sessions"`
+	// MaxStreamsPerSession caps concurrent streams (forwarded connections)
+	// per session. Default 256.
+	MaxStreamsPerSession int `toml:"max_streams_per_session"`
+	// HandshakeRate is the sustained rate of new handshakes allowed per
+	// source address, per second; 0 disables the limit. Default 5.
+	HandshakeRate float64 `toml:"handshake_rate"`
+	// HandshakeBurst is how many handshakes a source address may make at
+	// once before HandshakeRate applies. Default 20.
+	HandshakeBurst int `toml:"handshake_burst"`
+	// IdleTimeout closes a session that has had no open streams for this
+	// long; 0 keeps idle sessions. Default 0.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// KeepaliveInterval is how often an idle session is probed, so dead
+	// peers and silently dropped NAT mappings are noticed. Default 30s.
+	KeepaliveInterval time.Duration `toml:"keepalive_interval"`
+}
+
+// DefaultServer returns a Server with every default filled in and nothing
+// else: no credentials and an empty policy.
+func DefaultServer() *Server {
+	return &Server{
+		Listen: DefaultListen,
+		Limits: Limits{
+			HandshakeTimeout:     10 * time.Second,
+			MaxSessions:          1000,
+			MaxStreamsPerSession: 256,
+			HandshakeRate:        5,
+			HandshakeBurst:       20,
+			KeepaliveInterval:    30 * time.Second,
+		},
+		Log: defaultLog(),
+	}
+}
+
+// serverDoc is what server.toml decodes into: Server, except that policy
+// rules are decoded one by one (see decodeArray).
+type serverDoc struct {
+	Server
+	Policy struct {
+		Admit policy.Admission `toml:"admit"`
+		Rules []toml.Primitive `toml:"rule"`
+	} `toml:"policy"`
+}
+
+// LoadServer reads, resolves and validates a server configuration.
+func LoadServer(path string) (*Server, error) {
+	doc := &serverDoc{Server: *DefaultServer()}
+	src, err := decode(path, doc, reflect.TypeFor[Server](), func(d *decoder) error {
+		rules, err := decodeArray(d, "policy.rule", doc.Policy.Rules, func() policy.Rule { return policy.Rule{} })
+		doc.Server.Policy = policy.Config{Admit: doc.Policy.Admit, Rules: rules}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &doc.Server
+	s.src = src
+	s.TLS.Cert = src.resolve(s.TLS.Cert)
+	s.TLS.Key = src.resolve(s.TLS.Key)
+	s.TLS.KeyPasswordFile = src.resolve(s.TLS.KeyPasswordFile)
+	s.TLS.ClientCA = src.resolve(s.TLS.ClientCA)
+	for i := range s.TLS.CRLs {
+		s.TLS.CRLs[i] = src.resolve(s.TLS.CRLs[i])
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Validate checks everything that can be checked without binding a socket:
+// addresses, limits, the policy, and that every file exists, parses and, for
+// secrets, is not readable by others. The first problem is returned as an
+// *Error.
+func (s *Server) Validate() error {
+	src := s.src
+	if err := checkListen(src, "listen", s.Listen); err != nil {
+		return err
+	}
+	if err := s.TLS.validate(src); err != nil {
+		return err
+	}
+	if err := s.Limits.validate(src); err != nil {
+		return err
+	}
+	if err := validatePolicy(src, s.Policy); err != nil {
+		return err
+	}
+	return s.Log.validate(src)
+}
+
+func (t *ServerTLS) validate(src *source) error {
+	certs, err := checkCertificates(src, "tls.cert", t.Cert)
+	if err != nil {
+		return err
+	}
+	if err := checkKeyPair(src, "tls.key", t.Key, certs[0], t.AllowInsecureKeyPermissions); err != nil {
+		return err
+	}
+	if t.KeyPasswordFile != "" {
+		if _, err := checkSecretFile(src, "tls.key_password_file", t.KeyPasswordFile, t.AllowInsecureKeyPermissions); err != nil {
+			return err
+		}
+	}
+	if _, err := checkCertificates(src, "tls.client_ca", t.ClientCA); err != nil {
+		return err
+	}
+	for i, p := range t.CRLs {
+		key := indexPath("tls.crls", i)
+		data, err := checkReadable(src, key, p)
+		if err != nil {
+			return err
+		}
+		if _, err := pki.ParseCRL(data); err != nil {
+			return src.errf(key, "%s: %v", p, err)
+		}
+	}
+	return nil
+}
+
+func (l *Limits) validate(src *source) error {
+	if err := checkDuration(src, "limits.handshake_timeout", l.HandshakeTimeout, time.Second, 5*time.Minute); err != nil {
+		return err
+	}
+	switch {
+	case l.MaxSessions < 1:
+		return src.errf("limits.max_sessions", "%d: must be at least 1", l.MaxSessions)
+	case l.MaxStreamsPerSession < 1 || l.MaxStreamsPerSession > 65535:
+		return src.errf("limits.max_streams_per_session", "%d: must be 1-65535", l.MaxStreamsPerSession)
+	case l.HandshakeRate < 0:
+		return src.errf("limits.handshake_rate", "%v: must not be negative (0 disables the limit)", l.HandshakeRate)
+	case l.HandshakeRate > 0 && l.HandshakeBurst < 1:
+		return src.errf("limits.handshake_burst", "%d: must be at least 1 when handshake_rate is set", l.HandshakeBurst)
+	}
+	if l.IdleTimeout != 0 {
+		if err := checkDuration(src, "limits.idle_timeout", l.IdleTimeout, time.Second, 0); err != nil {
+			return err
+		}
+	}
+	return checkDuration(src, "limits.keepalive_interval", l.KeepaliveInterval, time.Second, 10*time.Minute)
+}
+
+// validatePolicy compiles the policy and places its errors on the entry at
+// fault.
+func validatePolicy(src *source, cfg policy.Config) error {
+	if len(cfg.Admit.Identities) == 0 && len(cfg.Admit.Groups) == 0 {
+		return src.errf("policy.admit", `nobody is admitted: list identities or groups ("*" admits every verified identity)`)
+	}
+	_, err := policy.New(cfg)
+	var ce *policy.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	key := "policy.admit." + ce.Field
+	if ce.Rule >= 0 {
+		key = indexPath("policy.rule", ce.Rule) + "." + ce.Field
+	}
+	e := src.err(key, ce.Err)
+	if src != nil && ce.Entry >= 0 {
+		e.Line = src.layout.line(indexPath(key, ce.Entry))
+	}
+	return e
+}

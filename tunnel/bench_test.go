@@ -1,0 +1,266 @@
+package tunnel
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// benchEnv is a gateway and a connected client with one -L forward to a
+// sink that counts what it receives and reports it on close.
+type benchEnv struct {
+	srv    *Server
+	c      *Client
+	local  string
+	counts chan int64
+	port   uint16
+}
+
+func newBenchEnv(b *testing.B, tuning Tuning, via func(addr string) string) *benchEnv {
+	b.Helper()
+	f := newFixture(b)
+	counts := make(chan int64, 64)
+	sink := startTarget(b, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "%d", n)
+		counts <- n
+	})
+	scfg := f.serverConfig(nil)
+	scfg.Tuning = tuning
+	srv := startServer(b, scfg)
+	addr := srv.Addr().String()
+	if via != nil {
+		addr = via(addr)
+	}
+	ccfg := f.clientConfig(addr, mustForward(b, ForwardLocal, "0:"+sink.addr()))
+	ccfg.Tuning = tuning
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	c := startClient(b, ccfg)
+	waitFor(b, ev.up, "session")
+	_, p, _ := net.SplitHostPort(sink.addr())
+	port, _ := strconv.Atoi(p)
+	return &benchEnv{srv: srv, c: c, local: c.Forwards()[0].Local.String(), counts: counts, port: uint16(port)}
+}
+
+// send pushes n bytes through one forwarded connection and waits until the
+// sink has them all.
+func (e *benchEnv) send(b *testing.B, n int64, chunk []byte) {
+	conn, err := net.Dial("tcp", e.local)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	for left := n; left > 0; left -= int64(len(chunk)) {
+		if _, err := conn.Write(chunk[:min(int64(len(chunk)), left)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	ack, _ := io.ReadAll(conn)
+	if string(ack) != strconv.FormatInt(n, 10) {
+		b.Fatalf("sink got %q bytes, sent %d", ack, n)
+	}
+}
+
+// BenchmarkThroughput is one forwarded stream over loopback, with the
+// write coalescer on and off.
+func BenchmarkThroughput(b *testing.B) {
+	for _, coalesce := range []bool{true, false} {
+		b.Run(fmt.Sprintf("coalesce=%v", coalesce), func(b *testing.B) {
+			defer setCoalesce(coalesce)()
+			e := newBenchEnv(b, Tuning{}, nil)
+			chunk := make([]byte, 64<<10)
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			e.send(b, int64(b.N)*int64(len(chunk)), chunk)
+		})
+	}
+}
+
+// BenchmarkThroughputParallel runs 8 forwarded streams at once.
+func BenchmarkThroughputParallel(b *testing.B) {
+	const streams = 8
+	e := newBenchEnv(b, Tuning{}, nil)
+	chunk := make([]byte, 64<<10)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := int64(b.N) * int64(len(chunk)) / streams
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.send(b, per, chunk)
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkWindowRTT measures one stream through a link with 20 ms round
+// trip time for several stream windows: the window, not the CPU, is the
+// limit on such links (throughput <= window / RTT).
+func BenchmarkWindowRTT(b *testing.B) {
+	for _, w := range []uint32{256 << 10, 1 << 20, 4 << 20, 16 << 20} {
+		b.Run(fmt.Sprintf("window=%dKiB", w>>10), func(b *testing.B) {
+			e := newBenchEnv(b, Tuning{StreamWindow: w}, func(addr string) string {
+				return startDelayProxy(b, addr, 10*time.Millisecond)
+			})
+			chunk := make([]byte, 64<<10)
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			e.send(b, int64(b.N)*int64(len(chunk)), chunk)
+		})
+	}
+}
+
+// BenchmarkStreamOpen is the latency of opening a forward: stream open,
+// header, the gateway's dial and its answer.
+func BenchmarkStreamOpen(b *testing.B) {
+	e := newBenchEnv(b, Tuning{}, nil)
+	b.ResetTimer()
+	for b.Loop() {
+		cs, st, _, err := e.c.open("127.0.0.1", e.port)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.Close()
+		cs.streamDone()
+		<-e.counts
+	}
+}
+
+// BenchmarkHandshake is full connects per second: TCP, TLS 1.3 with both
+// chains verified, hello.
+func BenchmarkHandshake(b *testing.B) {
+	f := newFixture(b)
+	srv := startServer(b, f.serverConfig(nil))
+	c, err := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.ctx, c.cancel = contextWithCancel()
+	defer c.cancel()
+	start := time.Now()
+	for b.Loop() {
+		cs, err := c.connect(srv.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs.close(ErrStopped)
+		cs.wait()
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
+}
+
+// BenchmarkIdleSessionMemory reports the heap held per idle session, both
+// ends counted (client and gateway run in this process).
+func BenchmarkIdleSessionMemory(b *testing.B) {
+	const n = 100
+	f := newFixture(b)
+	scfg := f.serverConfig(nil)
+	scfg.MaxHandshakes = n
+	srv := startServer(b, scfg)
+	c, err := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.ctx, c.cancel = contextWithCancel()
+	defer c.cancel()
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	for b.Loop() {
+		before := heap()
+		sessions := make([]*clientSession, 0, n)
+		for range n {
+			cs, err := c.connect(srv.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			sessions = append(sessions, cs)
+		}
+		after := heap()
+		b.ReportMetric(float64(after-before)/n, "B/session")
+		for _, cs := range sessions {
+			cs.close(ErrStopped)
+			cs.wait()
+		}
+	}
+}
+
+// startDelayProxy forwards TCP to target, delaying every chunk by d in each
+// direction (a 2d round trip) without limiting bandwidth.
+func startDelayProxy(b *testing.B, target string, d time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	type chunk struct {
+		due  time.Time
+		data []byte
+	}
+	pipe := func(dst, src net.Conn) {
+		defer wg.Done()
+		q := make(chan chunk, 1<<14)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer dst.Close()
+			for c := range q {
+				time.Sleep(time.Until(c.due)) // the emulated wire
+				if _, err := dst.Write(c.data); err != nil {
+					return
+				}
+			}
+		}()
+		defer close(q)
+		for {
+			buf := make([]byte, 64<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				q <- chunk{time.Now().Add(d), buf[:n]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			wg.Add(2)
+			go pipe(c, a)
+			go pipe(a, c)
+		}
+	}()
+	b.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// setCoalesce switches write coalescing for sessions created until the
+// returned function restores it.
+func setCoalesce(on bool) func() {
+	old := coalesceWrites.Swap(on)
+	return func() { coalesceWrites.Store(old) }
+}

@@ -1,0 +1,814 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/twoway/twoway/pki"
+)
+
+// ClientConfig configures a client. Zero values mean the documented
+// defaults.
+type ClientConfig struct {
+	// Endpoints are gateway addresses (host:port), tried in order on
+	// every (re)connect.
+	Endpoints []string
+	// ServerName, if set, is the name the gateway certificate must carry
+	// instead of each endpoint's host.
+	ServerName string
+	// Pins, if any, are SPKI pins (pki.SPKIPin); the gateway chain must
+	// contain a matching key.
+	Pins []string
+	// Credentials supply the client certificate and the server-CA
+	// verifier (a *pki.Store).
+	Credentials Credentials
+	// Forwards to set up: -L and -D listen here, -R on the gateway.
+	Forwards []Forward
+	// Tuning of the multiplexer; see DefaultTuning.
+	Tuning Tuning
+
+	// DialTimeout bounds the TCP connect to a gateway and, for -R, to a
+	// local target (10 s).
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake plus the hello (10 s).
+	HandshakeTimeout time.Duration
+	// SessionWait is how long a local connection arriving while the
+	// tunnel is down waits for it before being refused (5 s).
+	SessionWait time.Duration
+	// BackoffMin and BackoffMax bound the reconnect delay, which doubles
+	// after each failure, with jitter (500 ms, 30 s).
+	BackoffMin, BackoffMax time.Duration
+	// DrainTimeout bounds how long Stop lets open streams finish (10 s).
+	DrainTimeout time.Duration
+	// Software is announced in the hello ("twoway").
+	Software string
+	// SOCKSAuth, if set, makes -D listeners require SOCKS5
+	// username/password authentication checked by it (see
+	// socks5.StaticCredentials).
+	SOCKSAuth func(user, password string) bool
+
+	// OnSession, if set, is called after each successful hello.
+	OnSession func(SessionInfo)
+	// OnDisconnect, if set, is called when a session ends, with why.
+	OnDisconnect func(err error)
+	// OnRemoteListen, if set, is called with the gateway's answer to each
+	// -R forward: the address it listens on, or why not.
+	OnRemoteListen func(f Forward, bound string, err error)
+}
+
+func (c ClientConfig) withDefaults() ClientConfig {
+	c.Tuning = c.Tuning.withDefaults()
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.DialTimeout, 10*time.Second)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.SessionWait, 5*time.Second)
+	def(&c.BackoffMin, 500*time.Millisecond)
+	def(&c.BackoffMax, 30*time.Second)
+	def(&c.DrainTimeout, 10*time.Second)
+	if c.Software == "" {
+		c.Software = "twoway"
+	}
+	return c
+}
+
+// Validate checks the configuration without touching the network.
+func (c ClientConfig) Validate() error {
+	if len(c.Endpoints) == 0 {
+		return errors.New("client: no gateway endpoints")
+	}
+	for _, e := range c.Endpoints {
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			return fmt.Errorf("client: endpoint %q: %w", e, err)
+		}
+	}
+	if c.Credentials == nil || c.Credentials.Certificate() == nil {
+		return errors.New("client: no client certificate loaded")
+	}
+	if c.Credentials.Verifier() == nil {
+		return errors.New("client: no gateway CA bundle loaded")
+	}
+	for _, f := range c.Forwards {
+		if _, err := ParseForward(f.Kind, forwardSpec(f)); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+	}
+	if err := c.Tuning.Validate(); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin && c.BackoffMax != 0 {
+		return errors.New("client: backoff bounds are inconsistent")
+	}
+	return nil
+}
+
+// forwardSpec renders f back into its flag argument, for re-validation.
+func forwardSpec(f Forward) string {
+	host, port, _ := net.SplitHostPort(f.Listen)
+	spec := bracket(host) + ":" + port
+	if f.Kind != ForwardDynamic {
+		th, tp, _ := net.SplitHostPort(f.Target)
+		spec += ":" + bracket(th) + ":" + tp
+	}
+	return spec
+}
+
+func bracket(h string) string {
+	for i := 0; i < len(h); i++ {
+		if h[i] == ':' {
+			return "[" + h + "]"
+		}
+	}
+	return h
+}
+
+// Client keeps a session to a gateway up and serves the forwards over it.
+// Local listeners stay open across reconnects.
+type Client struct {
+	cfg    ClientConfig
+	log    *slog.Logger
+	bufs   *sync.Pool
+	ctx    context.Context // cancelled by Stop
+	cancel context.CancelFunc
+
+	locals []*localListener
+
+	mu       sync.Mutex
+	cur      *clientSession            // the session new streams use; guarded by mu
+	ready    chan struct{}             // closed when cur is set; guarded by mu
+	live     map[*clientSession]bool   // every session not yet closed; guarded by mu
+	remote   map[uint32]*remoteForward // -R forwards by listener id; guarded by mu
+	stopping bool                      // guarded by mu
+
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopped  chan struct{}
+}
+
+type localListener struct {
+	fwd Forward
+	ln  net.Listener
+}
+
+type remoteForward struct {
+	fwd   Forward
+	bound string // address on the gateway, once it answered
+}
+
+// ForwardStatus describes one configured forward.
+type ForwardStatus struct {
+	Forward
+	// Local is the client-side listener (-L, -D).
+	Local net.Addr
+	// Remote is where the gateway listens (-R), once it has said so.
+	Remote string
+}
+
+// NewClient checks cfg and prepares a client; nothing happens until Start.
+func NewClient(cfg ClientConfig, logger *slog.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		cfg: cfg, log: logger, bufs: newBufPool(cfg.Tuning.CopyBuffer),
+		ready: make(chan struct{}), live: make(map[*clientSession]bool),
+		remote: make(map[uint32]*remoteForward), stopped: make(chan struct{}),
+	}
+	for i, f := range cfg.Forwards {
+		if f.Kind == ForwardRemote {
+			c.remote[uint32(i+1)] = &remoteForward{fwd: f}
+		}
+	}
+	return c, nil
+}
+
+// Start opens the local listeners (failing if any cannot be opened) and
+// starts connecting in the background. Cancelling ctx stops the client.
+func (c *Client) Start(ctx context.Context) error {
+	for _, f := range c.cfg.Forwards {
+		if f.Kind == ForwardRemote {
+			continue
+		}
+		ln, err := net.Listen("tcp", f.Listen)
+		if err != nil {
+			for _, l := range c.locals {
+				l.ln.Close()
+			}
+			return fmt.Errorf("client: %s: %w", f, err)
+		}
+		c.locals = append(c.locals, &localListener{fwd: f, ln: ln})
+		c.log.Info("forward listening", "forward", f.String(), "addr", ln.Addr().String())
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	for _, l := range c.locals {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.acceptLocal(l)
+		}()
+	}
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); c.run() }()
+	go func() {
+		defer c.wg.Done()
+		select {
+		case <-ctx.Done():
+			go c.Stop()
+		case <-c.ctx.Done():
+		}
+	}()
+	return nil
+}
+
+// Forwards reports each forward with its listening addresses.
+func (c *Client) Forwards() []ForwardStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []ForwardStatus
+	li := 0
+	for i, f := range c.cfg.Forwards {
+		st := ForwardStatus{Forward: f}
+		if f.Kind == ForwardRemote {
+			st.Remote = c.remote[uint32(i+1)].bound
+		} else if li < len(c.locals) {
+			st.Local = c.locals[li].ln.Addr()
+			li++
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Stop closes the local listeners, lets open streams finish for up to
+// DrainTimeout, closes the session and waits for every goroutine. It is
+// idempotent.
+func (c *Client) Stop() {
+	c.stopOnce.Do(func() {
+		c.mu.Lock()
+		c.stopping = true
+		c.cur = nil
+		var sessions []*clientSession
+		for cs := range c.live {
+			sessions = append(sessions, cs)
+		}
+		c.mu.Unlock()
+		for _, l := range c.locals {
+			l.ln.Close()
+		}
+		var drained []<-chan struct{}
+		for _, cs := range sessions {
+			drained = append(drained, cs.drain())
+		}
+		timer := time.NewTimer(c.cfg.DrainTimeout)
+	wait:
+		for _, ch := range drained {
+			select {
+			case <-ch:
+			case <-timer.C:
+				break wait
+			}
+		}
+		timer.Stop()
+		if c.cancel != nil {
+			c.cancel()
+		}
+		for _, cs := range sessions {
+			cs.close(ErrStopped)
+		}
+		c.wg.Wait()
+		close(c.stopped)
+	})
+}
+
+// Wait blocks until the client has stopped. A client has no fatal errors
+// of its own: it keeps reconnecting until stopped.
+func (c *Client) Wait() error {
+	<-c.stopped
+	return nil
+}
+
+// run keeps a session up: connect, serve until it ends, back off, repeat.
+func (c *Client) run() {
+	backoff := c.cfg.BackoffMin
+	for {
+		cs, err := c.connectAny()
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			d := jitter(backoff)
+			c.log.Warn("cannot reach gateway; will retry", "err", err, "retry_in", d.Round(time.Millisecond))
+			if !c.sleep(d) {
+				return
+			}
+			backoff = min(2*backoff, c.cfg.BackoffMax)
+			continue
+		}
+		if !c.adopt(cs) {
+			cs.close(ErrStopped)
+			cs.wait()
+			return
+		}
+		cs.log.Info("connected to gateway", "gateway", cs.endpoint, "version", cs.info.Version, "grants", cs.info.Grants)
+		if c.cfg.OnSession != nil {
+			c.cfg.OnSession(cs.info)
+		}
+		cs.registerRemote()
+
+		// Serve until the session ends or the gateway announces it is
+		// going away; in the second case the old session keeps carrying
+		// its open streams while we connect a new one for new streams.
+		select {
+		case <-cs.done():
+		case <-cs.byeCh:
+		case <-c.ctx.Done():
+			return
+		}
+		c.retire(cs)
+		reason := cs.endReason()
+		graceful := errors.Is(reason, ErrShutdown)
+		cs.log.Warn("gateway session lost; reconnecting", "reason", reason)
+		if c.cfg.OnDisconnect != nil {
+			c.cfg.OnDisconnect(reason)
+		}
+		if time.Since(cs.info.Established) > c.cfg.BackoffMax {
+			backoff = c.cfg.BackoffMin // it was a good session, not a flapping one
+		}
+		if !graceful {
+			if !c.sleep(jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, c.cfg.BackoffMax)
+		}
+	}
+}
+
+// jitter spreads reconnects of many clients after a gateway restart:
+// uniformly in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// adopt makes cs the session for new streams.
+func (c *Client) adopt(cs *clientSession) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return false
+	}
+	c.cur = cs
+	c.live[cs] = true
+	close(c.ready)
+	c.wg.Add(1)
+	go func() {
+		// The session's owner: waits for it to end, for whatever reason,
+		// and forgets it.
+		defer c.wg.Done()
+		<-cs.done()
+		cs.close(ErrClosedByPeer)
+		cs.wait()
+		c.mu.Lock()
+		delete(c.live, cs)
+		c.mu.Unlock()
+	}()
+	return true
+}
+
+// retire stops using cs for new streams.
+func (c *Client) retire(cs *clientSession) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != cs {
+		return // already replaced
+	}
+	c.cur = nil
+	c.ready = make(chan struct{})
+	for _, rf := range c.remote {
+		rf.bound = ""
+	}
+}
+
+// session returns the current session, waiting up to SessionWait for one.
+func (c *Client) session(ctx context.Context) (*clientSession, error) {
+	timer := time.NewTimer(c.cfg.SessionWait)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		cs, ready, stopping := c.cur, c.ready, c.stopping
+		c.mu.Unlock()
+		if stopping {
+			return nil, ErrStopped
+		}
+		if cs != nil {
+			if !cs.mux.IsClosed() && !cs.byeReceived() {
+				return cs, nil
+			}
+			// Dead or going away, and run has not replaced it yet: stop
+			// handing it out.
+			c.retire(cs)
+			continue
+		}
+		select {
+		case <-ready:
+		case <-timer.C:
+			return nil, fmt.Errorf("%w: no gateway session within %s", ErrUnreachable, c.cfg.SessionWait)
+		case <-ctx.Done():
+			return nil, ErrStopped
+		}
+	}
+}
+
+// connectAny tries each endpoint in order.
+func (c *Client) connectAny() (*clientSession, error) {
+	var errs []error
+	for _, ep := range c.cfg.Endpoints {
+		cs, err := c.connect(ep)
+		if err == nil {
+			return cs, nil
+		}
+		if c.ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// HelloError is the gateway's refusal of a session, after the TLS
+// handshake: denied by policy, busy, version mismatch.
+type HelloError struct {
+	Code    string
+	Message string
+}
+
+// Error says the gateway refused and why.
+func (e *HelloError) Error() string { return "gateway refused session: " + e.Code + ": " + e.Message }
+
+// Is maps codes to the package's sentinels.
+func (e *HelloError) Is(target error) bool {
+	switch e.Code {
+	case ctlDenied:
+		return target == ErrDenied
+	case ctlBusy:
+		return target == ErrLimit
+	case ctlShutdown:
+		return target == ErrShutdown
+	case ctlVersion:
+		return target == ErrUnsupported
+	}
+	return false
+}
+
+// connect dials one endpoint, verifies the gateway and says hello.
+func (c *Client) connect(endpoint string) (*clientSession, error) {
+	host, _, _ := net.SplitHostPort(endpoint)
+	serverName := c.cfg.ServerName
+	if serverName == "" {
+		serverName = host
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout+c.cfg.HandshakeTimeout)
+	defer cancel()
+	d := net.Dialer{Timeout: c.cfg.DialTimeout}
+	raw, err := d.DialContext(ctx, "tcp", endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", endpoint, err)
+	}
+	hs := &clientHandshake{}
+	tcfg, err := clientTLSConfig(c.cfg.Credentials, serverName, c.cfg.Pins, hs)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	hctx, hcancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer hcancel()
+	tc := tls.Client(raw, tcfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		if hs.err != nil {
+			return nil, fmt.Errorf("%s: gateway certificate: %w", endpoint, hs.err)
+		}
+		return nil, fmt.Errorf("%s: TLS handshake: %w", endpoint, err)
+	}
+	t := c.cfg.Tuning
+	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
+	logger := c.log.With("gateway", hs.identity, "remote", endpoint)
+	mux, err := yamux.Client(mc, t.yamuxConfig(logger))
+	if err != nil {
+		mc.Close()
+		return nil, err
+	}
+	cs := &clientSession{session: newSession("", mc, mux, t, c.bufs, logger), client: c, endpoint: endpoint}
+	cs.peer, cs.chain, cs.verifier = hs.identity, tc.ConnectionState().PeerCertificates, hs.verifier
+	if err := cs.hello(hctx, tc.ConnectionState()); err != nil {
+		cs.close(err)
+		return nil, fmt.Errorf("%s: %w", endpoint, err)
+	}
+	cs.start(cs.handleControl, cs.handleStream)
+	return cs, nil
+}
+
+// clientSession is the client's side of one session.
+type clientSession struct {
+	*session
+	client   *Client
+	endpoint string
+	verifier *pki.Verifier // the snapshot that accepted the gateway
+}
+
+func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) error {
+	// A gateway that refused our certificate says so with a TLS alert,
+	// which surfaces as the connection's read error, whichever step it
+	// interrupts.
+	fail := func(what string, err error) error {
+		if rerr := cs.conn.readErr(); rerr != nil {
+			return fmt.Errorf("gateway closed the connection: %w", rerr)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	st, err := cs.mux.OpenStream()
+	if err != nil {
+		return fail("opening control stream", err)
+	}
+	cs.ctrl = st
+	deadline, _ := ctx.Deadline()
+	_ = st.SetDeadline(deadline)
+	err = writeControl(st, &controlMsg{
+		Type: msgHello, Version: ProtocolVersion, MinVersion: minProtocolVersion,
+		Software: cs.client.cfg.Software, Capabilities: []string{capForward, capReverse, capReset},
+	})
+	var m *controlMsg
+	if err == nil {
+		m, err = readControl(st)
+	}
+	if err != nil {
+		return fail("hello", err)
+	}
+	switch {
+	case m.Type == msgError:
+		return &HelloError{Code: m.Code, Message: m.Message}
+	case m.Type != msgHello:
+		return fmt.Errorf("%w: expected hello, got %q", ErrBadControl, m.Type)
+	case m.Version < minProtocolVersion || m.Version > ProtocolVersion:
+		return fmt.Errorf("%w: gateway chose protocol version %d", ErrUnsupported, m.Version)
+	case m.Session == "":
+		return fmt.Errorf("%w: hello without a session id", ErrBadControl)
+	}
+	_ = st.SetDeadline(time.Time{})
+	cs.id = m.Session
+	cs.log = cs.log.With("session", m.Session)
+	cs.peerCaps = capSet(m.Capabilities)
+	cs.info = SessionInfo{
+		ID: m.Session, Version: m.Version, Local: cs.conn.LocalAddr(), Remote: cs.conn.RemoteAddr(),
+		TLS: state, Peer: cs.peer, PeerChain: cs.chain, VerifiedChain: verifiedPath(cs.chain, cs.verifier),
+		Self: m.Identity, Grants: m.Grants,
+		PeerSoftware: m.Software, Established: time.Now(),
+	}
+	if m.Params != nil {
+		cs.info.Params = *m.Params
+	}
+	return nil
+}
+
+// replyTimeout bounds the wait for the gateway's answer to a stream
+// header: its own dial timeout, as announced, plus slack for the trip.
+func (cs *clientSession) replyTimeout() time.Duration {
+	d := time.Duration(cs.info.Params.DialTimeout) * time.Millisecond
+	if d <= 0 || d > 5*time.Minute {
+		d = 30 * time.Second
+	}
+	return d + cs.tuning.DeadPeerTimeout
+}
+
+// registerRemote asks the gateway for every -R listener.
+func (cs *clientSession) registerRemote() {
+	if !cs.peerCaps[capReverse] {
+		return
+	}
+	c := cs.client
+	c.mu.Lock()
+	ids := make(map[uint32]Forward, len(c.remote))
+	for id, rf := range c.remote {
+		ids[id] = rf.fwd
+	}
+	c.mu.Unlock()
+	for id, f := range ids {
+		if err := cs.sendControl(&controlMsg{Type: msgListen, ID: id, Bind: f.Listen}); err != nil {
+			return
+		}
+	}
+}
+
+// handleControl serves the gateway's control messages after the hello.
+func (cs *clientSession) handleControl(m *controlMsg) {
+	c := cs.client
+	switch m.Type {
+	case msgListenOK, msgListenError:
+		c.mu.Lock()
+		rf := c.remote[m.ID]
+		var f Forward
+		if rf != nil {
+			f = rf.fwd
+			if m.Type == msgListenOK {
+				rf.bound = m.Bound
+			}
+		}
+		c.mu.Unlock()
+		if rf == nil {
+			cs.log.Debug("answer for unknown remote listener", "id", m.ID)
+			return
+		}
+		var err error
+		if m.Type == msgListenOK {
+			cs.log.Info("remote forward listening on gateway", "forward", f.String(), "addr", m.Bound)
+		} else {
+			err = &HelloError{Code: m.Code, Message: m.Message}
+			cs.log.Warn("gateway refused remote forward", "forward", f.String(), "code", m.Code, "reason", m.Message)
+		}
+		if c.cfg.OnRemoteListen != nil {
+			c.cfg.OnRemoteListen(f, m.Bound, err)
+		}
+	default:
+		cs.log.Debug("ignoring control message", "type", m.Type)
+	}
+}
+
+// handleStream serves a stream the gateway opened: a connection accepted
+// on one of our remote listeners.
+func (cs *clientSession) handleStream(st *yamux.Stream) {
+	c := cs.client
+	_ = st.SetReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	h, err := readStreamHeader(st)
+	if err != nil {
+		cs.refuseStream(st, CodeBadRequest, "malformed stream header")
+		return
+	}
+	_ = st.SetReadDeadline(time.Time{})
+	if h.Kind != KindReverse {
+		cs.refuseStream(st, CodeUnsupported, "client serves only reverse streams")
+		return
+	}
+	c.mu.Lock()
+	rf := c.remote[h.Listener]
+	c.mu.Unlock()
+	if rf == nil {
+		cs.refuseStream(st, CodeUnsupported, fmt.Sprintf("no remote forward %d", h.Listener))
+		return
+	}
+	origin := net.JoinHostPort(h.Host, strconv.Itoa(int(h.Port)))
+	d := net.Dialer{Timeout: c.cfg.DialTimeout}
+	conn, err := d.DialContext(cs.ctx, "tcp", rf.fwd.Target)
+	if err != nil {
+		rep := dialReply(err)
+		cs.log.Info("remote forward: local dial failed", "forward", rf.fwd.String(), "origin", origin, "err", err)
+		cs.refuseStream(st, rep.Code, rep.Message)
+		return
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(cs.tuning.DeadPeerTimeout))
+	if _, err := st.Write(streamReply{Code: CodeOK, Bound: conn.LocalAddr().String()}.marshal()); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	_ = st.SetWriteDeadline(time.Time{})
+	cs.log.Debug("remote forward connection", "forward", rf.fwd.String(), "origin", origin, "stream", st.StreamID())
+	cs.proxy(st, conn)
+}
+
+// openConnect opens a stream asking the gateway to dial host:port and
+// waits for its answer.
+func (cs *clientSession) openConnect(host string, port uint16) (*yamux.Stream, streamReply, error) {
+	hdr, err := streamHeader{Kind: KindConnect, Host: host, Port: port}.marshal()
+	if err != nil {
+		return nil, streamReply{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	st, err := cs.mux.OpenStream()
+	if err != nil {
+		return nil, streamReply{}, err
+	}
+	_ = st.SetDeadline(time.Now().Add(cs.replyTimeout()))
+	if _, err := st.Write(hdr); err != nil {
+		st.Close()
+		return nil, streamReply{}, err
+	}
+	rep, err := readStreamReply(st)
+	if err == nil {
+		err = rep.err()
+	}
+	if err != nil {
+		st.Close()
+		return nil, rep, err
+	}
+	_ = st.SetDeadline(time.Time{})
+	return st, rep, nil
+}
+
+// acceptLocal serves one local (-L or -D) listener until it is closed.
+func (c *Client) acceptLocal(l *localListener) {
+	var backoff time.Duration
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			c.log.Warn("accept failed; backing off", "forward", l.fwd.String(), "err", err)
+			if !c.sleep(backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			switch l.fwd.Kind {
+			case ForwardLocal:
+				c.serveLocal(l.fwd, conn)
+			case ForwardDynamic:
+				c.serveSOCKS(l.fwd, conn)
+			}
+		}()
+	}
+}
+
+// refuseLocal closes a local connection we cannot serve with a reset, so
+// the application sees a failure rather than an empty answer.
+func refuseLocal(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// serveLocal carries one -L connection to the gateway.
+func (c *Client) serveLocal(f Forward, conn net.Conn) {
+	host, portStr, _ := net.SplitHostPort(f.Target)
+	port, _ := parsePort(portStr, false)
+	cs, st, _, err := c.open(host, port)
+	if err != nil {
+		c.log.Info("forward refused", "forward", f.String(), "from", conn.RemoteAddr().String(), "err", err)
+		refuseLocal(conn)
+		return
+	}
+	defer cs.streamDone()
+	cs.proxy(st, conn)
+}
+
+// open gets a session (waiting for one if the tunnel is down) and opens a
+// connect stream on it. On success the stream is counted in the session,
+// and the caller must call streamDone.
+func (c *Client) open(host string, port uint16) (*clientSession, *yamux.Stream, streamReply, error) {
+	for attempt := 0; ; attempt++ {
+		cs, err := c.session(c.ctx)
+		if err != nil {
+			return nil, nil, streamReply{}, err
+		}
+		if !cs.streamStart() {
+			continue // draining because we are stopping: session() says so next
+		}
+		st, rep, err := cs.openConnect(host, port)
+		if err != nil {
+			cs.streamDone()
+			// A session that died under us is retried once on the next;
+			// the gateway's answer is final.
+			var se *StreamError
+			if !errors.As(err, &se) && cs.mux.IsClosed() && attempt == 0 {
+				continue
+			}
+			return nil, nil, rep, err
+		}
+		return cs, st, rep, nil
+	}
+}

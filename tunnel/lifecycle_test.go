@@ -1,0 +1,554 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/policy"
+)
+
+// roundTrip writes msg on an echo connection and reads it back.
+func roundTrip(t *testing.T, conn net.Conn, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(conn, msg); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, got); err != nil {
+		t.Fatalf("read %q: %v", msg, err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo %q, want %q", got, msg)
+	}
+}
+
+func TestRemoteForward(t *testing.T) {
+	f := newFixture(t)
+	svc := startTarget(t, echo) // a service on the client's side
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedAddr := closed.Addr().String()
+	closed.Close()
+
+	scfg := f.serverConfig(&bindPolicy{})
+	srv := startServer(t, scfg)
+
+	type listenResult struct {
+		f     Forward
+		bound string
+		err   error
+	}
+	results := make(chan listenResult, 4)
+	good := mustForward(t, ForwardRemote, "127.0.0.1:0:"+svc.addr())
+	denied := mustForward(t, ForwardRemote, "127.0.0.2:0:"+svc.addr())
+	broken := mustForward(t, ForwardRemote, "0:"+closedAddr) // nothing listens behind it
+	ccfg := f.clientConfig(srv.Addr().String(), good, denied, broken)
+	ccfg.OnRemoteListen = func(f Forward, bound string, err error) { results <- listenResult{f, bound, err} }
+	c := startClient(t, ccfg)
+
+	got := map[string]listenResult{}
+	for range 3 {
+		r := waitFor(t, results, "remote listen answer")
+		got[r.f.String()] = r
+	}
+	ok := got[good.String()]
+	if ok.err != nil || !strings.HasPrefix(ok.bound, "127.0.0.1:") {
+		t.Fatalf("allowed -R: %+v", ok)
+	}
+	if r := got[denied.String()]; !errors.Is(r.err, ErrDenied) || !strings.Contains(r.err.Error(), "loopback only") {
+		t.Fatalf("denied -R: %+v", r)
+	}
+	if st := c.Forwards()[0]; st.Remote != ok.bound {
+		t.Fatalf("status remote %q, want %q", st.Remote, ok.bound)
+	}
+
+	conn, err := net.Dial("tcp", ok.bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	roundTrip(t, conn, "back through the tunnel")
+	conn.(*net.TCPConn).CloseWrite()
+	if rest, err := io.ReadAll(conn); err != nil || len(rest) != 0 {
+		t.Fatalf("after half-close: %q %v", rest, err)
+	}
+
+	// The client cannot reach its target: the gateway-side connection is
+	// reset, not left hanging.
+	dead := got[broken.String()]
+	if dead.err != nil {
+		t.Fatalf("-R to a dead target should still listen: %v", dead.err)
+	}
+	conn2, err := net.Dial("tcp", dead.bound)
+	if err == nil {
+		defer conn2.Close()
+		_, err = conn2.Read(make([]byte, 1))
+	}
+	// On loopback the reset can overtake the end of our connect.
+	if !isRefusedLocally(err) {
+		t.Fatalf("unreachable -R target: %v", err)
+	}
+}
+
+// bindPolicy allows binds on 127.0.0.1 only.
+type bindPolicy struct{ fakePolicy }
+
+func (p *bindPolicy) Bind(_ *pki.Identity, a netip.Addr, _ uint16) policy.Decision {
+	return policy.Decision{Allow: a.String() == "127.0.0.1", Rule: "loopback only"}
+}
+
+// TestReconnect restarts the gateway under a connected client: the client
+// reconnects, keeps its local listener, and a connection made while the
+// gateway was down is carried once it is back.
+func TestReconnect(t *testing.T) {
+	f := newFixture(t)
+	tgt := startTarget(t, echo)
+	srv1 := startServer(t, f.serverConfig(nil))
+	addr := srv1.Addr().String()
+
+	// The first endpoint is dead: the client must move on to the next.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	ccfg := f.clientConfig(deadAddr, mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+	ccfg.Endpoints = append(ccfg.Endpoints, addr)
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	c := startClient(t, ccfg)
+	first := waitFor(t, ev.up, "first session")
+	local := c.Forwards()[0].Local.String()
+
+	conn, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, conn, "before")
+	conn.Close()
+
+	srv1.Stop()
+	if err := waitFor(t, ev.down, "disconnect"); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("disconnect reason %v, want the gateway's shutdown", err)
+	}
+
+	// While the gateway is down: the connection waits for the session.
+	conn, err = net.Dial("tcp", local)
+	if err != nil {
+		t.Fatalf("local listener closed while the gateway was down: %v", err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "during"); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg2 := f.serverConfig(nil)
+	cfg2.Listen = addr
+	startServer(t, cfg2)
+	second := waitFor(t, ev.up, "second session")
+	if second.ID == first.ID {
+		t.Fatal("same session id after reconnect")
+	}
+	got := make([]byte, len("during"))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != "during" {
+		t.Fatalf("connection made while down: %q %v", got, err)
+	}
+	if c.Forwards()[0].Local.String() != local {
+		t.Fatal("local listener changed across reconnect")
+	}
+}
+
+// TestRevalidate revokes a connected client's certificate and withdraws
+// another's admission: Revalidate must end both sessions at once, tell the
+// clients why, and the revoked one must not get back in.
+func TestRevalidate(t *testing.T) {
+	f := newFixture(t)
+	tgt := startTarget(t, echo)
+	refusals := make(chan Refusal, 16)
+	scfg := f.serverConfig(nil)
+	scfg.OnRefuse = func(r Refusal) { refusals <- r }
+	srv := startServer(t, scfg)
+
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	c := startClient(t, ccfg)
+	waitFor(t, ev.up, "session")
+
+	bob := f.h.ClientCA.Client(t, "bob")
+	bcfg := f.clientConfig(srv.Addr().String())
+	bcfg.Credentials = newCreds(t, bob, f.h.ServerBundle())
+	var bev sessionEvents
+	bev.hook(&bcfg)
+	startClient(t, bcfg)
+	waitFor(t, bev.up, "bob's session")
+
+	conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	roundTrip(t, conn, "before revocation")
+
+	// Reload: alice's certificate is revoked; bob is still fine.
+	f.serverCreds.setVerifier(t, f.h.ClientBundle(), f.h.ClientCA.CRL(t, 2, f.clientLeaf.Cert))
+	start := time.Now()
+	srv.Revalidate()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Revalidate took %s", took)
+	}
+	r := waitFor(t, refusals, "revalidation refusal")
+	if r.Stage != "revalidate" || !errors.Is(r.Err, pki.ErrRevoked) || r.Identity.CommonName != "alice" {
+		t.Fatalf("refusal %+v", r)
+	}
+	var bye *ByeError
+	if err := waitFor(t, ev.down, "alice's disconnect"); !errors.As(err, &bye) || bye.Code != "revoked" {
+		t.Fatalf("alice told %v", err)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("forwarded connection survived revocation")
+	}
+	sessions := srv.Sessions()
+	if len(sessions) != 1 || sessions[0].Peer.CommonName != "bob" {
+		t.Fatalf("sessions after revocation: %d", len(sessions))
+	}
+	// Alice's reconnect is refused at the handshake now.
+	r = waitFor(t, refusals, "alice's reconnect refused")
+	if r.Stage != "verify" || !errors.Is(r.Err, pki.ErrRevoked) {
+		t.Fatalf("reconnect refusal %+v", r)
+	}
+
+	// Policy reload: bob is no longer admitted.
+	srv.SetPolicy(&fakePolicy{admit: func(id *pki.Identity) policy.Decision {
+		return policy.Decision{Allow: id.CommonName != "bob", Rule: "bob left"}
+	}})
+	srv.Revalidate()
+	if err := waitFor(t, bev.down, "bob's disconnect"); !errors.As(err, &bye) || bye.Code != "denied" || !strings.Contains(bye.Message, "bob left") {
+		t.Fatalf("bob told %v", err)
+	}
+	if n := len(srv.Sessions()); n != 0 {
+		t.Fatalf("%d sessions left", n)
+	}
+}
+
+// TestLimits checks the gateway's bounds: sessions, streams, handshake
+// rate and handshakes in progress.
+func TestLimits(t *testing.T) {
+	f := newFixture(t)
+	tgt := startTarget(t, echo)
+	_, tport, _ := net.SplitHostPort(tgt.addr())
+
+	t.Run("sessions", func(t *testing.T) {
+		cfg := f.serverConfig(nil)
+		cfg.MaxSessions = 1
+		srv := startServer(t, cfg)
+		ccfg := f.clientConfig(srv.Addr().String())
+		var ev sessionEvents
+		ev.hook(&ccfg)
+		startClient(t, ccfg)
+		waitFor(t, ev.up, "first session")
+		c2, _ := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
+		c2.ctx, c2.cancel = contextWithCancel()
+		defer c2.cancel()
+		if _, err := c2.connect(srv.Addr().String()); !errors.Is(err, ErrLimit) {
+			t.Fatalf("second session: %v", err)
+		}
+	})
+
+	t.Run("streams", func(t *testing.T) {
+		cfg := f.serverConfig(nil)
+		cfg.Tuning.MaxStreams = 2
+		srv := startServer(t, cfg)
+		ccfg := f.clientConfig(srv.Addr().String())
+		var ev sessionEvents
+		ev.hook(&ccfg)
+		c := startClient(t, ccfg)
+		waitFor(t, ev.up, "session")
+		port := mustPort(t, tport)
+		var open []*clientSession
+		for i := range 2 {
+			cs, st, _, err := c.open("127.0.0.1", port)
+			if err != nil {
+				t.Fatalf("stream %d: %v", i, err)
+			}
+			defer st.Close()
+			open = append(open, cs)
+		}
+		if _, _, _, err := c.open("127.0.0.1", port); !errors.Is(err, ErrLimit) {
+			t.Fatalf("third stream: %v", err)
+		}
+		for _, cs := range open {
+			cs.streamDone()
+		}
+	})
+
+	t.Run("handshake rate", func(t *testing.T) {
+		refusals := make(chan Refusal, 4)
+		cfg := f.serverConfig(nil)
+		cfg.HandshakeRate, cfg.HandshakeBurst = 0.001, 2
+		cfg.OnRefuse = func(r Refusal) { refusals <- r }
+		srv := startServer(t, cfg)
+		for i := range 3 {
+			conn, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if i < 2 {
+				continue
+			}
+			if r := waitFor(t, refusals, "rate refusal"); r.Stage != "rate" {
+				t.Fatalf("refusal %+v", r)
+			}
+			if _, err := conn.Read(make([]byte, 1)); err == nil {
+				t.Fatal("rate-limited connection not closed")
+			}
+		}
+	})
+
+	t.Run("handshakes in progress", func(t *testing.T) {
+		refusals := make(chan Refusal, 4)
+		cfg := f.serverConfig(nil)
+		cfg.MaxHandshakes = 1
+		cfg.OnRefuse = func(r Refusal) { refusals <- r }
+		srv := startServer(t, cfg)
+		stalled, err := net.Dial("tcp", srv.Addr().String()) // says nothing
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stalled.Close()
+		second, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer second.Close()
+		if r := waitFor(t, refusals, "capacity refusal"); r.Stage != "capacity" {
+			t.Fatalf("refusal %+v", r)
+		}
+	})
+}
+
+func mustPort(t *testing.T, s string) uint16 {
+	t.Helper()
+	p, err := parsePort(s, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDrain stops the gateway with a forwarded connection open: the
+// connection keeps working until it ends, then Stop returns; a connection
+// still open at the drain timeout is cut.
+func TestDrain(t *testing.T) {
+	f := newFixture(t)
+	tgt := startTarget(t, echo)
+	srv := startServer(t, f.serverConfig(nil))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	c := startClient(t, ccfg)
+	waitFor(t, ev.up, "session")
+	conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	roundTrip(t, conn, "before")
+
+	stopped := make(chan struct{})
+	go func() { srv.Stop(); close(stopped) }()
+	if err := waitFor(t, ev.down, "bye"); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("client told %v", err)
+	}
+	roundTrip(t, conn, "during the drain")
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while a stream was open")
+	default:
+	}
+	conn.Close()
+	waitFor(t, stopped, "Stop after the last stream")
+
+	t.Run("timeout", func(t *testing.T) {
+		cfg := f.serverConfig(nil)
+		cfg.DrainTimeout = 100 * time.Millisecond
+		srv := startServer(t, cfg)
+		ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+		var ev sessionEvents
+		ev.hook(&ccfg)
+		c := startClient(t, ccfg)
+		waitFor(t, ev.up, "session")
+		conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		roundTrip(t, conn, "x")
+		srv.Stop() // returns after the drain timeout
+		if _, err := conn.Read(make([]byte, 1)); err == nil {
+			t.Fatal("stream survived the drain timeout")
+		}
+	})
+}
+
+// freezeProxy forwards TCP between a client and a gateway until frozen,
+// after which it passes nothing in either direction but keeps both
+// connections open: a peer that silently died.
+type freezeProxy struct {
+	ln     net.Listener
+	frozen chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startFreezeProxy(t *testing.T, target string) *freezeProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, frozen: make(chan struct{})}
+	pipe := func(dst, src net.Conn) {
+		defer p.wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			select {
+			case <-p.frozen:
+				return
+			default:
+			}
+			if n > 0 {
+				dst.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, a, b)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go pipe(a, b)
+			go pipe(b, a)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.freeze()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *freezeProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
+
+// TestDeadPeer freezes the path between a connected client and gateway:
+// both must notice within the dead-peer timeout, and an idle but live
+// session must not be mistaken for a dead one.
+func TestDeadPeer(t *testing.T) {
+	f := newFixture(t)
+	tuning := Tuning{KeepAliveInterval: 50 * time.Millisecond, DeadPeerTimeout: 300 * time.Millisecond}
+	scfg := f.serverConfig(nil)
+	scfg.Tuning = tuning
+	ended := make(chan error, 4)
+	scfg.OnSessionEnd = func(_ SessionInfo, err error) { ended <- err }
+	srv := startServer(t, scfg)
+	proxy := startFreezeProxy(t, srv.Addr().String())
+
+	ccfg := f.clientConfig(proxy.ln.Addr().String())
+	ccfg.Tuning = tuning
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	startClient(t, ccfg)
+	waitFor(t, ev.up, "session")
+
+	// Idle for several dead-peer timeouts: keepalives must hold it up.
+	select {
+	case err := <-ev.down:
+		t.Fatalf("idle session dropped: %v", err)
+	case <-time.After(4 * tuning.DeadPeerTimeout):
+	}
+
+	proxy.freeze()
+	start := time.Now()
+	if err := waitFor(t, ev.down, "client noticing"); !errors.Is(err, ErrPeerDead) {
+		t.Fatalf("client: %v", err)
+	}
+	if err := waitFor(t, ended, "gateway noticing"); !errors.Is(err, ErrPeerDead) {
+		t.Fatalf("gateway: %v", err)
+	}
+	if took := time.Since(start); took > 2*tuning.DeadPeerTimeout+time.Second {
+		t.Fatalf("took %s to notice", took)
+	}
+}
+
+// TestNoLeaks runs a full scenario and checks that Stop leaves no
+// goroutine behind.
+func TestNoLeaks(t *testing.T) {
+	checkNoLeaks(t) // nothing from earlier tests either
+	f := newFixture(t)
+	tgt := startTarget(t, echo)
+	srv, err := NewServer(f.serverConfig(nil), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	svc := startTarget(t, echo)
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()), mustForward(t, ForwardRemote, "0:"+svc.addr()))
+	ccfg.DrainTimeout = 50 * time.Millisecond
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	remote := make(chan string, 1)
+	ccfg.OnRemoteListen = func(_ Forward, bound string, _ error) { remote <- bound }
+	c, err := NewClient(ccfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ev.up, "session")
+	for _, addr := range []string{c.Forwards()[0].Local.String(), waitFor(t, remote, "remote listener")} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, conn, "leak check")
+		defer conn.Close()
+	}
+	// Stop with connections still open on both forwards.
+	c.Stop()
+	srv.Stop()
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("server Wait: %v", err)
+	}
+	checkNoLeaks(t)
+}

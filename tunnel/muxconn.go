@@ -1,0 +1,248 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// muxConn is the byte stream yamux runs over: the TLS connection, plus two
+// things yamux v0.1.2 does not do itself.
+//
+// Write coalescing. yamux's send loop writes every frame as two Writes,
+// the 12-byte header and then the body, and each Write on a tls.Conn becomes
+// at least one TLS record and one syscall. muxConn appends writes to a
+// buffer and a single flusher goroutine writes it out. The flusher is woken
+// only at frame boundaries (it parses the yamux frame headers going by), so
+// a header always leaves together with its body; and while the flusher is
+// busy in a Write, further frames pile up behind it and go out in one batch.
+// An idle session therefore adds no latency (the flusher writes at once) and
+// a busy one gets large records and few syscalls. The buffer is bounded by
+// maxPending: yamux blocks in Write beyond that, which is the backpressure
+// it would get from the socket anyway.
+//
+// Stall and liveness accounting. Every batch is written under a deadline
+// (stall): a peer that stops reading for that long is treated as dead and
+// the session ends, instead of blocking the send loop forever. Every Read
+// that returns data records the time, which the session watchdog uses to
+// detect a silent peer.
+//
+// Concurrency: one reader (yamux's recv loop); Write is safe for concurrent
+// use; Close flushes what is pending for at most closeFlush, then closes.
+type muxConn struct {
+	tc         net.Conn // the TLS connection
+	raw        net.Conn // the TCP connection under it, for a forced close
+	stall      time.Duration
+	maxPending int
+
+	lastRead atomic.Int64          // UnixNano of the last Read that returned data
+	rerr     atomic.Pointer[error] // the first Read error
+
+	mu         sync.Mutex
+	dataCond   *sync.Cond // flusher waits here for complete frames
+	spaceCond  *sync.Cond // writers wait here for room in buf
+	buf        []byte     // pending bytes; guarded by mu
+	boundary   int        // buf[:boundary] ends on a frame boundary; guarded by mu
+	frames     frameTracker
+	err        error // sticky write error; guarded by mu
+	closing    bool  // guarded by mu
+	done       chan struct{}
+	closeOnce  sync.Once
+	closeFlush time.Duration
+	direct     bool // coalescing off: Write goes straight to tc
+}
+
+// coalesceWrites can be switched off by benchmarks to measure what
+// coalescing buys; production code never changes it.
+var coalesceWrites atomic.Bool
+
+func init() { coalesceWrites.Store(true) }
+
+// batchPool recycles flush buffers so an idle session holds none.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func newMuxConn(tc, raw net.Conn, stall time.Duration, maxPending int) *muxConn {
+	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, done: make(chan struct{}), closeFlush: time.Second, direct: !coalesceWrites.Load()}
+	c.dataCond = sync.NewCond(&c.mu)
+	c.spaceCond = sync.NewCond(&c.mu)
+	c.lastRead.Store(time.Now().UnixNano())
+	go c.flushLoop()
+	return c
+}
+
+func (c *muxConn) Read(p []byte) (int, error) {
+	n, err := c.tc.Read(p)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	if err != nil {
+		c.rerr.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// readErr is the first error Read returned: for a gateway that refused our
+// certificate, the TLS alert that says why.
+func (c *muxConn) readErr() error {
+	if p := c.rerr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// idle is how long ago the peer last sent anything.
+func (c *muxConn) idle() time.Duration {
+	return time.Since(time.Unix(0, c.lastRead.Load()))
+}
+
+func (c *muxConn) Write(p []byte) (int, error) {
+	if c.direct {
+		_ = c.tc.SetWriteDeadline(time.Now().Add(c.stall))
+		return c.tc.Write(p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.buf) >= c.maxPending && c.err == nil && !c.closing {
+		c.spaceCond.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.closing {
+		return 0, net.ErrClosed
+	}
+	if c.buf == nil {
+		c.buf = (*batchPool.Get().(*[]byte))[:0]
+	}
+	c.buf = append(c.buf, p...)
+	if c.frames.advance(p) {
+		c.boundary = len(c.buf)
+	}
+	if c.boundary > 0 || len(c.buf) >= c.maxPending {
+		c.dataCond.Signal()
+	}
+	return len(p), nil
+}
+
+// flushable is how much of buf the flusher may take now. Called with mu.
+func (c *muxConn) flushable() int {
+	switch {
+	case c.boundary > 0:
+		return c.boundary
+	case len(c.buf) >= c.maxPending, c.closing:
+		// A frame larger than the buffer, or the end: send what there is.
+		return len(c.buf)
+	}
+	return 0
+}
+
+func (c *muxConn) flushLoop() {
+	defer close(c.done)
+	for {
+		c.mu.Lock()
+		for c.flushable() == 0 && !c.closing && c.err == nil {
+			c.dataCond.Wait()
+		}
+		n := c.flushable()
+		if c.err != nil || n == 0 {
+			c.mu.Unlock()
+			return
+		}
+		batch := c.buf[:n]
+		if n < len(c.buf) {
+			// Keep the start of a frame whose end has not been written
+			// yet; it goes out with its end.
+			rest := (*batchPool.Get().(*[]byte))[:0]
+			c.buf = append(rest, c.buf[n:]...)
+		} else {
+			c.buf = nil
+		}
+		c.boundary = 0
+		// The deadline is set under mu so that Close, which shortens it,
+		// cannot be overtaken by a flusher still using the long one.
+		deadline := c.stall
+		if c.closing {
+			deadline = c.closeFlush
+		}
+		_ = c.tc.SetWriteDeadline(time.Now().Add(deadline))
+		c.spaceCond.Broadcast()
+		c.mu.Unlock()
+
+		_, err := c.tc.Write(batch)
+		if cap(batch) <= 1<<20 { // one oversized frame should not pin its buffer
+			batch = batch[:0]
+			batchPool.Put(&batch)
+		}
+		if err != nil {
+			c.mu.Lock()
+			c.err = err
+			c.spaceCond.Broadcast()
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Close writes out what is pending (bounded by closeFlush), sends the TLS
+// close_notify (bounded too: a peer that stopped reading gets its TCP
+// connection closed under it) and closes.
+func (c *muxConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		_ = c.tc.SetWriteDeadline(time.Now().Add(c.closeFlush))
+		c.dataCond.Broadcast()
+		c.spaceCond.Broadcast()
+		c.mu.Unlock()
+		<-c.done
+		// tls.Conn.Close writes close_notify with its own 5 s deadline;
+		// closing the TCP connection underneath bounds that too.
+		t := time.AfterFunc(c.closeFlush, func() { c.raw.Close() })
+		err = c.tc.Close()
+		t.Stop()
+		c.raw.Close()
+	})
+	return err
+}
+
+func (c *muxConn) LocalAddr() net.Addr  { return c.tc.LocalAddr() }
+func (c *muxConn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+
+// frameTracker follows the yamux frame structure of the outgoing byte
+// stream: a 12-byte header (version, type, flags, stream id, length) and,
+// for data frames (type 0), length bytes of body. Other frame types carry
+// no body; their length field is a window delta, ping id or reason.
+type frameTracker struct {
+	hdr  [12]byte
+	have int    // header bytes seen of the current frame
+	body uint32 // body bytes still to come
+}
+
+// advance consumes p and reports whether the stream now ends exactly on a
+// frame boundary.
+func (f *frameTracker) advance(p []byte) bool {
+	for len(p) > 0 {
+		if f.body > 0 {
+			n := uint32(len(p))
+			if n > f.body {
+				n = f.body
+			}
+			f.body -= n
+			p = p[n:]
+			continue
+		}
+		n := copy(f.hdr[f.have:], p)
+		f.have += n
+		p = p[n:]
+		if f.have == len(f.hdr) {
+			f.have = 0
+			if f.hdr[1] == 0 { // typeData
+				f.body = binary.BigEndian.Uint32(f.hdr[8:12])
+			}
+		}
+	}
+	return f.have == 0 && f.body == 0
+}

@@ -1,0 +1,877 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/policy"
+)
+
+// Resolver looks up the addresses of a target name. *net.Resolver
+// implements it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// ServerConfig configures a gateway. Zero values mean the documented
+// defaults.
+type ServerConfig struct {
+	// Listen is the address to accept clients on, e.g. ":8443".
+	Listen string
+	// Listener, if set, is used instead of Listen (socket activation,
+	// tests). The server closes it on Stop.
+	Listener net.Listener
+	// Credentials supply the gateway certificate and the client-CA
+	// verifier (a *pki.Store).
+	Credentials Credentials
+	// Policy decides admission, dials and binds. Replace it with
+	// SetPolicy, then call Revalidate.
+	Policy Policy
+	// Tuning of the multiplexer; see DefaultTuning.
+	Tuning Tuning
+
+	// HandshakeTimeout bounds the TLS handshake plus the hello (10 s).
+	HandshakeTimeout time.Duration
+	// MaxSessions bounds established sessions (1000).
+	MaxSessions int
+	// MaxHandshakes bounds handshakes in progress at once (128).
+	MaxHandshakes int
+	// HandshakeRate and HandshakeBurst shape a token bucket per source
+	// IP address (5/s, burst 20). A negative rate disables the limit.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// MaxListeners bounds remote (-R) listeners per session (16).
+	MaxListeners int
+	// DialTimeout bounds resolving and connecting to a target (10 s).
+	DialTimeout time.Duration
+	// DrainTimeout bounds how long Stop lets open streams finish (30 s).
+	DrainTimeout time.Duration
+	// Resolver resolves target names (net.DefaultResolver).
+	Resolver Resolver
+	// Software is announced in the hello ("twoway").
+	Software string
+
+	// OnSession, if set, is called for each established session. The
+	// hooks run on the server's own goroutines and must not block.
+	OnSession func(SessionInfo)
+	// OnRefuse, if set, is called for each refused connection (after it
+	// has been logged).
+	OnRefuse func(Refusal)
+	// OnSessionEnd, if set, is called when an established session has
+	// ended and its goroutines are gone, with why it ended.
+	OnSessionEnd func(SessionInfo, error)
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	c.Tuning = c.Tuning.withDefaults()
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.DialTimeout, 10*time.Second)
+	def(&c.DrainTimeout, 30*time.Second)
+	defInt(&c.MaxSessions, 1000)
+	defInt(&c.MaxHandshakes, 128)
+	defInt(&c.HandshakeBurst, 20)
+	defInt(&c.MaxListeners, 16)
+	if c.HandshakeRate == 0 {
+		c.HandshakeRate = 5
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
+	if c.Software == "" {
+		c.Software = "twoway"
+	}
+	return c
+}
+
+// Validate checks the configuration without touching the network.
+func (c ServerConfig) Validate() error {
+	if c.Listen == "" && c.Listener == nil {
+		return errors.New("server: no listen address")
+	}
+	if c.Credentials == nil {
+		return errors.New("server: no credentials")
+	}
+	if c.Credentials.Certificate() == nil {
+		return errors.New("server: no gateway certificate loaded")
+	}
+	if c.Credentials.Verifier() == nil {
+		return errors.New("server: no client CA bundle loaded")
+	}
+	if c.Policy == nil {
+		return errors.New("server: no policy")
+	}
+	if err := c.Tuning.Validate(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if c.MaxSessions < 0 || c.MaxHandshakes < 0 || c.MaxListeners < 0 || c.HandshakeBurst < 0 {
+		return errors.New("server: limits must not be negative")
+	}
+	return nil
+}
+
+// Server is a twoway gateway: it accepts mTLS clients, admits them by
+// policy and serves their streams.
+type Server struct {
+	cfg     ServerConfig
+	log     *slog.Logger
+	policy  atomic.Pointer[policyBox]
+	limiter *sourceLimiter
+	hsSlots chan struct{}
+	bufs    *sync.Pool
+
+	ln     net.Listener
+	ctx    context.Context // cancelled by Stop: ends handshakes and dials
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[string]*serverSession // guarded by mu
+	stopping bool                      // guarded by mu
+
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopped  chan struct{}
+	errMu    sync.Mutex
+	err      error // first fatal error; guarded by errMu
+
+	rateLogged atomic.Int64 // UnixNano of the last rate-limit log line
+}
+
+type policyBox struct{ p Policy }
+
+// NewServer checks cfg and prepares a server; nothing listens until Start.
+func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      logger,
+		limiter:  newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536),
+		hsSlots:  make(chan struct{}, cfg.MaxHandshakes),
+		bufs:     newBufPool(cfg.Tuning.CopyBuffer),
+		sessions: make(map[string]*serverSession),
+		stopped:  make(chan struct{}),
+	}
+	s.policy.Store(&policyBox{cfg.Policy})
+	return s, nil
+}
+
+// SetPolicy replaces the policy for new sessions, streams and binds. Call
+// Revalidate afterwards to apply it to live sessions.
+func (s *Server) SetPolicy(p Policy) { s.policy.Store(&policyBox{p}) }
+
+func (s *Server) pol() Policy { return s.policy.Load().p }
+
+// Start listens and serves in the background. Cancelling ctx stops the
+// server like Stop.
+func (s *Server) Start(ctx context.Context) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	s.ln = ln
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.log.Info("gateway listening", "addr", ln.Addr().String())
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.acceptLoop() }()
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-ctx.Done():
+			go s.Stop() // Stop waits for this goroutine
+		case <-s.ctx.Done():
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the server listens on (after Start).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Wait blocks until the server has stopped and returns the first fatal
+// error, if any.
+func (s *Server) Wait() error {
+	<-s.stopped
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+func (s *Server) fail(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+	go s.Stop()
+}
+
+// Stop closes the listener, asks every client to finish (bye "shutdown";
+// no new streams), lets open streams run for up to DrainTimeout, then
+// closes everything and waits for every goroutine. It is idempotent.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.stopping = true
+		sessions := s.sessionList()
+		s.mu.Unlock()
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if s.cancel != nil {
+			s.cancel() // abandons handshakes in progress
+		}
+
+		var drained []<-chan struct{}
+		for _, ss := range sessions {
+			drained = append(drained, ss.startDrain())
+		}
+		timer := time.NewTimer(s.cfg.DrainTimeout)
+	wait:
+		for _, ch := range drained {
+			select {
+			case <-ch:
+			case <-timer.C:
+				s.log.Warn("drain timeout; closing sessions with streams still open", "timeout", s.cfg.DrainTimeout)
+				break wait
+			}
+		}
+		timer.Stop()
+		for _, ss := range sessions {
+			ss.close(ErrShutdown)
+		}
+		s.wg.Wait()
+		s.log.Info("gateway stopped")
+		close(s.stopped)
+	})
+}
+
+// Sessions describes the established sessions.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		if !ss.mux.IsClosed() { // closed ones are on their way out
+			out = append(out, ss.info)
+		}
+	}
+	return out
+}
+
+func (s *Server) sessionList() []*serverSession {
+	out := make([]*serverSession, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		out = append(out, ss)
+	}
+	return out
+}
+
+// Revalidate re-checks every live session against the current credentials
+// (chain, expiry, CRLs) and policy, and closes those that no longer pass,
+// telling the client why. Call it after reloading either. It returns when
+// the failing sessions are closed; they are closed in parallel, so one
+// stalled peer does not delay the others.
+func (s *Server) Revalidate() {
+	ver := s.cfg.Credentials.Verifier()
+	pol := s.pol()
+	s.mu.Lock()
+	sessions := s.sessionList()
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ss := range sessions {
+		code, err := ss.recheck(ver, pol)
+		if err == nil {
+			continue
+		}
+		s.refuse(Refusal{Remote: ss.info.Remote, Stage: "revalidate", Identity: ss.peer, Err: err}, ss.log)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.closeWithBye(code, err.Error(), fmt.Errorf("revalidation: %w", err))
+		}()
+	}
+	wg.Wait()
+}
+
+// recheck verifies the session's chain and admission again; on failure it
+// returns the bye code to send and why.
+func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) {
+	id, err := ver.Verify(ss.chain, pki.VerifyOptions{Usage: pki.UsageClient})
+	switch {
+	case errors.Is(err, pki.ErrRevoked):
+		return ctlRevoked, err
+	case errors.Is(err, pki.ErrExpired):
+		return ctlExpired, err
+	case err != nil:
+		return ctlDenied, err
+	}
+	if d := pol.Admit(id); !d.Allow {
+		return ctlDenied, fmt.Errorf("%w: no longer admitted (rule %q)", ErrDenied, d.Rule)
+	}
+	return "", nil
+}
+
+func (s *Server) refuse(r Refusal, logger *slog.Logger) {
+	if logger == nil {
+		s.log.Warn("connection refused", r.logAttrs(true)...)
+	} else {
+		logger.Warn("connection refused", r.logAttrs(false)...)
+	}
+	if s.cfg.OnRefuse != nil {
+		s.cfg.OnRefuse(r)
+	}
+}
+
+func (s *Server) acceptLoop() {
+	var backoff time.Duration
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				s.mu.Lock()
+				stopping := s.stopping
+				s.mu.Unlock()
+				if !stopping {
+					s.fail(fmt.Errorf("listener closed: %w", err))
+				}
+				return
+			}
+			// EMFILE and friends: back off instead of spinning, and
+			// keep serving the sessions we have.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if !s.limiter.allow(conn.RemoteAddr(), time.Now()) {
+			s.refuseRate(conn)
+			continue
+		}
+		select {
+		case s.hsSlots <- struct{}{}:
+		default:
+			conn.Close()
+			s.refuse(Refusal{Remote: conn.RemoteAddr(), Stage: "capacity", Err: fmt.Errorf("%d handshakes already in progress", s.cfg.MaxHandshakes)}, nil)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(conn)
+		}()
+	}
+}
+
+// refuseRate drops a connection over its source's handshake rate. The log
+// line is itself limited to one a second: the limit exists because
+// someone is flooding us.
+func (s *Server) refuseRate(conn net.Conn) {
+	conn.Close()
+	r := Refusal{Remote: conn.RemoteAddr(), Stage: "rate", Err: errors.New("handshake rate limit for this source address exceeded")}
+	now := time.Now().UnixNano()
+	if last := s.rateLogged.Load(); now-last > int64(time.Second) && s.rateLogged.CompareAndSwap(last, now) {
+		s.log.Warn("connection refused", r.logAttrs(true)...)
+	}
+	if s.cfg.OnRefuse != nil {
+		s.cfg.OnRefuse(r)
+	}
+}
+
+// serveConn takes one accepted connection through the handshake and the
+// hello, then serves the session until it ends.
+func (s *Server) serveConn(raw net.Conn) {
+	slotHeld := true
+	releaseSlot := func() {
+		if slotHeld {
+			<-s.hsSlots
+			slotHeld = false
+		}
+	}
+	defer releaseSlot()
+
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	remote := raw.RemoteAddr()
+	hs := &serverHandshake{}
+	tc := tls.Server(raw, serverTLSConfig(s.cfg.Credentials, hs))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		s.refuse(classifyHandshake(remote, hs, err), nil)
+		return
+	}
+	id := hs.identity
+	sid := newSessionID()
+	logger := s.log.With("peer", id, "session", sid, "remote", addrString(remote))
+
+	t := s.cfg.Tuning
+	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
+	mux, err := yamux.Server(mc, t.yamuxConfig(logger))
+	if err != nil { // only a config error; Validate prevents it
+		mc.Close()
+		s.refuse(Refusal{Remote: remote, Stage: "hello", Identity: id, Err: err}, logger)
+		return
+	}
+	ss := &serverSession{session: newSession(sid, mc, mux, t, s.bufs, logger), srv: s, listeners: make(map[uint32]*remoteListener)}
+	ss.peer, ss.chain, ss.verifier = id, hs.presented, hs.verifier
+	if err := ss.hello(ctx, tc.ConnectionState()); err != nil {
+		ss.close(err)
+		ss.wait()
+		return
+	}
+	releaseSlot()
+
+	logger.Info("session established", "version", ss.info.Version, "tls", tls.VersionName(ss.info.TLS.Version), "cipher", tls.CipherSuiteName(ss.info.TLS.CipherSuite))
+	if s.cfg.OnSession != nil {
+		s.cfg.OnSession(ss.info)
+	}
+	ss.start(ss.handleControl, ss.handleStream)
+	// A session cannot outlive the certificates it was admitted with.
+	expiry := time.AfterFunc(time.Until(id.ChainNotAfter), func() {
+		ss.log.Info("peer certificate chain expired; closing session")
+		ss.closeWithBye(ctlExpired, "certificate chain expired", fmt.Errorf("%w: certificate chain expired", ErrDenied))
+	})
+
+	<-ss.done()
+	expiry.Stop()
+	ss.close(ErrClosedByPeer) // records a reason if nothing else did
+	ss.closeListeners()
+	ss.wait()
+	s.mu.Lock()
+	delete(s.sessions, sid)
+	s.mu.Unlock()
+	reason := ss.endReason()
+	logger.Info("session closed", "reason", reason, "duration", time.Since(ss.info.Established).Round(time.Millisecond))
+	if s.cfg.OnSessionEnd != nil {
+		s.cfg.OnSessionEnd(ss.info, reason)
+	}
+}
+
+// serverSession is the gateway's side of one session.
+type serverSession struct {
+	*session
+	srv      *Server
+	verifier *pki.Verifier // the snapshot that admitted the session
+	// listeners are this session's remote (-R) listeners by id; guarded
+	// by session.mu.
+	listeners map[uint32]*remoteListener
+}
+
+// hello runs the control-stream handshake: the client opens stream 1 and
+// says hello; the gateway checks the version and admission and answers.
+// Any failure is logged as a refusal and the error returned.
+func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) error {
+	s := ss.srv
+	refuse := func(stage string, err error) error {
+		s.refuse(Refusal{Remote: ss.conn.RemoteAddr(), Stage: stage, Identity: ss.peer, Err: err}, ss.log)
+		return err
+	}
+	st, err := ss.mux.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return refuse("hello", fmt.Errorf("no control stream: %w", err))
+	}
+	if st.StreamID() != 1 {
+		return refuse("hello", fmt.Errorf("first stream is %d, not the control stream", st.StreamID()))
+	}
+	ss.ctrl = st
+	deadline, _ := ctx.Deadline()
+	_ = st.SetDeadline(deadline)
+	m, err := readControl(st)
+	if err != nil {
+		return refuse("hello", fmt.Errorf("reading hello: %w", err))
+	}
+	if m.Type != msgHello {
+		return refuse("hello", fmt.Errorf("expected hello, got %q", m.Type))
+	}
+	reply := func(code, msg string) {
+		_ = writeControl(st, &controlMsg{Type: msgError, Code: code, Message: msg})
+	}
+	version := min(m.Version, ProtocolVersion)
+	if version < max(m.MinVersion, minProtocolVersion) || m.Version < 1 {
+		msg := fmt.Sprintf("client speaks versions %d..%d, gateway %d..%d", m.MinVersion, m.Version, minProtocolVersion, ProtocolVersion)
+		reply(ctlVersion, msg)
+		return refuse("hello", fmt.Errorf("%w: protocol version: %s", ErrUnsupported, msg))
+	}
+	pol := s.pol()
+	if d := pol.Admit(ss.peer); !d.Allow {
+		msg := fmt.Sprintf("%s is not admitted (rule %q)", ss.peer.Name(), d.Rule)
+		reply(ctlDenied, msg)
+		return refuse("admit", fmt.Errorf("%w: %s", ErrDenied, msg))
+	}
+	ss.peerCaps = capSet(m.Capabilities)
+	t := ss.tuning
+	params := SessionParams{
+		MaxStreams:   t.MaxStreams,
+		MaxListeners: s.cfg.MaxListeners,
+		StreamWindow: t.StreamWindow,
+		DialTimeout:  s.cfg.DialTimeout.Milliseconds(),
+		KeepAlive:    t.KeepAliveInterval.Milliseconds(),
+		DeadPeer:     t.DeadPeerTimeout.Milliseconds(),
+	}
+	grants := pol.Grants(ss.peer)
+	ss.info = SessionInfo{
+		ID: ss.id, Version: version, Local: ss.conn.LocalAddr(), Remote: ss.conn.RemoteAddr(),
+		TLS: cs, Peer: ss.peer, PeerChain: ss.chain, VerifiedChain: verifiedPath(ss.chain, ss.verifier),
+		Grants: grants, Params: params,
+		PeerSoftware: m.Software, Established: time.Now(),
+	}
+	s.mu.Lock()
+	switch {
+	case s.stopping:
+		s.mu.Unlock()
+		reply(ctlShutdown, "gateway is shutting down")
+		return refuse("capacity", ErrShutdown)
+	case len(s.sessions) >= s.cfg.MaxSessions:
+		s.mu.Unlock()
+		reply(ctlBusy, "gateway is at its session limit")
+		return refuse("capacity", fmt.Errorf("session limit %d reached", s.cfg.MaxSessions))
+	}
+	s.sessions[ss.id] = ss
+	s.mu.Unlock()
+
+	ss.ctrlMu.Lock()
+	err = writeControl(st, &controlMsg{
+		Type: msgHello, Version: version, MinVersion: minProtocolVersion, Software: s.cfg.Software,
+		Capabilities: []string{capForward, capReverse, capReset}, Session: ss.id,
+		Identity: &HelloIdentity{Name: ss.peer.Name(), Serial: ss.peer.Serial, Groups: ss.peer.Groups, Issuer: ss.peer.Issuer},
+		Grants:   grants, Params: &params,
+	})
+	ss.ctrlMu.Unlock()
+	_ = st.SetDeadline(time.Time{})
+	if err != nil {
+		s.mu.Lock()
+		delete(s.sessions, ss.id)
+		s.mu.Unlock()
+		return refuse("hello", fmt.Errorf("sending hello: %w", err))
+	}
+	return nil
+}
+
+func capSet(caps []string) map[string]bool {
+	m := make(map[string]bool, len(caps))
+	for _, c := range caps {
+		m[c] = true
+	}
+	return m
+}
+
+// startDrain stops new streams and remote connections, tells the client
+// (bye "shutdown", yamux GoAway) and returns a channel closed when the
+// session's last stream has ended.
+func (ss *serverSession) startDrain() <-chan struct{} {
+	ch := ss.drain()
+	ss.closeListeners()
+	_ = ss.sendControlTimeout(&controlMsg{Type: msgBye, Code: ctlShutdown, Message: "gateway is shutting down"}, time.Second)
+	_ = ss.mux.GoAway()
+	return ch
+}
+
+// handleStream serves one data stream opened by the client.
+func (ss *serverSession) handleStream(st *yamux.Stream) {
+	_ = st.SetReadDeadline(time.Now().Add(ss.srv.cfg.HandshakeTimeout))
+	h, err := readStreamHeader(st)
+	if err != nil {
+		ss.log.Info("bad stream header", "stream", st.StreamID(), "err", err)
+		ss.refuseStream(st, CodeBadRequest, "malformed stream header")
+		return
+	}
+	_ = st.SetReadDeadline(time.Time{})
+	switch h.Kind {
+	case KindConnect:
+		ss.handleConnect(st, h)
+	default:
+		ss.refuseStream(st, CodeUnsupported, "stream kind "+h.Kind.String()+" is not served")
+	}
+}
+
+func (ss *serverSession) handleConnect(st *yamux.Stream, h streamHeader) {
+	target := net.JoinHostPort(h.Host, strconv.Itoa(int(h.Port)))
+	conn, rep := ss.srv.dial(ss.ctx, ss.peer, h.Host, h.Port)
+	if rep.Code != CodeOK {
+		lvl := slog.LevelInfo
+		ss.log.Log(ss.ctx, lvl, "stream refused", "stream", st.StreamID(), "target", target, "code", rep.Code.String(), "reason", rep.Message)
+		ss.refuseStream(st, rep.Code, rep.Message)
+		return
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(ss.tuning.DeadPeerTimeout))
+	if _, err := st.Write(rep.marshal()); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	_ = st.SetWriteDeadline(time.Time{})
+	ss.log.Debug("stream open", "stream", st.StreamID(), "target", target, "addr", conn.RemoteAddr().String())
+	ss.proxy(st, conn)
+}
+
+// dial resolves host, asks the policy about every address it resolves to,
+// and connects to the first allowed one that answers. Checking each
+// resolved address means a DNS answer cannot widen what a rule allows.
+func (s *Server) dial(ctx context.Context, id *pki.Identity, host string, port uint16) (net.Conn, streamReply) {
+	if err := checkHost(host); err != nil {
+		return nil, streamReply{Code: CodeBadRequest, Message: err.Error()}
+	}
+	if port == 0 {
+		return nil, streamReply{Code: CodeBadRequest, Message: "port 0"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+
+	var addrs []netip.Addr
+	name := host
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs, name = []netip.Addr{ip.Unmap()}, ""
+	} else {
+		found, err := s.cfg.Resolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, dialReply(err)
+		}
+		for _, a := range found {
+			addrs = append(addrs, a.Unmap())
+		}
+		if len(addrs) == 0 {
+			return nil, streamReply{Code: CodeNotFound, Message: host + ": no addresses"}
+		}
+	}
+
+	pol := s.pol()
+	var allowed []netip.Addr
+	var denied policy.Decision
+	for _, a := range addrs {
+		d := pol.Dial(id, policy.Target{Host: name, Addr: a, Port: port, Proto: "tcp"})
+		if d.Allow {
+			allowed = append(allowed, a)
+		} else if denied.Rule == "" {
+			denied = d
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, streamReply{Code: CodeDenied, Message: fmt.Sprintf("%s port %d (rule %q)", host, port, denied.Rule)}
+	}
+
+	var lastErr error
+	var d net.Dialer
+	for i, a := range allowed {
+		// Split what is left of the timeout between the remaining
+		// addresses, so one black hole does not use it all.
+		actx := ctx
+		if dl, ok := ctx.Deadline(); ok && len(allowed)-i > 1 {
+			var c context.CancelFunc
+			actx, c = context.WithTimeout(ctx, time.Until(dl)/time.Duration(len(allowed)-i))
+			defer c()
+		}
+		conn, err := d.DialContext(actx, "tcp", netip.AddrPortFrom(a, port).String())
+		if err == nil {
+			return conn, streamReply{Code: CodeOK, Bound: conn.LocalAddr().String()}
+		}
+		lastErr = err
+	}
+	return nil, dialReply(lastErr)
+}
+
+// remoteListener is a listener the gateway holds for a client's -R forward.
+type remoteListener struct {
+	id uint32
+	ln net.Listener
+}
+
+// handleControl serves the client's control messages after the hello.
+func (ss *serverSession) handleControl(m *controlMsg) {
+	switch m.Type {
+	case msgListen:
+		bound, code, err := ss.listen(m.ID, m.Bind)
+		if err != nil {
+			ss.log.Info("remote listen refused", "id", m.ID, "bind", m.Bind, "code", code, "err", err)
+			_ = ss.sendControl(&controlMsg{Type: msgListenError, ID: m.ID, Code: code, Message: err.Error()})
+			return
+		}
+		ss.log.Info("remote listener open", "id", m.ID, "addr", bound)
+		_ = ss.sendControl(&controlMsg{Type: msgListenOK, ID: m.ID, Bound: bound})
+	case msgUnlisten:
+		ss.mu.Lock()
+		rl := ss.listeners[m.ID]
+		delete(ss.listeners, m.ID)
+		ss.mu.Unlock()
+		if rl != nil {
+			rl.ln.Close()
+		}
+	default:
+		ss.log.Debug("ignoring control message", "type", m.Type)
+	}
+}
+
+// listen opens a remote (-R) listener if the policy allows the bind.
+func (ss *serverSession) listen(id uint32, bind string) (string, string, error) {
+	host, portStr, err := net.SplitHostPort(bind)
+	if err != nil {
+		return "", ctlBadRequest, fmt.Errorf("%w: bind %q: %w", ErrBadRequest, bind, err)
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", ctlBadRequest, fmt.Errorf("%w: bind address %q is not an IP address", ErrBadRequest, host)
+	}
+	addr = addr.Unmap()
+	port, err := parsePort(portStr, true)
+	if err != nil {
+		return "", ctlBadRequest, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if id == 0 {
+		return "", ctlBadRequest, fmt.Errorf("%w: listener id 0", ErrBadRequest)
+	}
+	pol := ss.srv.pol()
+	// Port 0 asks for any free port; the policy is asked about the port
+	// actually bound, right after binding and before accepting anything.
+	if port != 0 {
+		if d := pol.Bind(ss.peer, addr, port); !d.Allow {
+			return "", ctlDenied, fmt.Errorf("%w: bind %s (rule %q)", ErrDenied, bind, d.Rule)
+		}
+	}
+	ss.mu.Lock()
+	_, dup := ss.listeners[id]
+	n := len(ss.listeners)
+	draining := ss.draining
+	ss.mu.Unlock()
+	switch {
+	case draining:
+		return "", ctlShutdown, ErrShutdown
+	case dup:
+		return "", ctlBadRequest, fmt.Errorf("%w: listener id %d already in use", ErrBadRequest, id)
+	case n >= ss.srv.cfg.MaxListeners:
+		return "", ctlLimit, fmt.Errorf("%w: at most %d remote listeners per session", ErrLimit, ss.srv.cfg.MaxListeners)
+	}
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, port).String())
+	if err != nil {
+		return "", ctlFailed, err
+	}
+	bound := ln.Addr().(*net.TCPAddr).AddrPort()
+	if port == 0 {
+		if d := pol.Bind(ss.peer, addr, bound.Port()); !d.Allow {
+			ln.Close()
+			return "", ctlDenied, fmt.Errorf("%w: bind %s (rule %q)", ErrDenied, bound, d.Rule)
+		}
+	}
+	rl := &remoteListener{id: id, ln: ln}
+	ss.mu.Lock()
+	if ss.draining || ss.listeners == nil {
+		ss.mu.Unlock()
+		ln.Close()
+		return "", ctlShutdown, ErrShutdown
+	}
+	ss.listeners[id] = rl
+	ss.mu.Unlock()
+	ss.wg.Add(1)
+	go func() {
+		defer ss.wg.Done()
+		ss.acceptRemote(rl)
+	}()
+	return bound.String(), "", nil
+}
+
+// closeListeners closes every remote listener; no more are accepted.
+func (ss *serverSession) closeListeners() {
+	ss.mu.Lock()
+	ls := ss.listeners
+	ss.listeners = nil
+	ss.mu.Unlock()
+	for _, rl := range ls {
+		rl.ln.Close()
+	}
+}
+
+func (ss *serverSession) acceptRemote(rl *remoteListener) {
+	var backoff time.Duration
+	for {
+		c, err := rl.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ss.done():
+				return
+			}
+		}
+		backoff = 0
+		if ss.mux.NumStreams() > ss.tuning.MaxStreams || !ss.streamStart() {
+			c.Close()
+			continue
+		}
+		ss.wg.Add(1)
+		go func() {
+			defer ss.wg.Done()
+			defer ss.streamDone()
+			ss.serveRemote(rl.id, c)
+		}()
+	}
+}
+
+// serveRemote carries one connection accepted on a remote listener back
+// to the client, which dials its local target and answers.
+func (ss *serverSession) serveRemote(id uint32, c net.Conn) {
+	origin := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	st, err := ss.mux.OpenStream()
+	if err != nil {
+		c.Close()
+		return
+	}
+	hdr, _ := streamHeader{Kind: KindReverse, Listener: id, Host: origin.Addr().Unmap().String(), Port: origin.Port()}.marshal()
+	_ = st.SetDeadline(time.Now().Add(ss.srv.cfg.DialTimeout + ss.tuning.DeadPeerTimeout))
+	if _, err := st.Write(hdr); err != nil {
+		c.Close()
+		st.Close()
+		return
+	}
+	rep, err := readStreamReply(st)
+	if err == nil {
+		err = rep.err()
+	}
+	if err != nil {
+		ss.log.Info("remote connection refused by client", "listener", id, "origin", origin.String(), "err", err)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		st.Close()
+		return
+	}
+	_ = st.SetDeadline(time.Time{})
+	ss.proxy(st, c)
+}

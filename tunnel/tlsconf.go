@@ -1,0 +1,239 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/twoway/twoway/pki"
+)
+
+// Credentials supply this side's certificate and the verifier for the
+// peer's. Both are read again at every handshake, so a reload (see
+// pki.Store, which implements this) applies to the next connection while
+// live sessions continue (until Server.Revalidate re-checks them).
+type Credentials interface {
+	Certificate() *tls.Certificate
+	Verifier() *pki.Verifier
+}
+
+// ErrALPN means the peer did not negotiate the twoway protocol.
+var ErrALPN = errors.New("peer does not speak " + ALPN)
+
+// serverHandshake records what happened during one server-side handshake,
+// for the session and for the refusal log.
+type serverHandshake struct {
+	verifier  *pki.Verifier
+	presented []*x509.Certificate
+	identity  *pki.Identity
+	err       error // our own verdict, when we failed the handshake
+}
+
+// serverTLSConfig returns the config for one incoming connection. The
+// certificate and verifier are taken from creds when the ClientHello
+// arrives, so the CA names in the CertificateRequest and the verifier that
+// judges the answer come from the same snapshot.
+func serverTLSConfig(creds Credentials, hs *serverHandshake) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert, ver := creds.Certificate(), creds.Verifier()
+			if cert == nil || ver == nil {
+				return nil, errors.New("no server certificate or client CA bundle loaded")
+			}
+			hs.verifier = ver
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{*cert},
+				NextProtos:   []string{ALPN},
+				// RequireAnyClientCert makes crypto/tls demand a certificate
+				// but leave judging it to VerifyConnection: pki.Verifier
+				// applies rules crypto/tls cannot (the issuing-CA rule,
+				// CRLs). ClientCAs is only used for the CA names in the
+				// CertificateRequest, so clients pick the right certificate.
+				ClientAuth: tls.RequireAnyClientCert,
+				ClientCAs:  ver.Pool(),
+				// Every connection is a full handshake, so revocation and
+				// expiry are checked against the current CRLs every time;
+				// resumption would restore a certificate verified earlier.
+				SessionTicketsDisabled: true,
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					hs.presented = cs.PeerCertificates
+					if cs.NegotiatedProtocol != ALPN {
+						hs.err = ErrALPN
+						return hs.err
+					}
+					id, err := ver.Verify(cs.PeerCertificates, pki.VerifyOptions{Usage: pki.UsageClient})
+					if err != nil {
+						hs.err = err
+						return err
+					}
+					hs.identity = id
+					return nil
+				},
+			}, nil
+		},
+	}
+}
+
+// clientHandshake records the client side's verdict on the gateway.
+type clientHandshake struct {
+	verifier *pki.Verifier
+	identity *pki.Identity
+	err      error
+}
+
+// clientTLSConfig returns the config for one connection to a gateway.
+func clientTLSConfig(creds Credentials, serverName string, pins []string, hs *clientHandshake) (*tls.Config, error) {
+	ver := creds.Verifier()
+	if ver == nil {
+		return nil, errors.New("no gateway CA bundle loaded")
+	}
+	hs.verifier = ver
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ServerName: serverName,
+		NextProtos: []string{ALPN},
+		// InsecureSkipVerify only switches off crypto/tls's built-in chain
+		// check, so that the gateway's chain is judged by pki.Verifier in
+		// VerifyConnection below instead: the same checks (chain, validity,
+		// serverAuth usage, name) plus the issuing-CA rule, CRLs and pins.
+		// VerifyConnection runs on every handshake and a failure aborts it,
+		// so nothing is skipped. This is not, and must never become, a
+		// user-facing switch: there is no way to disable verification.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.NegotiatedProtocol != ALPN {
+				hs.err = ErrALPN
+				return hs.err
+			}
+			id, err := ver.Verify(cs.PeerCertificates, pki.VerifyOptions{
+				Usage:      pki.UsageServer,
+				ServerName: serverName,
+				Pins:       pins,
+			})
+			if err != nil {
+				hs.err = err
+				return err
+			}
+			hs.identity = id
+			return nil
+		},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := creds.Certificate(); c != nil {
+				return c, nil
+			}
+			return &tls.Certificate{}, nil // none: the gateway will refuse us
+		},
+	}, nil
+}
+
+// Refusal describes a connection the server turned away, for the log and
+// the OnRefuse hook.
+type Refusal struct {
+	Remote net.Addr
+	// Stage is where it failed: "rate" (per-source handshake limit),
+	// "capacity" (too many handshakes or sessions), "tls" (handshake),
+	// "verify" (certificate), "alpn", "hello", "admit" (policy),
+	// "revalidate" (a live session failing a re-check).
+	Stage string
+	// Presented is what the peer's leaf certificate claims, unverified,
+	// when it sent one and verification failed.
+	Presented *pki.Identity
+	// Identity is the verified identity, for "admit" and "revalidate".
+	Identity *pki.Identity
+	Err      error
+}
+
+// logAttrs renders a refusal for slog. A session's logger already
+// carries the peer and remote address, so withPeer is false for it.
+func (r Refusal) logAttrs(withPeer bool) []any {
+	attrs := []any{"stage", r.Stage}
+	if withPeer {
+		attrs = append(attrs, "remote", addrString(r.Remote))
+		if r.Identity != nil {
+			attrs = append(attrs, "peer", r.Identity)
+		}
+	}
+	if r.Identity == nil && r.Presented != nil {
+		attrs = append(attrs, "presented", r.Presented)
+	}
+	var ve *pki.VerifyError
+	if errors.As(r.Err, &ve) {
+		attrs = append(attrs, "check", ve.Check)
+	}
+	return append(attrs, "err", r.Err)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// classifyHandshake turns a failed server handshake into a refusal.
+func classifyHandshake(remote net.Addr, hs *serverHandshake, err error) Refusal {
+	r := Refusal{Remote: remote, Stage: "tls", Err: err}
+	if len(hs.presented) > 0 {
+		id := pki.IdentityFromCert(hs.presented[0])
+		r.Presented = &id
+	}
+	switch {
+	case errors.Is(hs.err, ErrALPN):
+		r.Stage, r.Err = "alpn", hs.err
+	case hs.err != nil:
+		r.Stage, r.Err = "verify", hs.err
+	default:
+		// crypto/tls refused before our verifier ran: no certificate,
+		// TLS 1.2 only, no shared cipher, garbage, or a timeout.
+		r.Err = fmt.Errorf("TLS handshake: %w", err)
+	}
+	return r
+}
+
+// verifiedPath rebuilds, for display, the path a verified chain took: the
+// leaf, each issuer (from what the peer presented or from our bundle), up
+// to the self-signed root or the bundle CA it ends at. It does no checking
+// of its own; it runs only on chains the verifier has accepted.
+func verifiedPath(presented []*x509.Certificate, ver *pki.Verifier) []*x509.Certificate {
+	if len(presented) == 0 || ver == nil {
+		return nil
+	}
+	cas := ver.CAs()
+	inBundle := func(c *x509.Certificate) bool {
+		for _, ca := range cas {
+			if c.Equal(ca) {
+				return true
+			}
+		}
+		return false
+	}
+	pool := append(append([]*x509.Certificate(nil), presented[1:]...), cas...)
+	path := []*x509.Certificate{presented[0]}
+	for cur := presented[0]; len(path) < 10; {
+		if cur != presented[0] && (inBundle(cur) && isSelfSigned(cur)) {
+			break
+		}
+		var next *x509.Certificate
+		for _, c := range pool {
+			if !c.Equal(cur) && bytes.Equal(c.RawSubject, cur.RawIssuer) && cur.CheckSignatureFrom(c) == nil {
+				next = c
+				break
+			}
+		}
+		if next == nil {
+			break
+		}
+		path = append(path, next)
+		cur = next
+	}
+	return path
+}
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+}
