@@ -33,8 +33,8 @@ max_sessions = 1000             # concurrent client sessions
 max_streams_per_session = 256   # concurrent forwarded connections per session
 handshake_rate = 5              # new handshakes per second per source address (0 = no limit)
 handshake_burst = 20            # ... allowed at once before the rate applies
-idle_timeout = "0s"             # close sessions idle this long (0 = never)
-keepalive_interval = "30s"      # probe idle sessions to notice dead peers
+keepalive_interval = "10s"      # a silent session pings after this long
+dead_peer_timeout = "25s"       # ...and is closed when nothing arrived for this long
 
 [policy]
 # Who may connect at all. Names match the certificate's CN or any SAN;

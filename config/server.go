@@ -68,12 +68,13 @@ type Limits struct {
 	// HandshakeBurst is how many handshakes a source address may make at
 	// once before HandshakeRate applies. Default 20.
 	HandshakeBurst int `toml:"handshake_burst"`
-	// IdleTimeout closes a session that has had no open streams for this
-	// long; 0 keeps idle sessions. Default 0.
-	IdleTimeout time.Duration `toml:"idle_timeout"`
-	// KeepaliveInterval is how often an idle session is probed, so dead
-	// peers and silently dropped NAT mappings are noticed. Default 30s.
+	// KeepaliveInterval is how long a silent session waits before it
+	// pings, so dead peers and silently dropped NAT mappings are noticed.
+	// Default 10s.
 	KeepaliveInterval time.Duration `toml:"keepalive_interval"`
+	// DeadPeerTimeout ends a session from which nothing at all has arrived
+	// for this long. It must exceed KeepaliveInterval. Default 25s.
+	DeadPeerTimeout time.Duration `toml:"dead_peer_timeout"`
 }
 
 // DefaultServer returns a Server with every default filled in and nothing
@@ -87,7 +88,8 @@ func DefaultServer() *Server {
 			MaxStreamsPerSession: 256,
 			HandshakeRate:        5,
 			HandshakeBurst:       20,
-			KeepaliveInterval:    30 * time.Second,
+			KeepaliveInterval:    10 * time.Second,
+			DeadPeerTimeout:      25 * time.Second,
 		},
 		Log: defaultLog(),
 	}
@@ -193,12 +195,16 @@ func (l *Limits) validate(src *source) error {
 	case l.HandshakeRate > 0 && l.HandshakeBurst < 1:
 		return src.errf("limits.handshake_burst", "%d: must be at least 1 when handshake_rate is set", l.HandshakeBurst)
 	}
-	if l.IdleTimeout != 0 {
-		if err := checkDuration(src, "limits.idle_timeout", l.IdleTimeout, time.Second, 0); err != nil {
-			return err
-		}
+	if err := checkDuration(src, "limits.keepalive_interval", l.KeepaliveInterval, time.Second, 10*time.Minute); err != nil {
+		return err
 	}
-	return checkDuration(src, "limits.keepalive_interval", l.KeepaliveInterval, time.Second, 10*time.Minute)
+	if err := checkDuration(src, "limits.dead_peer_timeout", l.DeadPeerTimeout, 2*time.Second, time.Hour); err != nil {
+		return err
+	}
+	if l.DeadPeerTimeout <= l.KeepaliveInterval {
+		return src.errf("limits.dead_peer_timeout", "%v: must be longer than keepalive_interval (%v)", l.DeadPeerTimeout, l.KeepaliveInterval)
+	}
+	return nil
 }
 
 // validatePolicy compiles the policy and places its errors on the entry at

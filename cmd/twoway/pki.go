@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/twoway/twoway/daemon"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -54,16 +56,7 @@ var errNoPasswordSource = errors.New("password required: use --password-file or 
 // key away for good). Without either it fails rather than hang on a pipe.
 func readPassword(cmd *cobra.Command, passwordFile, prompt string, confirm bool) ([]byte, error) {
 	if passwordFile != "" {
-		data, err := os.ReadFile(passwordFile)
-		if err != nil {
-			return nil, fmt.Errorf("read password file: %w", err)
-		}
-		line, _, _ := bytes.Cut(data, []byte("\n"))
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return nil, fmt.Errorf("password file %s: first line is empty", passwordFile)
-		}
-		return line, nil
+		return daemon.ReadPasswordFile(passwordFile)
 	}
 	in, ok := cmd.InOrStdin().(*os.File)
 	if !ok || !term.IsTerminal(int(in.Fd())) {

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
+)
+
+func init() { subcommands = append(subcommands, newClientCmd, newForwardCmd) }
+
+// forwardFlags are the -L/-R/-D flags shared by client and forward.
+type forwardFlags struct{ local, remote, dynamic []string }
+
+func (f *forwardFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&f.local, "local", "L", nil, "local forward [bind:]port:host:hostport: listen here, connect from the gateway; repeatable")
+	cmd.Flags().StringArrayVarP(&f.remote, "remote", "R", nil, "remote forward [bind:]port:host:hostport: the gateway listens, connect from here; repeatable")
+	cmd.Flags().StringArrayVarP(&f.dynamic, "dynamic", "D", nil, "SOCKS5 proxy [bind:]port: listen here, connect from the gateway; repeatable")
+}
+
+func (f *forwardFlags) parse() ([]config.Forward, error) {
+	var out []config.Forward
+	for _, group := range []struct {
+		kind  string
+		specs []string
+	}{{"L", f.local}, {"R", f.remote}, {"D", f.dynamic}} {
+		for _, spec := range group.specs {
+			fw, err := config.ParseForward(group.kind, spec)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, fw)
+		}
+	}
+	return out, nil
+}
+
+func newClientCmd() *cobra.Command {
+	var (
+		path string
+		fwd  forwardFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "client -c client.toml",
+		Short: "Run the client daemon",
+		Long: `client connects to the gateways listed in client.toml (in order, reconnecting
+with backoff), proves its identity with its certificate, verifies the
+gateway's, and serves the configured forwards. -L/-R/-D flags add forwards
+to those in the file. SIGHUP reloads the certificate, key and CA bundle for
+the next connection; SIGTERM or Ctrl-C stops.
+
+'twoway config example client' prints a complete, commented client.toml.`,
+		Example: `  twoway client -c client.toml
+  twoway client -c client.toml -L 5432:db.corp.example:5432`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return daemon.ErrNoConfig
+			}
+			cfg, err := config.LoadClient(path)
+			if err != nil {
+				return err
+			}
+			extra, err := fwd.parse()
+			if err != nil {
+				return err
+			}
+			if len(extra) > 0 {
+				cfg.Forwards = append(cfg.Forwards, extra...)
+				if err := cfg.Validate(); err != nil {
+					return err
+				}
+			}
+			return runClient(cmd, cfg)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "client configuration file (TOML)")
+	fwd.add(cmd)
+	return cmd
+}
+
+func newForwardCmd() *cobra.Command {
+	var (
+		cfg     = config.DefaultClient()
+		fwd     forwardFlags
+		keyPass string
+	)
+	cmd := &cobra.Command{
+		Use:   "forward --server HOST:PORT --cert FILE --key FILE --ca FILE (-L|-R|-D SPEC)...",
+		Short: "Forward ports through a gateway, without a config file, root or TUN",
+		Long: `forward is the port-forward mode: everything on the command line, no config
+file, no root, no TUN device. Forwards use ssh's syntax:
+
+  -L [bind:]port:host:hostport   listen on bind:port here; the gateway connects to host:hostport
+  -R [bind:]port:host:hostport   the gateway listens on bind:port; this side connects to host:hostport
+  -D [bind:]port                 a SOCKS5 proxy here; the gateway makes the connections
+
+bind defaults to 127.0.0.1; '*' means every interface. Every connection is
+checked against the gateway's policy for this certificate's identity.`,
+		Example: `  twoway forward --server gw.example.com:8443 --cert alice.crt --key alice.key \
+      --ca server-ca/bundle.crt -L 5432:db.corp.example:5432 -D 1080`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.TLS.KeyPasswordFile = keyPass
+			fws, err := fwd.parse()
+			if err != nil {
+				return err
+			}
+			if len(fws) == 0 {
+				return fmt.Errorf("nothing to forward: give at least one -L, -R or -D")
+			}
+			cfg.Forwards = fws
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return runClient(cmd, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&cfg.Servers, "server", nil, "gateway host:port; repeat to list fallbacks, tried in order")
+	f.StringVar(&cfg.ServerName, "server-name", "", "name the gateway certificate must carry (default: the host of --server)")
+	f.StringVar(&cfg.TLS.Cert, "cert", "", "client certificate (PEM, leaf then chain)")
+	f.StringVar(&cfg.TLS.Key, "key", "", "private key of --cert (mode 0600)")
+	f.StringVar(&keyPass, "key-password-file", "", "file whose first line is the password of an encrypted --key")
+	f.StringVar(&cfg.TLS.ServerCA, "ca", "", "CA bundle the gateway certificate must chain to (server-ca/bundle.crt)")
+	f.StringArrayVar(&cfg.TLS.Pins, "pin", nil, "SPKI pin the gateway chain must contain (base64 SHA-256); repeatable")
+	fwd.add(cmd)
+	return cmd
+}
+
+func runClient(cmd *cobra.Command, cfg *config.Client) error {
+	logger, err := loggerFor(cmd, cfg.Log)
+	if err != nil {
+		return err
+	}
+	c, err := daemon.NewClient(cfg, daemon.ClientHooks{}, logger)
+	if err != nil {
+		return err
+	}
+	return runForeground(cmd.Context(), c, logger)
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/policy"
+)
+
+func init() { subcommands = append(subcommands, newConfigCmd) }
+
+func newConfigCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Print example configurations and check configuration files",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:       "example server|client",
+		Short:     "Print a complete, commented example configuration",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"server", "client"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch args[0] {
+			case "server":
+				fmt.Fprint(cmd.OutOrStdout(), config.ExampleServer())
+			case "client":
+				fmt.Fprint(cmd.OutOrStdout(), config.ExampleClient())
+			default:
+				return fmt.Errorf("config example %q: want server or client", args[0])
+			}
+			return nil
+		},
+	})
+	var path, role string
+	check := &cobra.Command{
+		Use:   "check -c FILE [--role server|client]",
+		Short: "Validate a configuration file without touching the system",
+		Long: `check loads and validates a configuration file exactly as the daemon would
+(syntax, unknown keys, addresses, CIDRs, durations, that the certificate, key
+and CA files exist and parse, key file permissions, the policy) and reports
+each problem with file, line and key. It opens no listener and changes
+nothing. The role is guessed from the file (a [policy] table or 'listen'
+means server) unless --role is given.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return fmt.Errorf("give the file to check with -c FILE")
+			}
+			r := role
+			if r == "" {
+				var err error
+				if r, err = config.Role(path); err != nil {
+					return err
+				}
+			}
+			switch r {
+			case "server":
+				cfg, err := config.LoadServer(path)
+				if err != nil {
+					return err
+				}
+				if _, err := policy.New(cfg.Policy); err != nil {
+					return fmt.Errorf("%s: policy: %w", path, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (server: listen %s, %d policy rules)\n", path, cfg.Listen, len(cfg.Policy.Rules))
+			case "client":
+				cfg, err := config.LoadClient(path)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (client: %d gateways, %d forwards)\n", path, len(cfg.Servers), len(cfg.Forwards))
+			default:
+				return fmt.Errorf("--role %q: want server or client", r)
+			}
+			return nil
+		},
+	}
+	check.Flags().StringVarP(&path, "config", "c", "", "configuration file to check")
+	check.Flags().StringVar(&role, "role", "", "server or client (default: guessed from the file)")
+	cmd.AddCommand(check)
+	return cmd
+}

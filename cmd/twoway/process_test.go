@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twoway/twoway/pki"
+)
+
+// proc is a twoway process whose JSON log lines the test can wait for.
+type proc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []map[string]any
+	cond  *sync.Cond
+	done  chan struct{}
+	err   error
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, append([]string{"--log-format", "json", "--log-level", "debug"}, args...)...)
+	cmd.Env = append(os.Environ(), reexecEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd, done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<16), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"msg": "raw: " + sc.Text()}
+			}
+			p.mu.Lock()
+			p.lines = append(p.lines, m)
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+		p.err = cmd.Wait()
+		p.mu.Lock()
+		close(p.done)
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			p.mu.Lock()
+			for _, l := range p.lines {
+				t.Logf("%s: %v", args[0], l)
+			}
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// waitLog blocks until a log line with msg appears (and matches fn, if
+// given) or the process exits or the deadline passes.
+func (p *proc) waitLog(msg string, within time.Duration, fn func(map[string]any) bool) map[string]any {
+	p.t.Helper()
+	timer := time.AfterFunc(within, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
+	defer timer.Stop()
+	deadline := time.Now().Add(within)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := 0
+	for {
+		for ; seen < len(p.lines); seen++ {
+			if l := p.lines[seen]; l["msg"] == msg && (fn == nil || fn(l)) {
+				return l
+			}
+		}
+		select {
+		case <-p.done:
+			p.t.Fatalf("process exited (%v) before logging %q", p.err, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no %q log line within %v", msg, within)
+		}
+		p.cond.Wait()
+	}
+}
+
+func (p *proc) wait(within time.Duration) error {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(within):
+		p.t.Fatalf("process did not exit within %v", within)
+		return nil
+	}
+}
+
+// peerName is the identity name a JSON log line names.
+func peerName(l map[string]any) string {
+	if p, ok := l["peer"].(map[string]any); ok {
+		return fmt.Sprint(p["name"])
+	}
+	return ""
+}
+
+// echoServer echoes every connection on loopback until the test ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func roundTrip(t *testing.T, c net.Conn, msg string) error {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+// TestProcessForwardReloadDrain drives the real binary: a gateway from a
+// config file and the port-forward mode, data through -L, a policy-denied
+// target, SIGHUP after revoking the client (its live session must end
+// within 5 s), and SIGTERM draining an open stream before exit.
+func TestProcessForwardReloadDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	dir := t.TempDir()
+	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{Org: "proc test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "dave", Groups: []string{"eng"}, OutDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	echo := echoServer(t)
+	denied := echoServer(t)
+	conf := fmt.Sprintf(`listen = "127.0.0.1:0"
+[tls]
+cert = %q
+key = %q
+client_ca = "pki/client-ca/bundle.crt"
+crls = ["pki/client-ca/crl.pem"]
+[policy.admit]
+groups = ["eng"]
+[[policy.rule]]
+name = "echo-only"
+groups = ["eng"]
+targets = [%q]
+`, filepath.Base(srvCert.CertFile), filepath.Base(srvCert.KeyFile), echo)
+	confPath := filepath.Join(dir, "server.toml")
+	os.WriteFile(confPath, []byte(conf), 0o600)
+
+	gw := startProc(t, "server", "-c", confPath)
+	gwAddr := gw.waitLog("gateway listening", 10*time.Second, nil)["addr"].(string)
+
+	fwd := startProc(t, "forward", "--server", gwAddr, "--cert", cli.CertFile, "--key", cli.KeyFile,
+		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"),
+		"-L", "127.0.0.1:0:"+echo, "-L", "127.0.0.1:0:"+denied)
+	listening := map[string]string{}
+	for range 2 {
+		l := fwd.waitLog("forward listening", 10*time.Second, func(l map[string]any) bool { return listening[l["forward"].(string)] == "" })
+		listening[l["forward"].(string)] = l["addr"].(string)
+	}
+	fwd.waitLog("connected to gateway", 10*time.Second, nil)
+	var okAddr, deniedAddr string
+	for f, a := range listening {
+		if strings.HasSuffix(f, echo) {
+			okAddr = a
+		} else {
+			deniedAddr = a
+		}
+	}
+
+	// Allowed target: data flows.
+	c, err := net.Dial("tcp", okAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(t, c, "hello through the tunnel"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// Denied target: the gateway refuses with the rule that decided.
+	d, err := net.Dial("tcp", deniedAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(t, d, "x"); err == nil {
+		t.Fatal("policy-denied target reachable")
+	}
+	d.Close()
+	gw.waitLog("stream refused", 5*time.Second, func(l map[string]any) bool {
+		return strings.Contains(fmt.Sprint(l["reason"]), "default deny") && peerName(l) == "dave"
+	})
+
+	// Revoke dave, publish the CRL, SIGHUP: his live session ends within 5 s.
+	if _, err := res.ClientCA.Revoke(cli.Cert.SerialNumber, "keyCompromise"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.Dial("tcp", okAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := roundTrip(t, held, "before reload"); err != nil {
+		t.Fatal(err)
+	}
+	gw.cmd.Process.Signal(syscall.SIGHUP)
+	gw.waitLog("reloaded configuration, certificates and CRLs", 5*time.Second, nil)
+	gw.waitLog("session closed", 5*time.Second, func(l map[string]any) bool {
+		return strings.Contains(fmt.Sprint(l["reason"]), "revoked")
+	})
+	fwd.waitLog("gateway session lost; reconnecting", 5*time.Second, nil)
+	if err := roundTrip(t, held, "after revocation"); err == nil {
+		t.Fatal("stream of a revoked client still works after reload")
+	}
+	// And it cannot come back.
+	gw.waitLog("connection refused", 10*time.Second, func(l map[string]any) bool { return l["check"] == "revocation" })
+
+	// A broken config on SIGHUP changes nothing and is reported.
+	os.WriteFile(confPath, []byte(conf+"\nbogus_key = 1\n"), 0o600)
+	gw.cmd.Process.Signal(syscall.SIGHUP)
+	gw.waitLog("reload failed; still running with the previous configuration", 5*time.Second, func(l map[string]any) bool {
+		return strings.Contains(fmt.Sprint(l["err"]), "bogus_key")
+	})
+
+	// SIGTERM: the gateway stops and exits cleanly.
+	fwd.cmd.Process.Signal(syscall.SIGTERM)
+	if err := fwd.wait(10 * time.Second); err != nil {
+		t.Fatalf("forward exit: %v", err)
+	}
+	gw.cmd.Process.Signal(syscall.SIGTERM)
+	gw.waitLog("stopping: draining streams", 5*time.Second, nil)
+	if err := gw.wait(10 * time.Second); err != nil {
+		t.Fatalf("gateway exit: %v", err)
+	}
+}
+
+// TestProcessDrain: SIGTERM lets an open forwarded stream finish.
+func TestProcessDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	dir := t.TempDir()
+	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, _ := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
+	cli, _ := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "erin", OutDir: dir})
+	echo := echoServer(t)
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n[tls]\ncert = %q\nkey = %q\nclient_ca = \"pki/client-ca/bundle.crt\"\n[policy.admit]\nidentities = [\"erin\"]\n[[policy.rule]]\nidentities = [\"erin\"]\ntargets = [%q]\n",
+		srvCert.CertFile, srvCert.KeyFile, echo)
+	confPath := filepath.Join(dir, "server.toml")
+	os.WriteFile(confPath, []byte(conf), 0o600)
+	gw := startProc(t, "server", "-c", confPath)
+	gwAddr := gw.waitLog("gateway listening", 10*time.Second, nil)["addr"].(string)
+	fwd := startProc(t, "forward", "--server", gwAddr, "--cert", cli.CertFile, "--key", cli.KeyFile,
+		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"), "-L", "127.0.0.1:0:"+echo)
+	addr := fwd.waitLog("forward listening", 10*time.Second, nil)["addr"].(string)
+	fwd.waitLog("connected to gateway", 10*time.Second, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := roundTrip(t, c, "one"); err != nil {
+		t.Fatal(err)
+	}
+	gw.cmd.Process.Signal(syscall.SIGTERM)
+	gw.waitLog("stopping: draining streams", 5*time.Second, nil)
+	// The open stream still works while the gateway drains...
+	if err := roundTrip(t, c, "still here while draining"); err != nil {
+		t.Fatalf("open stream cut by SIGTERM: %v", err)
+	}
+	// ...and once it ends, the gateway exits.
+	c.Close()
+	if err := gw.wait(15 * time.Second); err != nil {
+		t.Fatalf("gateway exit: %v", err)
+	}
+}

@@ -1,0 +1,222 @@
+// Package daemon turns a loaded configuration into a running gateway or
+// client: it builds the credential store, the policy and the tunnel, and
+// handles reloads. The foreground commands and the system service run
+// exactly this code.
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/internal/buildinfo"
+	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/policy"
+	"github.com/twoway/twoway/tunnel"
+)
+
+// Server is a running gateway.
+type Server struct {
+	path   string // config file, re-read on Reload; "" when built in code
+	log    *slog.Logger
+	store  *pki.Store
+	tunnel *tunnel.Server
+
+	mu  sync.Mutex // guards cfg and serialises Reload
+	cfg *config.Server
+}
+
+// NewServer validates cfg (loaded from path, which Reload re-reads) and
+// builds the gateway without starting it.
+func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, error) {
+	store, err := newStore(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.TLS.ClientCA, cfg.TLS.CRLs)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.New(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	tc := tunnel.ServerConfig{
+		Listen:           cfg.Listen,
+		Credentials:      store,
+		Policy:           pol,
+		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
+		MaxSessions:      cfg.Limits.MaxSessions,
+		HandshakeRate:    cfg.Limits.HandshakeRate,
+		HandshakeBurst:   cfg.Limits.HandshakeBurst,
+		Software:         software(),
+		Tuning: tunnel.Tuning{
+			MaxStreams:        cfg.Limits.MaxStreamsPerSession,
+			KeepAliveInterval: cfg.Limits.KeepaliveInterval,
+			DeadPeerTimeout:   cfg.Limits.DeadPeerTimeout,
+		},
+	}
+	if cfg.Limits.HandshakeRate == 0 {
+		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
+	}
+	ts, err := tunnel.NewServer(tc, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{path: path, log: logger, store: store, tunnel: ts, cfg: cfg}, nil
+}
+
+// Start starts listening; it does not block.
+func (s *Server) Start(ctx context.Context) error { return s.tunnel.Start(ctx) }
+
+// Stop drains and closes every session; it is idempotent.
+func (s *Server) Stop() { s.tunnel.Stop() }
+
+// Wait blocks until the gateway has stopped and returns the first fatal error.
+func (s *Server) Wait() error { return s.tunnel.Wait() }
+
+// Tunnel exposes the running tunnel server (addresses, sessions).
+func (s *Server) Tunnel() *tunnel.Server { return s.tunnel }
+
+// Reload re-reads the configuration file, the certificates, keys and CRLs
+// and the policy. Everything is validated first; on any error nothing
+// changes. Afterwards every live session is re-checked against the new
+// CRLs and policy, and those no longer allowed are closed.
+func (s *Server) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg := s.cfg
+	if s.path != "" {
+		next, err := config.LoadServer(s.path)
+		if err != nil {
+			return err
+		}
+		cfg = next
+	}
+	pol, err := policy.New(cfg.Policy)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	if err := s.store.Reload(); err != nil {
+		return fmt.Errorf("reload credentials: %w", err)
+	}
+	if cfg.Listen != s.cfg.Listen || !reflect.DeepEqual(cfg.Limits, s.cfg.Limits) || !reflect.DeepEqual(cfg.TLS, s.cfg.TLS) {
+		s.log.Warn("listen, [limits] and [tls] file names take effect only after a restart; the files themselves were reloaded")
+	}
+	s.tunnel.SetPolicy(pol)
+	s.cfg = cfg
+	s.tunnel.Revalidate()
+	return nil
+}
+
+// Client is a running client daemon: port forwards (and later VPN mode).
+type Client struct {
+	log    *slog.Logger
+	store  *pki.Store
+	tunnel *tunnel.Client
+}
+
+// ClientHooks are optional callbacks for embedding (tests, demo, status).
+type ClientHooks struct {
+	OnSession      func(tunnel.SessionInfo)
+	OnDisconnect   func(error)
+	OnRemoteListen func(f tunnel.Forward, bound string, err error)
+}
+
+// NewClient validates cfg and builds the client without starting it.
+func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Client, error) {
+	store, err := newStore(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.TLS.ServerCA, nil)
+	if err != nil {
+		return nil, err
+	}
+	var fwds []tunnel.Forward
+	for _, f := range cfg.Forwards {
+		tf, err := TunnelForward(f)
+		if err != nil {
+			return nil, err
+		}
+		fwds = append(fwds, tf)
+	}
+	tc, err := tunnel.NewClient(tunnel.ClientConfig{
+		Endpoints:      cfg.Servers,
+		ServerName:     cfg.ServerName,
+		Pins:           cfg.TLS.Pins,
+		Credentials:    store,
+		Forwards:       fwds,
+		BackoffMin:     cfg.Reconnect.MinBackoff,
+		BackoffMax:     cfg.Reconnect.MaxBackoff,
+		Software:       software(),
+		OnSession:      hooks.OnSession,
+		OnDisconnect:   hooks.OnDisconnect,
+		OnRemoteListen: hooks.OnRemoteListen,
+	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{log: logger, store: store, tunnel: tc}, nil
+}
+
+// Start opens the local listeners and connects; it does not block.
+func (c *Client) Start(ctx context.Context) error { return c.tunnel.Start(ctx) }
+
+// Stop closes listeners and the session; it is idempotent.
+func (c *Client) Stop() { c.tunnel.Stop() }
+
+// Wait blocks until the client has stopped.
+func (c *Client) Wait() error { return c.tunnel.Wait() }
+
+// Tunnel exposes the running tunnel client.
+func (c *Client) Tunnel() *tunnel.Client { return c.tunnel }
+
+// Reload re-reads the client certificate, key and server-CA bundle; the
+// next (re)connect uses them.
+func (c *Client) Reload() error { return c.store.Reload() }
+
+// TunnelForward converts a configured forward into the tunnel's form.
+func TunnelForward(f config.Forward) (tunnel.Forward, error) {
+	switch f.Type {
+	case config.ForwardLocal:
+		return tunnel.Forward{Kind: tunnel.ForwardLocal, Listen: f.Local, Target: f.Remote}, nil
+	case config.ForwardRemote:
+		return tunnel.Forward{Kind: tunnel.ForwardRemote, Listen: f.Remote, Target: f.Local}, nil
+	case config.ForwardDynamic:
+		return tunnel.Forward{Kind: tunnel.ForwardDynamic, Listen: f.Local}, nil
+	}
+	return tunnel.Forward{}, fmt.Errorf("forward %s: unknown type %q", f, f.Type)
+}
+
+func newStore(cert, key, passFile, bundle string, crls []string) (*pki.Store, error) {
+	var pw []byte
+	if passFile != "" {
+		var err error
+		if pw, err = ReadPasswordFile(passFile); err != nil {
+			return nil, err
+		}
+	}
+	return pki.NewStore(pki.StoreConfig{CertFile: cert, KeyFile: key, KeyPassword: pw, CABundle: bundle, CRLFiles: crls})
+}
+
+// ReadPasswordFile returns the first line of a password file.
+func ReadPasswordFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read password file: %w", err)
+	}
+	line, _, _ := bufio.NewReader(bytes.NewReader(data)).ReadLine()
+	line = bytes.TrimRight(line, "\r")
+	if len(line) == 0 {
+		return nil, fmt.Errorf("password file %s: first line is empty", path)
+	}
+	return append([]byte(nil), line...), nil
+}
+
+func software() string {
+	return "twoway/" + strings.TrimPrefix(buildinfo.Get().Version, "v")
+}
+
+// ErrNoConfig is returned when a command needs a config file and got none.
+var ErrNoConfig = errors.New("no configuration file given (use -c FILE)")
