@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twoway/twoway/control"
+)
+
+func init() { subcommands = append(subcommands, newStatusCmd, newKickCmd) }
+
+func newStatusCmd() *cobra.Command {
+	var (
+		socket, role string
+		asJSON       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what a running gateway or client is doing: sessions, traffic, certificate expiry",
+		Long: `status asks a running twoway gateway or client over its local control socket
+for its sessions (identity, groups, addresses, bytes and packets each way,
+round-trip time, reconnects, last error), and how many days its own
+certificate, its peers' certificates and their CAs have left.
+
+Without --socket it looks for a gateway, then a client, at the default
+places (/run/twoway/ROLE.sock, then $XDG_RUNTIME_DIR/twoway/ROLE.sock; on
+Windows \\.\pipe\twoway-ROLE).`,
+		Example: `  twoway status
+  twoway status --role client
+  twoway status --socket /run/twoway/server.sock --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, what, err := findSocket(socket, role)
+			if err != nil {
+				return err
+			}
+			resp, err := query(cmd, path, what, control.Request{Op: control.OpStatus})
+			if err != nil {
+				return err
+			}
+			if resp.Status == nil {
+				return fmt.Errorf("%s: the daemon sent no status", path)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(resp.Status)
+			}
+			printStatus(cmd.OutOrStdout(), *resp.Status)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", "", "control socket (or pipe) of the daemon")
+	cmd.Flags().StringVar(&role, "role", "", "which daemon to ask when --socket is not given: server or client")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the full status as JSON")
+	return cmd
+}
+
+func newKickCmd() *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "kick IDENTITY",
+		Short: "End every session of an identity on the running gateway",
+		Long: `kick tells the running gateway to close every session of the named identity
+(the certificate's common name, as shown by twoway status). The client may
+reconnect: to keep it out, revoke its certificate or change the policy and
+reload.`,
+		Example: `  twoway kick alice`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, what, err := findSocket(socket, control.RoleServer)
+			if err != nil {
+				return err
+			}
+			resp, err := query(cmd, path, what, control.Request{Op: control.OpKick, Identity: args[0]})
+			if err != nil {
+				return err
+			}
+			if resp.Kicked == 0 {
+				return fmt.Errorf("no session of %q on the gateway", args[0])
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "kicked %s of %s\n", plural(resp.Kicked, "session"), args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", "", "control socket (or pipe) of the gateway")
+	return cmd
+}
+
+// findSocket picks the control socket to talk to and names the daemon
+// for messages: the given path, else the first default path of role that
+// exists, else (no role) a gateway's, then a client's.
+func findSocket(socket, role string) (path, what string, err error) {
+	what = "daemon"
+	switch role {
+	case control.RoleServer, control.RoleClient:
+		what = role
+	case "":
+	default:
+		return "", "", fmt.Errorf("--role %q: want server or client", role)
+	}
+	if socket != "" {
+		return socket, what, nil
+	}
+	roles := []string{control.RoleServer, control.RoleClient}
+	if role != "" {
+		roles = []string{role}
+	} else {
+		what = "server or client"
+	}
+	var tried []string
+	for _, r := range roles {
+		cands := control.Candidates(r)
+		if p := control.Find(cands); p != "" {
+			return p, r, nil
+		}
+		tried = append(tried, cands...)
+	}
+	return "", "", fmt.Errorf("no twoway %s is running (no socket at %s)", what, strings.Join(tried, " or "))
+}
+
+// query sends req and turns "nobody there" into a message that says so.
+func query(cmd *cobra.Command, path, what string, req control.Request) (control.Response, error) {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	resp, err := control.Query(ctx, path, req)
+	if errors.Is(err, control.ErrNotRunning) {
+		if _, serr := os.Lstat(path); serr != nil {
+			return resp, fmt.Errorf("no twoway %s is running (no socket at %s)", what, path)
+		}
+		return resp, fmt.Errorf("no twoway %s is running (nothing answers at %s; a stale socket?)", what, path)
+	}
+	return resp, err
+}
+
+func printStatus(w io.Writer, st control.Status) {
+	head := fmt.Sprintf("twoway %s %s", st.Role, st.Version)
+	if !st.Started.IsZero() {
+		head += fmt.Sprintf(", up %s (since %s)", st.Uptime().Round(time.Second), st.Started.Local().Format("2006-01-02 15:04:05 MST"))
+	}
+	if st.PID != 0 {
+		head += fmt.Sprintf(", pid %d", st.PID)
+	}
+	fmt.Fprintln(w, head)
+	if len(st.Listen) > 0 {
+		fmt.Fprintf(w, "listening on %s\n", strings.Join(st.Listen, ", "))
+	}
+	if st.Endpoint != "" {
+		fmt.Fprintf(w, "gateway %s\n", st.Endpoint)
+	}
+	t := st.Totals
+	line := fmt.Sprintf("traffic: in %s, out %s, streams opened %d", traffic(t.BytesIn, t.PacketsIn), traffic(t.BytesOut, t.PacketsOut), t.StreamsOpened)
+	if len(t.Dropped) > 0 {
+		var total uint64
+		var parts []string
+		for _, reason := range slices.Sorted(maps.Keys(t.Dropped)) {
+			total += t.Dropped[reason]
+			parts = append(parts, fmt.Sprintf("%s %d", reason, t.Dropped[reason]))
+		}
+		line += fmt.Sprintf(", packets dropped %d (%s)", total, strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w, line)
+
+	if len(st.Certificates) > 0 {
+		fmt.Fprintln(w, "\ncertificates:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  WHICH\tSUBJECT\tSERIAL\tEXPIRES\tLEFT")
+		for _, c := range st.Certificates {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Which, c.Subject, c.Serial, c.NotAfter.UTC().Format("2006-01-02"), days(c.DaysLeft, c.NotAfter))
+		}
+		tw.Flush()
+	}
+
+	client := st.Role == control.RoleClient
+	fmt.Fprintf(w, "\n%s:\n", plural(len(st.Sessions), "session"))
+	if len(st.Sessions) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		hdr := "  IDENTITY\tGROUPS\tREMOTE\tADDRESSES\tIN\tOUT\tSTREAMS\tRTT\tUP\tCERT\tCA"
+		if client {
+			hdr += "\tRECONNECTS"
+		}
+		fmt.Fprintln(tw, hdr+"\tLAST ERROR")
+		for _, s := range st.Sessions {
+			row := []string{
+				"  " + dash(s.Identity), dash(strings.Join(s.Groups, ",")), dash(s.Remote),
+				dash(strings.Join(s.Addresses, ",")), traffic(s.BytesIn, s.PacketsIn), traffic(s.BytesOut, s.PacketsOut),
+				fmt.Sprint(s.Streams), rtt(s.RTTMillis), since(s.Since, st.Now),
+				days(s.CertDaysLeft, s.CertNotAfter), days(s.CADaysLeft, s.CANotAfter),
+			}
+			if client {
+				row = append(row, fmt.Sprint(s.Reconnects))
+			}
+			row = append(row, dash(s.LastError))
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+		tw.Flush()
+	}
+
+	if len(st.Forwards) > 0 {
+		fmt.Fprintln(w, "\nforwards:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  KIND\tLISTEN\tTARGET\tBOUND\tSTATE")
+		for _, f := range st.Forwards {
+			state := f.State
+			if f.Error != "" {
+				state += ": " + f.Error
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", f.Kind, f.Listen, dash(f.Target), dash(f.Bound), state)
+		}
+		tw.Flush()
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// traffic renders bytes (binary units) and, when there are any, packets.
+func traffic(bytes, packets uint64) string {
+	s := humanBytes(bytes)
+	if packets > 0 {
+		s += fmt.Sprintf(" (%d pkt)", packets)
+	}
+	return s
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func rtt(ms float64) string {
+	if ms <= 0 {
+		return "-"
+	}
+	return (time.Duration(ms * float64(time.Millisecond))).Round(100 * time.Microsecond).String()
+}
+
+func since(t, now time.Time) string {
+	if t.IsZero() || now.IsZero() {
+		return "-"
+	}
+	return now.Sub(t).Round(time.Second).String()
+}
+
+// days renders days left, flagging what is about to run out.
+func days(n int, notAfter time.Time) string {
+	switch {
+	case notAfter.IsZero():
+		return "-"
+	case n < 0:
+		return "EXPIRED"
+	case n < 7:
+		return fmt.Sprintf("%dd (!)", n)
+	}
+	return fmt.Sprintf("%dd", n)
+}

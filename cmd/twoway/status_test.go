@@ -1,0 +1,236 @@
+//go:build !windows
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twoway/twoway/control"
+)
+
+// statusFake is a control.Source with canned answers.
+type statusFake struct {
+	mu     sync.Mutex
+	st     control.Status
+	kicks  map[string]int // identity -> sessions; guarded by mu
+	kicked []string       // guarded by mu
+}
+
+func (f *statusFake) Status() control.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st
+}
+
+func (f *statusFake) Kick(identity string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.kicks == nil {
+		return 0, control.ErrNotSupported
+	}
+	f.kicked = append(f.kicked, identity)
+	n := f.kicks[identity]
+	delete(f.kicks, identity)
+	return n, nil
+}
+
+var statusNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func gatewayStatus() control.Status {
+	return control.Status{
+		Role: control.RoleServer, Version: "1.4.0", PID: 4242,
+		Started: statusNow.Add(-(3*time.Hour + 4*time.Minute + 5*time.Second)), Now: statusNow,
+		Listen: []string{"0.0.0.0:8443"},
+		Certificates: []control.Certificate{
+			{Which: control.CertOwn, Subject: "gw.example", Serial: "1a", NotAfter: statusNow.Add(90 * 24 * time.Hour), DaysLeft: 90},
+			{Which: control.CertCA, Subject: "test root", Serial: "3c", NotAfter: statusNow.Add(5 * 24 * time.Hour), DaysLeft: 5},
+		},
+		Sessions: []control.Session{{
+			ID: "s1", Identity: "alice", Groups: []string{"eng", "ops"}, Serial: "ab12", Remote: "127.0.0.1:50000",
+			Addresses: []string{"198.18.100.7/24"}, BytesIn: 1536, BytesOut: 3 << 20, PacketsIn: 12, PacketsOut: 34,
+			Streams: 2, RTTMillis: 12.5, Since: statusNow.Add(-time.Hour),
+			CertNotAfter: statusNow.Add(30 * 24 * time.Hour), CertDaysLeft: 30,
+			CANotAfter: statusNow.Add(-24 * time.Hour), CADaysLeft: -1,
+		}},
+		Totals: control.Totals{BytesIn: 10 << 10, BytesOut: 20 << 10, StreamsOpened: 7, Dropped: map[string]uint64{"spoof": 2, "policy": 3}},
+	}
+}
+
+// startControl serves src on a fresh socket and returns its path.
+func startControl(t *testing.T, path string, src control.Source) string {
+	t.Helper()
+	srv, err := control.New(control.Config{Path: path, Source: src}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return path
+}
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetIn(strings.NewReader(""))
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestStatusTable(t *testing.T) {
+	path := startControl(t, filepath.Join(t.TempDir(), "server.sock"), &statusFake{st: gatewayStatus()})
+	out, err := runCLI(t, "status", "--socket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"twoway server 1.4.0, up 3h4m5s",
+		"pid 4242",
+		"listening on 0.0.0.0:8443",
+		"traffic: in 10.0 KiB, out 20.0 KiB, streams opened 7, packets dropped 5 (policy 3, spoof 2)",
+		"1 session:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// One row per session, columns in header order.
+	row := regexp.MustCompile(`(?m)^  alice\s+eng,ops\s+127\.0\.0\.1:50000\s+198\.18\.100\.7/24\s+1\.5 KiB \(12 pkt\)\s+3\.0 MiB \(34 pkt\)\s+2\s+12\.5ms\s+1h0m0s\s+30d\s+EXPIRED\s+-$`)
+	if !row.MatchString(out) {
+		t.Errorf("no matching session row:\n%s", out)
+	}
+	if strings.Contains(out, "RECONNECTS") {
+		t.Errorf("gateway table shows a client column:\n%s", out)
+	}
+	cert := regexp.MustCompile(`(?m)^  ca\s+test root\s+3c\s+2026-03-06\s+5d \(!\)$`)
+	if !cert.MatchString(out) {
+		t.Errorf("no matching CA certificate row:\n%s", out)
+	}
+}
+
+func TestStatusClientTable(t *testing.T) {
+	st := control.Status{
+		Role: control.RoleClient, Version: "1.4.0", Started: statusNow.Add(-time.Minute), Now: statusNow,
+		Endpoint: "127.0.0.1:8443",
+		Sessions: []control.Session{{
+			ID: "c1", Identity: "gw.example", Remote: "127.0.0.1:8443", Reconnects: 3,
+			LastError: "peer stopped responding", Since: statusNow.Add(-10 * time.Second),
+		}},
+		Forwards: []control.Forward{
+			{Kind: "local", Listen: "127.0.0.1:0", Target: "db:5432", Bound: "127.0.0.1:40001", State: control.ForwardListening},
+			{Kind: "remote", Listen: "127.0.0.1:9000", Target: "127.0.0.1:22", State: control.ForwardFailed, Error: "bind refused by policy"},
+		},
+	}
+	path := startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: st})
+	out, err := runCLI(t, "status", "--socket", path, "--role", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{
+		`(?m)^gateway 127\.0\.0\.1:8443$`,
+		`RECONNECTS\s+LAST ERROR`,
+		`(?m)^  gw\.example\s.*\s3\s+peer stopped responding$`,
+		`(?m)^  local\s+127\.0\.0\.1:0\s+db:5432\s+127\.0\.0\.1:40001\s+listening$`,
+		`(?m)^  remote\s+127\.0\.0\.1:9000\s+127\.0\.0\.1:22\s+-\s+failed: bind refused by policy$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output does not match %s:\n%s", re, out)
+		}
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	want := gatewayStatus()
+	path := startControl(t, filepath.Join(t.TempDir(), "server.sock"), &statusFake{st: want})
+	out, err := runCLI(t, "status", "--socket", path, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got control.Status
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("--json output is not a status: %v\n%s", err, out)
+	}
+	if got.Role != want.Role || got.PID != want.PID || len(got.Sessions) != 1 ||
+		got.Sessions[0].BytesOut != want.Sessions[0].BytesOut || got.Sessions[0].CADaysLeft != -1 ||
+		got.Totals.Dropped["spoof"] != 2 || !got.Started.Equal(want.Started) {
+		t.Fatalf("JSON status %+v, want %+v", got, want)
+	}
+}
+
+func TestStatusFindsDefaultSocket(t *testing.T) {
+	xdg := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", xdg)
+	if control.Find(control.Candidates(control.RoleServer)) != "" {
+		t.Skip("a real twoway gateway socket exists on this machine")
+	}
+	st := gatewayStatus()
+	st.Role = control.RoleClient
+	startControl(t, filepath.Join(xdg, "twoway", "client.sock"), &statusFake{st: st})
+	out, err := runCLI(t, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "twoway client 1.4.0") {
+		t.Fatalf("status without flags did not find the client:\n%s", out)
+	}
+	_, err = runCLI(t, "status", "--role", "server")
+	if err == nil || !strings.HasPrefix(err.Error(), "no twoway server is running (no socket at ") {
+		t.Fatalf("status --role server with no gateway: %v", err)
+	}
+}
+
+func TestStatusNotRunning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.sock")
+	_, err := runCLI(t, "status", "--socket", path, "--role", "server")
+	if err == nil || err.Error() != "no twoway server is running (no socket at "+path+")" {
+		t.Fatalf("status with no daemon: %v", err)
+	}
+	_, err = runCLI(t, "kick", "alice", "--socket", path)
+	if err == nil || err.Error() != "no twoway server is running (no socket at "+path+")" {
+		t.Fatalf("kick with no daemon: %v", err)
+	}
+	_, err = runCLI(t, "status", "--role", "gateway")
+	if err == nil || !strings.Contains(err.Error(), `--role "gateway"`) {
+		t.Fatalf("bad --role: %v", err)
+	}
+}
+
+func TestKick(t *testing.T) {
+	src := &statusFake{st: gatewayStatus(), kicks: map[string]int{"alice": 2}}
+	path := startControl(t, filepath.Join(t.TempDir(), "server.sock"), src)
+	out, err := runCLI(t, "kick", "alice", "--socket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "kicked 2 sessions of alice\n" {
+		t.Fatalf("kick output %q", out)
+	}
+	_, err = runCLI(t, "kick", "alice", "--socket", path)
+	if err == nil || err.Error() != `no session of "alice" on the gateway` {
+		t.Fatalf("second kick: %v", err)
+	}
+	if len(src.kicked) != 2 || src.kicked[0] != "alice" {
+		t.Fatalf("source saw kicks %v", src.kicked)
+	}
+}
+
+func TestKickOnClientRefused(t *testing.T) {
+	path := startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: control.Status{Role: control.RoleClient}})
+	_, err := runCLI(t, "kick", "alice", "--socket", path)
+	if err == nil || err.Error() != "kick alice: not supported" {
+		t.Fatalf("kick on a client: %v", err)
+	}
+}

@@ -1,0 +1,207 @@
+package control
+
+import (
+	"crypto/x509"
+	"time"
+
+	"github.com/twoway/twoway/pki"
+)
+
+// Roles a daemon answers as.
+const (
+	RoleServer = "server"
+	RoleClient = "client"
+)
+
+// Which certificate a Certificate entry describes.
+const (
+	// CertOwn is the daemon's own leaf certificate.
+	CertOwn = "own"
+	// CertChain is an intermediate the daemon presents with its leaf.
+	CertChain = "chain"
+	// CertCA is a certificate from the CA bundle the daemon verifies peers
+	// against.
+	CertCA = "ca"
+)
+
+// Status is a snapshot of a running daemon, the answer to a status request.
+// Counters are cumulative since the daemon started and never go down, so
+// the metrics endpoint can export them as Prometheus counters.
+type Status struct {
+	Role    string    `json:"role"` // RoleServer or RoleClient
+	Version string    `json:"version"`
+	PID     int       `json:"pid,omitempty"`
+	Started time.Time `json:"started"`
+	// Now is when the snapshot was taken; Uptime is Now - Started.
+	Now time.Time `json:"now"`
+	// Listen is where a gateway accepts clients.
+	Listen []string `json:"listen,omitempty"`
+	// Endpoint is the gateway a client is connected to (or last tried).
+	Endpoint string `json:"endpoint,omitempty"`
+	// Certificates are the daemon's own certificate, the chain it presents
+	// and the CA bundle it trusts, with their expiry.
+	Certificates []Certificate `json:"certificates,omitempty"`
+	// Sessions are the established sessions: every connected client at a
+	// gateway, at most one at a client.
+	Sessions []Session `json:"sessions"`
+	// Forwards are a client's configured forwards.
+	Forwards []Forward `json:"forwards,omitempty"`
+	// Totals are daemon-wide counters, including sessions that have ended.
+	Totals Totals `json:"totals"`
+}
+
+// Uptime is how long the daemon had been running when the snapshot was
+// taken.
+func (s Status) Uptime() time.Duration {
+	if s.Started.IsZero() || s.Now.IsZero() {
+		return 0
+	}
+	return s.Now.Sub(s.Started)
+}
+
+// Session describes one established session. "In" is what this daemon
+// received from the peer, "Out" what it sent.
+type Session struct {
+	ID       string   `json:"id"`
+	Identity string   `json:"identity"` // the peer's name (pki.Identity.Name)
+	Groups   []string `json:"groups,omitempty"`
+	Serial   string   `json:"serial,omitempty"` // the peer certificate's serial, hex
+	Remote   string   `json:"remote,omitempty"`
+	// Addresses are the tunnel addresses assigned in VPN mode.
+	Addresses  []string  `json:"addresses,omitempty"`
+	BytesIn    uint64    `json:"bytes_in"`
+	BytesOut   uint64    `json:"bytes_out"`
+	PacketsIn  uint64    `json:"packets_in"`
+	PacketsOut uint64    `json:"packets_out"`
+	Streams    int       `json:"streams"` // data streams open now
+	RTTMillis  float64   `json:"rtt_ms,omitempty"`
+	Since      time.Time `json:"since"`
+	Reconnects int       `json:"reconnects,omitempty"` // client: sessions before this one
+	LastError  string    `json:"last_error,omitempty"`
+	// CertNotAfter is when the peer's certificate expires, CANotAfter when
+	// the earliest CA in its verified chain does; the days are whole days
+	// left at Status.Now, negative once expired.
+	CertNotAfter time.Time `json:"cert_not_after"`
+	CertDaysLeft int       `json:"cert_days_left"`
+	CANotAfter   time.Time `json:"ca_not_after,omitzero"`
+	CADaysLeft   int       `json:"ca_days_left"`
+}
+
+// Certificate is one certificate whose expiry a daemon depends on.
+type Certificate struct {
+	Which    string    `json:"which"` // CertOwn, CertChain or CertCA
+	Subject  string    `json:"subject"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	DaysLeft int       `json:"days_left"`
+}
+
+// Forward is one of a client's forwards.
+type Forward struct {
+	Kind   string `json:"kind"` // "local", "remote" or "dynamic"
+	Listen string `json:"listen"`
+	Target string `json:"target,omitempty"`
+	// Bound is where it actually listens: the local address for -L and
+	// -D, the gateway's answer for -R.
+	Bound string `json:"bound,omitempty"`
+	// State is "listening", "pending" (waiting for the gateway) or
+	// "failed" (see Error).
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// Forward states.
+const (
+	ForwardListening = "listening"
+	ForwardPending   = "pending"
+	ForwardFailed    = "failed"
+)
+
+// Totals are cumulative daemon-wide counters.
+type Totals struct {
+	BytesIn       uint64 `json:"bytes_in"`
+	BytesOut      uint64 `json:"bytes_out"`
+	PacketsIn     uint64 `json:"packets_in"`
+	PacketsOut    uint64 `json:"packets_out"`
+	StreamsOpened uint64 `json:"streams_opened"`
+	// Dropped counts packets the VPN router dropped, by reason ("policy",
+	// "spoof", "queue", ...).
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+}
+
+// DaysLeft is the number of whole days from now until t: 0 on the last day,
+// negative once t has passed.
+func DaysLeft(t, now time.Time) int {
+	d := t.Sub(now)
+	days := int(d / (24 * time.Hour))
+	if d < 0 && d%(24*time.Hour) != 0 {
+		days-- // floor, so an expired certificate never shows 0
+	}
+	return days
+}
+
+// NewSession fills the identity part of a Session from the peer's verified
+// identity: name, groups, serial and the expiry of its certificate and of
+// its chain.
+func NewSession(id string, peer *pki.Identity, now time.Time) Session {
+	s := Session{ID: id}
+	if peer == nil {
+		return s
+	}
+	s.Identity = peer.Name()
+	s.Groups = append([]string(nil), peer.Groups...)
+	s.Serial = peer.Serial
+	s.CertNotAfter = peer.NotAfter
+	s.CertDaysLeft = DaysLeft(peer.NotAfter, now)
+	return s
+}
+
+// SetChain records the earliest expiry among the CA certificates of a
+// verified chain (leaf first; the leaf itself is skipped).
+func (s *Session) SetChain(verified []*x509.Certificate, now time.Time) {
+	var earliest time.Time
+	for i, c := range verified {
+		if i == 0 {
+			continue
+		}
+		if earliest.IsZero() || c.NotAfter.Before(earliest) {
+			earliest = c.NotAfter
+		}
+	}
+	if earliest.IsZero() {
+		return
+	}
+	s.CANotAfter = earliest
+	s.CADaysLeft = DaysLeft(earliest, now)
+}
+
+// Certificates describes certs as the given kind (CertOwn, CertChain,
+// CertCA) with their days left at now.
+func Certificates(which string, certs []*x509.Certificate, now time.Time) []Certificate {
+	out := make([]Certificate, 0, len(certs))
+	for _, c := range certs {
+		if c != nil {
+			out = append(out, CertificateOf(which, c, now))
+		}
+	}
+	return out
+}
+
+// CertificateOf describes one certificate as the given kind with its days
+// left at now.
+func CertificateOf(which string, c *x509.Certificate, now time.Time) Certificate {
+	return Certificate{
+		Which:    which,
+		Subject:  subjectName(c),
+		Serial:   c.SerialNumber.Text(16),
+		NotAfter: c.NotAfter,
+		DaysLeft: DaysLeft(c.NotAfter, now),
+	}
+}
+
+func subjectName(c *x509.Certificate) string {
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName
+	}
+	return c.Subject.String()
+}
