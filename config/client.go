@@ -3,10 +3,13 @@ package config
 import (
 	"encoding/base64"
 	"reflect"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/twoway/twoway/tun"
 )
 
 // Client is client.toml, the client's configuration.
@@ -22,6 +25,8 @@ type Client struct {
 	Forwards []Forward `toml:"forward"`
 	// Reconnect paces reconnection attempts.
 	Reconnect Reconnect `toml:"reconnect"`
+	// VPN configures VPN mode; off unless vpn.enable.
+	VPN ClientVPN `toml:"vpn"`
 	// Log configures logging.
 	Log Log `toml:"log"`
 
@@ -97,6 +102,7 @@ func LoadClient(path string) (*Client, error) {
 	for i := range c.Forwards {
 		c.Forwards[i].normalize()
 	}
+	c.VPN.resolve(src)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -150,6 +156,11 @@ func (c *Client) Validate() error {
 	}
 	if c.Reconnect.MaxBackoff < c.Reconnect.MinBackoff {
 		return src.errf("reconnect.max_backoff", "%v is shorter than min_backoff (%v)", c.Reconnect.MaxBackoff, c.Reconnect.MinBackoff)
+	}
+	if c.VPN.Enable && c.VPN.TUN != "" {
+		if err := tun.ValidateName(runtime.GOOS, c.VPN.TUN); err != nil {
+			return src.err("vpn.tun", err)
+		}
 	}
 	return c.Log.validate(src)
 }

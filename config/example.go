@@ -78,6 +78,30 @@ identities = ["alice"]
 targets = ["198.19.1.10:22", "db.corp.example:5432"]
 binds = ["127.0.0.1:8080", "0.0.0.0:9000-9100"]
 
+# VPN mode: clients that enable it get addresses from these pools and a TUN
+# device; their packets are routed onto the LAN under the same policy.
+[vpn]
+enable = false                     # true turns VPN mode on (needs root)
+ipv4 = "198.18.100.0/24"           # client pools; at least one
+ipv6 = "2001:db8:100::/64"
+# gateway = ["198.18.100.1"]       # the gateway's own tunnel address (default: first host)
+routes = ["198.18.0.0/16", "2001:db8::/32"]  # pushed to clients; ["0.0.0.0/0", "::/0"] = full tunnel
+dns = ["198.18.0.53"]              # pushed DNS servers ...
+search_domains = ["corp.example"]  # ... and search domains
+mtu = 1380                         # tunnel MTU (default 1380)
+client_to_client = false           # may clients reach each other?
+forwarding = "nat"                 # "nat": masquerade to the gateway's LAN address; "routed": the LAN routes the pools here
+# lan_interface = "eth0"           # NAT only out of this interface (default: any but the TUN)
+# tun = "twoway0"                  # TUN device name
+state_dir = "/var/lib/twoway"      # sticky leases (leases.json) and crash-cleanup records
+
+[vpn.static]                       # fixed addresses per identity
+alice = ["198.18.100.10", "2001:db8:100::10"]
+
+[[vpn.group]]                      # a range of the pool only this group's members get
+group = "ops"
+prefixes = ["198.18.100.128/26"]
+
 [log]
 level = "info"    # debug, info, warn, error
 format = "text"   # text or json
@@ -121,6 +145,14 @@ local = "127.0.0.1:1080"
 [reconnect]
 min_backoff = "1s"
 max_backoff = "1m"
+
+# VPN mode: a TUN device with the address, routes, DNS and MTU the gateway
+# pushes; restored when the client exits, or on the next start after a crash.
+[vpn]
+enable = false                  # true asks the gateway for VPN mode (needs root)
+# tun = "twoway0"               # device name (macOS: "utun")
+# state_dir = "/var/lib/twoway" # crash-cleanup record of what was changed
+# resolv_conf = "/etc/resolv.conf"  # written when systemd-resolved is not used
 
 [log]
 level = "info"

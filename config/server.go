@@ -29,7 +29,10 @@ type Server struct {
 	// Log configures logging.
 	Log Log `toml:"log"`
 
-	// [vpn] and [metrics] will join here; until then they are unknown keys.
+	// VPN configures VPN mode; off unless vpn.enable.
+	VPN ServerVPN `toml:"vpn"`
+
+	// [metrics] will join here; until then it is an unknown key.
 
 	src *source
 }
@@ -125,6 +128,7 @@ func LoadServer(path string) (*Server, error) {
 	for i := range s.TLS.CRLs {
 		s.TLS.CRLs[i] = src.resolve(s.TLS.CRLs[i])
 	}
+	s.VPN.resolve(src)
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -147,6 +151,9 @@ func (s *Server) Validate() error {
 		return err
 	}
 	if err := validatePolicy(src, s.Policy); err != nil {
+		return err
+	}
+	if err := s.VPN.validate(src); err != nil {
 		return err
 	}
 	return s.Log.validate(src)

@@ -20,6 +20,7 @@ import (
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
+	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tunnel"
 )
 
@@ -29,9 +30,12 @@ type Server struct {
 	log    *slog.Logger
 	store  *pki.Store
 	tunnel *tunnel.Server
+	vpn    *gatewayVPN // VPN mode only
 
 	mu  sync.Mutex // guards cfg and serialises Reload
 	cfg *config.Server
+
+	stopOnce sync.Once
 }
 
 // NewServer validates cfg (loaded from path, which Reload re-reads) and
@@ -63,18 +67,34 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	if cfg.Limits.HandshakeRate == 0 {
 		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
 	}
+	// VPN mode touches the system (TUN device, addresses, forwarding,
+	// nftables) last, after everything else validated.
+	var gv *gatewayVPN
+	if cfg.VPN.Enable {
+		if tc.VPN, gv, err = openGatewayVPN(&cfg.VPN, logger); err != nil {
+			return nil, err
+		}
+	}
 	ts, err := tunnel.NewServer(tc, logger)
 	if err != nil {
+		if gv != nil {
+			gv.close()
+			_ = tc.VPN.Device.Close()
+		}
 		return nil, err
 	}
-	return &Server{path: path, log: logger, store: store, tunnel: ts, cfg: cfg}, nil
+	return &Server{path: path, log: logger, store: store, tunnel: ts, vpn: gv, cfg: cfg}, nil
 }
 
 // Start starts listening; it does not block.
 func (s *Server) Start(ctx context.Context) error { return s.tunnel.Start(ctx) }
 
-// Stop drains and closes every session; it is idempotent.
-func (s *Server) Stop() { s.tunnel.Stop() }
+// Stop drains and closes every session, then undoes the VPN setup; it is
+// idempotent.
+func (s *Server) Stop() {
+	s.tunnel.Stop() // closes the TUN device after the last session
+	s.stopOnce.Do(s.vpn.close)
+}
 
 // Wait blocks until the gateway has stopped and returns the first fatal error.
 func (s *Server) Wait() error { return s.tunnel.Wait() }
@@ -104,8 +124,8 @@ func (s *Server) Reload() error {
 	if err := s.store.Reload(); err != nil {
 		return fmt.Errorf("reload credentials: %w", err)
 	}
-	if cfg.Listen != s.cfg.Listen || !reflect.DeepEqual(cfg.Limits, s.cfg.Limits) || !reflect.DeepEqual(cfg.TLS, s.cfg.TLS) {
-		s.log.Warn("listen, [limits] and [tls] file names take effect only after a restart; the files themselves were reloaded")
+	if cfg.Listen != s.cfg.Listen || !reflect.DeepEqual(cfg.Limits, s.cfg.Limits) || !reflect.DeepEqual(cfg.TLS, s.cfg.TLS) || !reflect.DeepEqual(cfg.VPN, s.cfg.VPN) {
+		s.log.Warn("listen, [limits], [vpn] and [tls] file names take effect only after a restart; the files themselves were reloaded")
 	}
 	s.tunnel.SetPolicy(pol)
 	s.cfg = cfg
@@ -125,6 +145,9 @@ type ClientHooks struct {
 	OnSession      func(tunnel.SessionInfo)
 	OnDisconnect   func(error)
 	OnRemoteListen func(f tunnel.Forward, bound string, err error)
+	// OnVPNUp and OnVPNDown follow the VPN of each session (VPN mode).
+	OnVPNUp   func(tun.Config)
+	OnVPNDown func()
 }
 
 // NewClient validates cfg and builds the client without starting it.
@@ -141,6 +164,12 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		fwds = append(fwds, tf)
 	}
+	var vpn *tunnel.ClientVPN
+	if cfg.VPN.Enable {
+		if vpn, err = openClientVPN(&cfg.VPN, hooks, logger); err != nil {
+			return nil, err
+		}
+	}
 	tc, err := tunnel.NewClient(tunnel.ClientConfig{
 		Endpoints:      cfg.Servers,
 		ServerName:     cfg.ServerName,
@@ -153,8 +182,12 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		OnSession:      hooks.OnSession,
 		OnDisconnect:   hooks.OnDisconnect,
 		OnRemoteListen: hooks.OnRemoteListen,
+		VPN:            vpn,
 	}, logger)
 	if err != nil {
+		if vpn != nil {
+			_ = vpn.Device.Close()
+		}
 		return nil, err
 	}
 	return &Client{log: logger, store: store, tunnel: tc}, nil

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -56,6 +57,9 @@ type ClientConfig struct {
 	// username/password authentication checked by it (see
 	// socks5.StaticCredentials).
 	SOCKSAuth func(user, password string) bool
+	// VPN, if set, asks the gateway for VPN mode and carries the TUN
+	// device's packets; forwards keep working alongside.
+	VPN *ClientVPN
 
 	// OnSession, if set, is called after each successful hello.
 	OnSession func(SessionInfo)
@@ -112,6 +116,9 @@ func (c ClientConfig) Validate() error {
 	if c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin && c.BackoffMax != 0 {
 		return errors.New("client: backoff bounds are inconsistent")
 	}
+	if c.VPN != nil && c.VPN.Device == nil {
+		return errors.New("client: vpn: no TUN device")
+	}
 	return nil
 }
 
@@ -145,6 +152,9 @@ type Client struct {
 	cancel context.CancelFunc
 
 	locals []*localListener
+
+	link    atomic.Pointer[clientLink] // the current session's VPN, if up
+	runDone chan struct{}              // closed when run has returned
 
 	mu       sync.Mutex
 	cur      *clientSession            // the session new streams use; guarded by mu
@@ -190,6 +200,7 @@ func NewClient(cfg ClientConfig, logger *slog.Logger) (*Client, error) {
 		cfg: cfg, log: logger, bufs: newBufPool(cfg.Tuning.CopyBuffer),
 		ready: make(chan struct{}), live: make(map[*clientSession]bool),
 		remote: make(map[uint32]*remoteForward), stopped: make(chan struct{}),
+		runDone: make(chan struct{}),
 	}
 	for i, f := range cfg.Forwards {
 		if f.Kind == ForwardRemote {
@@ -224,8 +235,12 @@ func (c *Client) Start(ctx context.Context) error {
 			c.acceptLocal(l)
 		}()
 	}
+	if c.cfg.VPN != nil {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.readDevice() }()
+	}
 	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.run() }()
+	go func() { defer c.wg.Done(); defer close(c.runDone); c.run() }()
 	go func() {
 		defer c.wg.Done()
 		select {
@@ -292,6 +307,14 @@ func (c *Client) Stop() {
 		for _, cs := range sessions {
 			cs.close(ErrStopped)
 		}
+		if c.cfg.VPN != nil {
+			// run undoes the VPN configuration on its way out; the
+			// device goes after that, which ends its reader.
+			if c.cancel != nil {
+				<-c.runDone
+			}
+			_ = c.cfg.VPN.Device.Close()
+		}
 		c.wg.Wait()
 		close(c.stopped)
 	})
@@ -307,6 +330,8 @@ func (c *Client) Wait() error {
 // run keeps a session up: connect, serve until it ends, back off, repeat.
 func (c *Client) run() {
 	backoff := c.cfg.BackoffMin
+	var link *clientLink
+	defer func() { c.vpnDown(link) }()
 	for {
 		cs, err := c.connectAny()
 		if err != nil {
@@ -331,6 +356,9 @@ func (c *Client) run() {
 			c.cfg.OnSession(cs.info)
 		}
 		cs.registerRemote()
+		if c.cfg.VPN != nil {
+			link = c.vpnUp(cs)
+		}
 
 		// Serve until the session ends or the gateway announces it is
 		// going away; in the second case the old session keeps carrying
@@ -341,6 +369,8 @@ func (c *Client) run() {
 		case <-c.ctx.Done():
 			return
 		}
+		c.vpnDown(link)
+		link = nil
 		c.retire(cs)
 		reason := cs.endReason()
 		graceful := errors.Is(reason, ErrShutdown)
@@ -544,6 +574,7 @@ type clientSession struct {
 	client   *Client
 	endpoint string
 	verifier *pki.Verifier // the snapshot that accepted the gateway
+	vpnErr   string        // why the gateway pushed no VPN config, if it said
 }
 
 func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) error {
@@ -563,9 +594,13 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 	cs.ctrl = st
 	deadline, _ := ctx.Deadline()
 	_ = st.SetDeadline(deadline)
+	caps := []string{capForward, capReverse, capReset}
+	if cs.client.cfg.VPN != nil {
+		caps = append(caps, capVPN)
+	}
 	err = writeControl(st, &controlMsg{
 		Type: msgHello, Version: ProtocolVersion, MinVersion: minProtocolVersion,
-		Software: cs.client.cfg.Software, Capabilities: []string{capForward, capReverse, capReset},
+		Software: cs.client.cfg.Software, Capabilities: caps,
 	})
 	var m *controlMsg
 	if err == nil {
@@ -591,9 +626,10 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 	cs.info = SessionInfo{
 		ID: m.Session, Version: m.Version, Local: cs.conn.LocalAddr(), Remote: cs.conn.RemoteAddr(),
 		TLS: state, Peer: cs.peer, PeerChain: cs.chain, VerifiedChain: verifiedPath(cs.chain, cs.verifier),
-		Self: m.Identity, Grants: m.Grants,
+		Self: m.Identity, Grants: m.Grants, VPN: m.VPN,
 		PeerSoftware: m.Software, Established: time.Now(),
 	}
+	cs.vpnErr = m.VPNError
 	if m.Params != nil {
 		cs.info.Params = *m.Params
 	}

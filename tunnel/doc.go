@@ -9,6 +9,13 @@
 // endpoint, reconnects with backoff, and serves local forwards across
 // reconnects. The wire protocol is described in docs/PROTOCOL.md.
 //
+// In VPN mode (ServerVPN, ClientVPN; see vpn.go) the gateway also leases
+// the client addresses and pushes them with routes, DNS and MTU in its
+// hello, and the client carries its TUN device's packets over one packets
+// stream, in batches, through the gateway's router (package router). The
+// package sees only the tun.Device interface: the daemon opens real
+// devices, tests use tun/tuntest.
+//
 // Both follow the usual lifecycle: New (validates, touches nothing),
 // Start (listens, returns at once), Stop (drains, idempotent) and Wait.
 package tunnel

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
+	"github.com/twoway/twoway/router"
 )
 
 // Resolver looks up the addresses of a target name. *net.Resolver
@@ -62,6 +65,9 @@ type ServerConfig struct {
 	Resolver Resolver
 	// Software is announced in the hello ("twoway").
 	Software string
+	// VPN, if set, turns on VPN mode: clients that ask get addresses
+	// and a packets stream through the router.
+	VPN *ServerVPN
 
 	// OnSession, if set, is called for each established session. The
 	// hooks run on the server's own goroutines and must not block.
@@ -128,6 +134,9 @@ func (c ServerConfig) Validate() error {
 	if c.MaxSessions < 0 || c.MaxHandshakes < 0 || c.MaxListeners < 0 || c.HandshakeBurst < 0 {
 		return errors.New("server: limits must not be negative")
 	}
+	if c.VPN != nil {
+		return c.VPN.validate()
+	}
 	return nil
 }
 
@@ -140,6 +149,7 @@ type Server struct {
 	limiter *sourceLimiter
 	hsSlots chan struct{}
 	bufs    *sync.Pool
+	router  *router.Router // VPN mode only
 
 	ln     net.Listener
 	ctx    context.Context // cancelled by Stop: ends handshakes and dials
@@ -179,12 +189,25 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		stopped:  make(chan struct{}),
 	}
 	s.policy.Store(&policyBox{cfg.Policy})
+	if cfg.VPN != nil {
+		vpn := *cfg.VPN // the caller's copy stays as it was
+		s.cfg.VPN = &vpn
+		if err := s.newRouter(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
 // SetPolicy replaces the policy for new sessions, streams and binds. Call
 // Revalidate afterwards to apply it to live sessions.
-func (s *Server) SetPolicy(p Policy) { s.policy.Store(&policyBox{p}) }
+// In VPN mode the router checks packets against p from now on.
+func (s *Server) SetPolicy(p Policy) {
+	s.policy.Store(&policyBox{p})
+	if s.router != nil {
+		s.router.SetPolicy(p)
+	}
+}
 
 func (s *Server) pol() Policy { return s.policy.Load().p }
 
@@ -204,6 +227,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log.Info("gateway listening", "addr", ln.Addr().String())
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.acceptLoop() }()
+	if s.router != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.readLAN() }()
+	}
 	go func() {
 		defer s.wg.Done()
 		select {
@@ -269,6 +296,12 @@ func (s *Server) Stop() {
 		timer.Stop()
 		for _, ss := range sessions {
 			ss.close(ErrShutdown)
+		}
+		if s.router != nil {
+			// After the sessions: their packets stop before the device
+			// goes, and closing it is what ends the LAN reader.
+			s.router.Close()
+			_ = s.cfg.VPN.Device.Close()
 		}
 		s.wg.Wait()
 		s.log.Info("gateway stopped")
@@ -449,6 +482,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	}
 	ss := &serverSession{session: newSession(sid, mc, mux, t, s.bufs, logger), srv: s, listeners: make(map[uint32]*remoteListener)}
 	ss.peer, ss.chain, ss.verifier = id, hs.presented, hs.verifier
+	defer ss.releaseVPN() // runs after ss.wait: the router peer is gone
 	if err := ss.hello(ctx, tc.ConnectionState()); err != nil {
 		ss.close(err)
 		ss.wait()
@@ -490,6 +524,11 @@ type serverSession struct {
 	// listeners are this session's remote (-R) listeners by id; guarded
 	// by session.mu.
 	listeners map[uint32]*remoteListener
+	// lease is the session's VPN addresses (nil without VPN); set in
+	// the hello, released when the session is gone.
+	lease *ipam.Lease
+	// packets is the session's packets stream; guarded by session.mu.
+	packets *yamux.Stream
 }
 
 // hello runs the control-stream handshake: the client opens stream 1 and
@@ -520,6 +559,13 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	}
 	reply := func(code, msg string) {
 		_ = writeControl(st, &controlMsg{Type: msgError, Code: code, Message: msg})
+		// Closing the connection at once can lose this answer: data the
+		// client sent that we never read makes our close an RST, and an
+		// RST discards what the client has not read yet. So half-close and
+		// wait, bounded, for the client to hang up first.
+		_ = st.Close()
+		_ = st.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(st, 64<<10))
 	}
 	version := min(m.Version, ProtocolVersion)
 	if version < max(m.MinVersion, minProtocolVersion) || m.Version < 1 {
@@ -544,10 +590,11 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		DeadPeer:     t.DeadPeerTimeout.Milliseconds(),
 	}
 	grants := pol.Grants(ss.peer)
+	vpn, vpnErr := ss.acquireVPN()
 	ss.info = SessionInfo{
 		ID: ss.id, Version: version, Local: ss.conn.LocalAddr(), Remote: ss.conn.RemoteAddr(),
 		TLS: cs, Peer: ss.peer, PeerChain: ss.chain, VerifiedChain: verifiedPath(ss.chain, ss.verifier),
-		Grants: grants, Params: params,
+		Grants: grants, Params: params, VPN: vpn,
 		PeerSoftware: m.Software, Established: time.Now(),
 	}
 	s.mu.Lock()
@@ -564,12 +611,16 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	s.sessions[ss.id] = ss
 	s.mu.Unlock()
 
+	caps := []string{capForward, capReverse, capReset}
+	if s.router != nil {
+		caps = append(caps, capVPN)
+	}
 	ss.ctrlMu.Lock()
 	err = writeControl(st, &controlMsg{
 		Type: msgHello, Version: version, MinVersion: minProtocolVersion, Software: s.cfg.Software,
-		Capabilities: []string{capForward, capReverse, capReset}, Session: ss.id,
+		Capabilities: caps, Session: ss.id,
 		Identity: &HelloIdentity{Name: ss.peer.Name(), Serial: ss.peer.Serial, Groups: ss.peer.Groups, Issuer: ss.peer.Issuer},
-		Grants:   grants, Params: &params,
+		Grants:   grants, Params: &params, VPN: vpn, VPNError: vpnErr,
 	})
 	ss.ctrlMu.Unlock()
 	_ = st.SetDeadline(time.Time{})
@@ -596,6 +647,7 @@ func capSet(caps []string) map[string]bool {
 func (ss *serverSession) startDrain() <-chan struct{} {
 	ch := ss.drain()
 	ss.closeListeners()
+	ss.closePackets()
 	_ = ss.sendControlTimeout(&controlMsg{Type: msgBye, Code: ctlShutdown, Message: "gateway is shutting down"}, time.Second)
 	_ = ss.mux.GoAway()
 	return ch
@@ -614,6 +666,8 @@ func (ss *serverSession) handleStream(st *yamux.Stream) {
 	switch h.Kind {
 	case KindConnect:
 		ss.handleConnect(st, h)
+	case KindPackets:
+		ss.handlePackets(st)
 	default:
 		ss.refuseStream(st, CodeUnsupported, "stream kind "+h.Kind.String()+" is not served")
 	}

@@ -56,8 +56,11 @@ type SessionInfo struct {
 	// Self is how the gateway saw this client (client side only).
 	Self *HelloIdentity
 	// Grants summarises what the gateway's policy allows this identity.
-	Grants       []string
-	Params       SessionParams
+	Grants []string
+	Params SessionParams
+	// VPN is the VPN configuration the gateway assigned (nil without VPN
+	// mode): the client's addresses, routes, DNS and MTU.
+	VPN          *VPNConfig
 	PeerSoftware string
 	Established  time.Time
 }

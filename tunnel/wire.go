@@ -43,7 +43,8 @@ const (
 	// remote (-R) listener the client registered; Listener names it and
 	// Host:Port is where the connection came from.
 	KindReverse StreamKind = 2
-	// KindPackets is reserved for IP packets to and from a TUN device.
+	// KindPackets is opened by a VPN client once per session: IP packets
+	// to and from its TUN device, length-prefixed (see packets.go).
 	KindPackets StreamKind = 3
 )
 
@@ -327,6 +328,8 @@ type controlMsg struct {
 	Identity     *HelloIdentity `json:"identity,omitempty"`
 	Grants       []string       `json:"grants,omitempty"`
 	Params       *SessionParams `json:"params,omitempty"`
+	VPN          *VPNConfig     `json:"vpn,omitempty"`
+	VPNError     string         `json:"vpn_error,omitempty"`
 
 	// listen, listen_ok, listen_error, unlisten
 	ID    uint32 `json:"id,omitempty"`

@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/twoway/twoway/ipam"
+	"github.com/twoway/twoway/tun"
+)
+
+// Forwarding modes of the gateway's [vpn] table.
+const (
+	// ForwardingNAT masquerades client traffic to the gateway's own LAN
+	// address: the LAN needs no route back to the client pools.
+	ForwardingNAT = "nat"
+	// ForwardingRouted forwards client traffic with the clients' own
+	// addresses: the LAN routes the pools to the gateway.
+	ForwardingRouted = "routed"
+)
+
+// DefaultStateDir is where leases and the TUN configuration records live
+// unless state_dir says otherwise.
+const DefaultStateDir = "/var/lib/twoway"
+
+// ServerVPN is the [vpn] table of server.toml: VPN mode at the gateway.
+type ServerVPN struct {
+	// Enable turns VPN mode on.
+	Enable bool `toml:"enable"`
+	// IPv4 and IPv6 are the client address pools (at least one), e.g.
+	// 198.18.100.0/24 and 2001:db8:100::/64.
+	IPv4 netip.Prefix `toml:"ipv4"`
+	IPv6 netip.Prefix `toml:"ipv6"`
+	// Gateway are the gateway's own tunnel addresses, one per family,
+	// inside the pools; default the first host of each pool.
+	Gateway []netip.Addr `toml:"gateway"`
+	// Static pins identities to addresses: alice = ["198.18.100.10"].
+	Static map[string][]netip.Addr `toml:"static"`
+	// Groups reserve ranges of the pools for the members of a group.
+	Groups []ipam.GroupRange `toml:"group"`
+	// Routes are pushed to clients: the LAN prefixes reachable through
+	// the tunnel (split tunnel), or 0.0.0.0/0 and ::/0 (full tunnel).
+	Routes []netip.Prefix `toml:"routes"`
+	// DNS servers and search domains pushed to clients.
+	DNS           []netip.Addr `toml:"dns"`
+	SearchDomains []string     `toml:"search_domains"`
+	// MTU of the tunnel, gateway and clients. Default tun.DefaultMTU.
+	MTU int `toml:"mtu"`
+	// ClientToClient lets clients reach each other. Default false.
+	ClientToClient bool `toml:"client_to_client"`
+	// Forwarding is "nat" (default) or "routed".
+	Forwarding string `toml:"forwarding"`
+	// LANInterface is the interface NAT masquerades out of; default every
+	// interface but the TUN device.
+	LANInterface string `toml:"lan_interface"`
+	// TUN is the name of the gateway's TUN device; default tun.DefaultName.
+	TUN string `toml:"tun"`
+	// StateDir holds leases.json (sticky leases) and the TUN
+	// configuration record for crash cleanup. Default DefaultStateDir.
+	StateDir string `toml:"state_dir"`
+}
+
+// Pool returns the address pool configuration.
+func (v *ServerVPN) Pool() ipam.Config {
+	return ipam.Config{
+		IPv4: v.IPv4, IPv6: v.IPv6, Gateway: v.Gateway, Static: v.Static, Groups: v.Groups,
+		StateFile: filepath.Join(v.StateDir, "leases.json"),
+	}
+}
+
+// ClientVPN is the [vpn] table of client.toml: VPN mode at the client.
+type ClientVPN struct {
+	// Enable asks the gateway for VPN mode.
+	Enable bool `toml:"enable"`
+	// TUN is the name of the TUN device; default tun.DefaultName.
+	TUN string `toml:"tun"`
+	// StateDir holds the TUN configuration record, so that routes and DNS
+	// are restored after a crash. Default DefaultStateDir.
+	StateDir string `toml:"state_dir"`
+	// ResolvConf is the resolv.conf rewritten for DNS on Linux without
+	// systemd-resolved. Default /etc/resolv.conf; when set, this file is
+	// written even if systemd-resolved runs.
+	ResolvConf string `toml:"resolv_conf"`
+}
+
+func (v *ServerVPN) resolve(src *source) {
+	if v.StateDir == "" {
+		v.StateDir = DefaultStateDir
+	}
+	v.StateDir = src.resolve(v.StateDir)
+	if v.Forwarding == "" {
+		v.Forwarding = ForwardingNAT
+	}
+	if v.MTU == 0 {
+		v.MTU = tun.DefaultMTU
+	}
+}
+
+func (v *ClientVPN) resolve(src *source) {
+	if v.StateDir == "" {
+		v.StateDir = DefaultStateDir
+	}
+	v.StateDir = src.resolve(v.StateDir)
+	v.ResolvConf = src.resolve(v.ResolvConf)
+}
+
+func (v *ServerVPN) validate(src *source) error {
+	if !v.Enable {
+		return nil
+	}
+	pool := v.Pool()
+	if err := pool.Validate(); err != nil {
+		return src.err(ipamKey(err))
+	}
+	switch v.Forwarding {
+	case ForwardingNAT, ForwardingRouted:
+	default:
+		return src.errf("vpn.forwarding", "%q: want %q or %q", v.Forwarding, ForwardingNAT, ForwardingRouted)
+	}
+	if v.TUN != "" {
+		if err := tun.ValidateName(runtime.GOOS, v.TUN); err != nil {
+			return src.err("vpn.tun", err)
+		}
+	}
+	// What clients will apply must be a valid device configuration:
+	// check it with the pool's first host standing in for a client.
+	tc := tun.Config{MTU: v.MTU, Routes: v.Routes, DNS: v.DNS, SearchDomains: v.SearchDomains}
+	for _, p := range []netip.Prefix{v.IPv4, v.IPv6} {
+		if p.IsValid() {
+			tc.Addresses = append(tc.Addresses, netip.PrefixFrom(p.Addr().Next(), p.Bits()))
+		}
+	}
+	for _, r := range v.Routes {
+		if r.Bits() == 0 {
+			tc.Bypass = []netip.Addr{netip.MustParseAddr("198.19.255.254")} // the client supplies the real one
+		}
+	}
+	if err := tc.Validate(); err != nil {
+		return src.err(tunKey(err), err)
+	}
+	return nil
+}
+
+// ipamKey maps an ipam config error ("...: gateway[1]: problem") to the
+// key at fault and the problem.
+func ipamKey(err error) (string, error) {
+	msg := strings.TrimPrefix(err.Error(), ipam.ErrInvalidConfig.Error()+": ")
+	field, problem, ok := strings.Cut(msg, ": ")
+	if !ok || strings.Contains(field, " ") {
+		return "vpn", err
+	}
+	if field == "ipv4/ipv6" {
+		field = "ipv4"
+	}
+	if field == "groups" || strings.HasPrefix(field, "group") {
+		field = strings.Replace(field, "groups", "group", 1)
+	}
+	return "vpn." + field, errors.New(problem)
+}
+
+// tunKey names the [vpn] key a tun.Config error is about, by what it
+// mentions.
+func tunKey(err error) string {
+	msg := err.Error()
+	for _, k := range []struct{ word, key string }{
+		{"mtu", "vpn.mtu"}, {"route", "vpn.routes"}, {"DNS", "vpn.dns"}, {"dns", "vpn.dns"},
+		{"search", "vpn.search_domains"}, {"domain", "vpn.search_domains"},
+	} {
+		if strings.Contains(msg, k.word) {
+			return k.key
+		}
+	}
+	return "vpn"
+}

@@ -1,0 +1,570 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
+	"github.com/twoway/twoway/pki/pkitest"
+)
+
+// This file tests VPN mode end to end with real TUN devices, routes,
+// forwarding and nftables, in network namespaces the test creates and
+// removes: a corporate host, a gateway and two clients, joined by veth
+// pairs, using only 198.18.0.0/15 and 2001:db8::/32. The gateway, the
+// clients and the helpers (a TCP data source on the corporate host, a
+// fetcher on a client) are this test binary re-executed in a role (see
+// TestMain) under "ip netns exec". Nothing touches the host's own
+// interfaces, routes, firewall or resolv.conf: the nftables table lives in
+// the gateway namespace and DNS goes to temp resolv.conf files.
+
+const roleEnv = "TWOWAY_DAEMON_TEST_ROLE"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(runRole(role, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// runRole is the re-executed binary: a gateway or client daemon run until
+// SIGTERM (as the twoway commands do), a data source or a fetcher.
+func runRole(role string, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "role error:", err); return 1 }
+	switch role {
+	case "server":
+		cfg, err := config.LoadServer(args[0])
+		if err != nil {
+			return fail(err)
+		}
+		srv, err := daemon.NewServer(args[0], cfg, logger)
+		if err != nil {
+			return fail(err)
+		}
+		if err := srv.Start(ctx); err != nil {
+			return fail(err)
+		}
+		<-ctx.Done()
+		srv.Stop()
+		fmt.Fprintln(os.Stderr, "role stopped")
+		return 0
+	case "client":
+		cfg, err := config.LoadClient(args[0])
+		if err != nil {
+			return fail(err)
+		}
+		c, err := daemon.NewClient(cfg, daemon.ClientHooks{}, logger)
+		if err != nil {
+			return fail(err)
+		}
+		if err := c.Start(ctx); err != nil {
+			return fail(err)
+		}
+		<-ctx.Done()
+		c.Stop()
+		fmt.Fprintln(os.Stderr, "role stopped")
+		return 0
+	case "source":
+		// Serves, on every address given, the requested number of bytes
+		// of the deterministic stream (8-byte big-endian length first).
+		for _, a := range args {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				return fail(err)
+			}
+			go serveSource(ln)
+		}
+		fmt.Fprintln(os.Stderr, "source ready")
+		<-ctx.Done()
+		return 0
+	case "fetch":
+		// fetch ADDR SIZE TIMEOUT: prints bytes and SHA-256 received.
+		size, _ := strconv.ParseInt(args[1], 10, 64)
+		timeout, _ := time.ParseDuration(args[2])
+		c, err := net.DialTimeout("tcp", args[0], timeout)
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		defer c.Close()
+		var req [8]byte
+		binary.BigEndian.PutUint64(req[:], uint64(size))
+		if _, err := c.Write(req[:]); err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		h := sha256.New()
+		start := time.Now()
+		n, err := io.Copy(h, c)
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		fmt.Printf("bytes=%d sha256=%x seconds=%.3f\n", n, h.Sum(nil), time.Since(start).Seconds())
+		return 0
+	}
+	return fail(fmt.Errorf("unknown role %q", role))
+}
+
+func serveSource(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			var req [8]byte
+			if _, err := io.ReadFull(c, req[:]); err != nil {
+				return
+			}
+			_ = writeStream(c, int64(binary.BigEndian.Uint64(req[:])))
+		}()
+	}
+}
+
+// writeStream writes size bytes of a fixed pseudo-random stream.
+func writeStream(w io.Writer, size int64) error {
+	rng := rand.NewChaCha8([32]byte{'t', 'w', 'o', 'w', 'a', 'y'})
+	buf := make([]byte, 256<<10)
+	for size > 0 {
+		n := min(int64(len(buf)), size)
+		_, _ = rng.Read(buf[:n])
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
+		size -= n
+	}
+	return nil
+}
+
+func streamSum(size int64) string {
+	h := sha256.New()
+	_ = writeStream(h, size)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// proc is a re-executed role in a namespace, with its output as lines.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu      sync.Mutex // guards lines and changed
+	lines   []string
+	changed chan struct{} // closed and replaced on every new line
+}
+
+func startRole(t *testing.T, ns, role string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, os.Args[0]}, args...)...)
+	cmd.Env = append(os.Environ(), roleEnv+"="+role)
+	r, w := io.Pipe()
+	cmd.Stdout, cmd.Stderr = w, w
+	p := &proc{name: role + "@" + ns, cmd: cmd, done: make(chan struct{}), changed: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.changed)
+			p.changed = make(chan struct{})
+			p.mu.Unlock()
+		}
+	}()
+	go func() { _ = cmd.Wait(); w.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("output of %s:\n%s", p.name, strings.Join(p.lines, "\n"))
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// waitLine waits for a line containing every one of subs that is not
+// among the first `after` lines, and returns it and its index.
+func (p *proc) waitLine(t *testing.T, after int, subs ...string) (string, int) {
+	t.Helper()
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		for i := after; i < len(p.lines); i++ {
+			ok := true
+			for _, s := range subs {
+				ok = ok && strings.Contains(p.lines[i], s)
+			}
+			if ok {
+				line := p.lines[i]
+				p.mu.Unlock()
+				return line, i
+			}
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-p.done:
+			t.Fatalf("%s exited before printing %q", p.name, subs)
+		case <-timer.C:
+			t.Fatalf("%s did not print %q within 30s", p.name, subs)
+		}
+	}
+}
+
+func (p *proc) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
+// stop sends SIGTERM and waits for the exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not exit after SIGTERM", p.name)
+	}
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// try runs a command that may fail and returns its output and error.
+func try(args ...string) (string, error) {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+// topology creates the namespaces and links; Cleanup removes them (and
+// with them every interface, route and nftables rule inside).
+type topology struct{ corp, gw, c1, c2 string }
+
+func newTopology(t *testing.T) topology {
+	t.Helper()
+	id := strconv.Itoa(os.Getpid())
+	tp := topology{corp: "twcorp" + id, gw: "twgw" + id, c1: "twc1" + id, c2: "twc2" + id}
+	for _, ns := range []string{tp.corp, tp.gw, tp.c1, tp.c2} {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _, _ = try("ip", "netns", "del", ns) })
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	// veth pairs are created inside the gateway namespace, never in the
+	// host's, and one end is moved straight to the peer namespace.
+	link := func(gwEnd, peerNS, peerEnd string, gwAddrs, peerAddrs []string) {
+		run(t, "ip", "-n", tp.gw, "link", "add", gwEnd, "type", "veth", "peer", "name", peerEnd, "netns", peerNS)
+		for _, a := range gwAddrs {
+			run(t, "ip", "-n", tp.gw, "addr", "add", a, "dev", gwEnd, "nodad")
+		}
+		for _, a := range peerAddrs {
+			run(t, "ip", "-n", peerNS, "addr", "add", a, "dev", peerEnd, "nodad")
+		}
+		run(t, "ip", "-n", tp.gw, "link", "set", gwEnd, "up")
+		run(t, "ip", "-n", peerNS, "link", "set", peerEnd, "up")
+	}
+	link("lan0", tp.corp, "corp0", []string{"198.18.0.1/24", "2001:db8:1::1/64"}, []string{"198.18.0.10/24", "2001:db8:1::10/64"})
+	link("wan1", tp.c1, "eth0", []string{"198.19.1.1/24"}, []string{"198.19.1.2/24"})
+	link("wan2", tp.c2, "eth0", []string{"198.19.2.1/24"}, []string{"198.19.2.2/24"})
+	return tp
+}
+
+func writeFile(t *testing.T, path, data string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// tunAddrs returns the addresses on dev in ns, as "198.18.100.2/24".
+func tunAddrs(t *testing.T, ns, dev string) []string {
+	t.Helper()
+	var out []string
+	for _, l := range strings.Split(run(t, "ip", "-n", ns, "-o", "addr", "show", "dev", dev, "scope", "global"), "\n") {
+		if f := strings.Fields(l); len(f) > 3 {
+			out = append(out, f[3])
+		}
+	}
+	return out
+}
+
+func routes(t *testing.T, ns string) string {
+	t.Helper()
+	return run(t, "ip", "-n", ns, "route", "show", "table", "all")
+}
+
+// TestNetnsVPN is the whole story: ping and TCP through the tunnel over
+// IPv4 and IPv6 with NAT to the LAN, a port forward on the same client,
+// policy per packet, anti-spoofing, two clients without client-to-client,
+// a gateway restart that keeps addresses, and a client that restores
+// routes and DNS when it exits or after it crashed.
+func TestNetnsVPN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network namespace test skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it creates network namespaces with veth links, TUN devices and nftables rules (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command (iproute2)")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no /dev/net/tun: %v", err)
+	}
+	tp := newTopology(t)
+	dir := t.TempDir()
+	top := t // processes started in subtests outlive them
+
+	// PKI: a gateway certificate and two client certificates.
+	h := pkitest.NewHierarchy(t)
+	gwLeaf := h.ServerCA.Server(t, "gw.test")
+	writeFile(t, filepath.Join(dir, "gw.crt"), string(pkitest.PEM(gwLeaf.Certs()...)))
+	writeFile(t, filepath.Join(dir, "gw.key"), string(pkitest.KeyPEM(t, gwLeaf.Key)))
+	writeFile(t, filepath.Join(dir, "client-ca.crt"), string(pkitest.PEM(h.ClientBundle()...)))
+	writeFile(t, filepath.Join(dir, "server-ca.crt"), string(pkitest.PEM(h.ServerBundle()...)))
+	for _, name := range []string{"alice", "bob"} {
+		l := h.ClientCA.Client(t, name, "vpn")
+		writeFile(t, filepath.Join(dir, name+".crt"), string(pkitest.PEM(l.Certs()...)))
+		writeFile(t, filepath.Join(dir, name+".key"), string(pkitest.KeyPEM(t, l.Key)))
+	}
+
+	serverConf := writeFile(t, filepath.Join(dir, "server.toml"), `listen = ":8443"
+[tls]
+cert = "gw.crt"
+key = "gw.key"
+client_ca = "client-ca.crt"
+[policy.admit]
+groups = ["vpn"]
+[[policy.rule]]
+name = "no-9001"
+action = "deny"
+groups = ["vpn"]
+targets = ["198.18.0.10:9001", "[2001:db8:1::10]:9001"]
+[[policy.rule]]
+name = "corp"
+groups = ["vpn"]
+targets = ["198.18.0.0/24", "[2001:db8:1::]/64"]
+[vpn]
+enable = true
+ipv4 = "198.18.100.0/24"
+ipv6 = "2001:db8:100::/64"
+routes = ["198.18.0.0/24", "2001:db8:1::/64"]
+dns = ["198.18.0.53"]
+search_domains = ["corp.example"]
+mtu = 1400
+forwarding = "nat"
+lan_interface = "lan0"
+state_dir = "gwstate"
+`)
+	origResolv := "nameserver 198.18.0.1\n"
+	clientConf := func(name, server string) (string, string) {
+		resolv := writeFile(t, filepath.Join(dir, name+"-resolv.conf"), origResolv)
+		conf := fmt.Sprintf(`servers = [%q]
+server_name = "gw.test"
+[tls]
+cert = "%[2]s.crt"
+key = "%[2]s.key"
+server_ca = "server-ca.crt"
+[reconnect]
+min_backoff = "50ms"
+max_backoff = "500ms"
+[[forward]]
+type = "local"
+local = "127.0.0.1:7000"
+remote = "198.18.0.10:9000"
+[vpn]
+enable = true
+tun = "tw0"
+state_dir = "%[2]s-state"
+resolv_conf = %[3]q
+`, server, name, resolv)
+		return writeFile(t, filepath.Join(dir, name+".toml"), conf), resolv
+	}
+	aliceConf, aliceResolv := clientConf("alice", "198.19.1.1:8443")
+	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443")
+
+	source := startRole(t, tp.corp, "source", ":9000", ":9001")
+	source.waitLine(t, 0, "source ready")
+	gw := startRole(t, tp.gw, "server", serverConf)
+	gw.waitLine(t, 0, "gateway listening")
+
+	routesBefore := routes(t, tp.c1)
+	alice := startRole(t, tp.c1, "client", aliceConf)
+	alice.waitLine(t, 0, "VPN up")
+	aliceAddrs := tunAddrs(t, tp.c1, "tw0")
+	if len(aliceAddrs) != 2 || !strings.HasPrefix(aliceAddrs[0], "198.18.100.") {
+		t.Fatalf("alice's tw0 addresses: %v", aliceAddrs)
+	}
+	if r := routes(t, tp.c1); !strings.Contains(r, "198.18.0.0/24 dev tw0") || !strings.Contains(r, "2001:db8:1::/64 dev tw0") {
+		t.Fatalf("pushed routes missing:\n%s", r)
+	}
+	if b, _ := os.ReadFile(aliceResolv); !strings.Contains(string(b), "198.18.0.53") || !strings.Contains(string(b), "corp.example") {
+		t.Fatalf("pushed DNS not in resolv.conf:\n%s", b)
+	}
+
+	ping := func(ns string, args ...string) error {
+		out, err := try(append([]string{"ip", "netns", "exec", ns, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "2"}, args...)...)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	fetch := func(ns, addr string, size int64, timeout string) (string, error) {
+		out, err := try("ip", "netns", "exec", ns, "env", roleEnv+"=fetch", os.Args[0], addr, strconv.FormatInt(size, 10), timeout)
+		if err != nil {
+			return out, fmt.Errorf("fetch %s: %v: %s", addr, err, out)
+		}
+		return out, nil
+	}
+	checkFetch := func(ns, addr string, size int64) {
+		t.Helper()
+		out, err := fetch(ns, addr, size, "10s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("bytes=%d sha256=%s", size, streamSum(size)); !strings.Contains(out, want) {
+			t.Fatalf("fetch %s: %s, want %s", addr, out, want)
+		}
+		t.Logf("fetched %d bytes from %s: %s", size, addr, strings.TrimSpace(out))
+	}
+
+	t.Run("ping", func(t *testing.T) {
+		if err := ping(tp.c1, "198.18.0.10"); err != nil {
+			t.Fatal(err)
+		}
+		if err := ping(tp.c1, "-6", "2001:db8:1::10"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("tcp", func(t *testing.T) {
+		checkFetch(tp.c1, "198.18.0.10:9000", 200<<20)
+		checkFetch(tp.c1, "[2001:db8:1::10]:9000", 8<<20)
+		checkFetch(tp.c1, "127.0.0.1:7000", 8<<20) // the port forward on the same client
+	})
+	t.Run("policy", func(t *testing.T) {
+		n := gw.count()
+		out, err := fetch(tp.c1, "198.18.0.10:9001", 1, "2s")
+		if err == nil || !strings.Contains(out, "timeout") {
+			t.Fatalf("denied port: %v %s, want a connect timeout", err, out)
+		}
+		gw.waitLine(t, n, "packet dropped", "reason=policy", "no-9001")
+	})
+	t.Run("spoof", func(t *testing.T) {
+		run(t, "ip", "-n", tp.c1, "addr", "add", "198.18.100.200/32", "dev", "lo")
+		n := gw.count()
+		if err := ping(tp.c1, "-I", "198.18.100.200", "198.18.0.10"); err == nil {
+			t.Fatal("a ping with a forged source was answered")
+		}
+		gw.waitLine(t, n, "packet dropped", "reason=spoof", "src=198.18.100.200")
+	})
+
+	bob := startRole(t, tp.c2, "client", bobConf)
+	bob.waitLine(t, 0, "VPN up")
+	bobAddrs := tunAddrs(t, tp.c2, "tw0")
+	t.Run("two clients", func(t *testing.T) {
+		if len(bobAddrs) != 2 || bobAddrs[0] == aliceAddrs[0] {
+			t.Fatalf("bob's addresses %v (alice %v)", bobAddrs, aliceAddrs)
+		}
+		if err := ping(tp.c2, "198.18.0.10"); err != nil {
+			t.Fatal(err)
+		}
+		n := gw.count()
+		bob4, _, _ := strings.Cut(bobAddrs[0], "/")
+		if err := ping(tp.c1, bob4); err == nil {
+			t.Fatal("alice reached bob with client-to-client off")
+		}
+		gw.waitLine(t, n, "packet dropped", "reason=client-to-client")
+	})
+
+	t.Run("gateway restart", func(t *testing.T) {
+		n, nb := alice.count(), bob.count()
+		gw.stop(t)
+		alice.waitLine(t, n, "VPN down")
+		gw = startRole(top, tp.gw, "server", serverConf)
+		alice.waitLine(t, n, "VPN up")
+		bob.waitLine(t, nb, "VPN up")
+		if got := tunAddrs(t, tp.c1, "tw0"); strings.Join(got, " ") != strings.Join(aliceAddrs, " ") {
+			t.Fatalf("addresses after the restart %v, before %v", got, aliceAddrs)
+		}
+		if err := ping(tp.c1, "198.18.0.10"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("client exit restores", func(t *testing.T) {
+		alice.stop(t)
+		if b, _ := os.ReadFile(aliceResolv); string(b) != origResolv {
+			t.Errorf("resolv.conf after exit:\n%s", b)
+		}
+		after := routes(t, tp.c1)
+		for _, gone := range []string{"tw0", "198.18.0.0/24", "2001:db8:1::/64"} {
+			if strings.Contains(after, gone) {
+				t.Errorf("routes after exit still mention %s:\n%s", gone, after)
+			}
+		}
+		for _, l := range strings.Split(routesBefore, "\n") {
+			if !strings.Contains(after, l) {
+				t.Errorf("route %q lost", l)
+			}
+		}
+		if out, err := try("ip", "-n", tp.c1, "link", "show", "tw0"); err == nil {
+			t.Errorf("tw0 still there after exit:\n%s", out)
+		}
+	})
+
+	t.Run("client crash cleanup", func(t *testing.T) {
+		_ = bob.cmd.Process.Kill()
+		<-bob.done
+		if b, _ := os.ReadFile(bobResolv); string(b) == origResolv {
+			t.Fatal("resolv.conf was not changed while bob ran")
+		}
+		bob = startRole(top, tp.c2, "client", bobConf)
+		bob.waitLine(t, 0, "VPN up")
+		if got := tunAddrs(t, tp.c2, "tw0"); strings.Join(got, " ") != strings.Join(bobAddrs, " ") {
+			t.Errorf("bob's addresses after a crash %v, before %v", got, bobAddrs)
+		}
+		bob.stop(t)
+		if b, _ := os.ReadFile(bobResolv); string(b) != origResolv {
+			t.Errorf("resolv.conf after crash and clean exit:\n%s", b)
+		}
+	})
+	gw.stop(t)
+}

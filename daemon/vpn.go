@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/ipam"
+	"github.com/twoway/twoway/lan"
+	"github.com/twoway/twoway/tun"
+	"github.com/twoway/twoway/tunnel"
+)
+
+// gatewayVPN is the OS side of VPN mode at the gateway: the TUN device
+// with the gateway's pool addresses, and forwarding or NAT onto the LAN.
+type gatewayVPN struct {
+	log     *slog.Logger
+	undoTun func() error
+	undoLAN func() error
+}
+
+// openGatewayVPN sets up everything VPN mode needs at the gateway and
+// returns the tunnel's part of it. On error nothing stays set up.
+func openGatewayVPN(v *config.ServerVPN, logger *slog.Logger) (_ *tunnel.ServerVPN, _ *gatewayVPN, err error) {
+	if err := os.MkdirAll(v.StateDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("vpn: state directory: %w", err)
+	}
+	pool, err := ipam.New(v.Pool(), logger.With("component", "ipam"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpn: %w", err)
+	}
+	dev, err := tun.Open(v.TUN, v.MTU)
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpn: open TUN device: %w", err)
+	}
+	gv := &gatewayVPN{log: logger}
+	defer func() {
+		if err != nil {
+			gv.close()
+			_ = dev.Close()
+		}
+	}()
+	name, err := dev.Name()
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpn: %w", err)
+	}
+	conf, err := tun.NewConfigurator(tun.ConfiguratorOptions{
+		StateFile: filepath.Join(v.StateDir, "tun-"+name+".json"), Logger: logger,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpn: %w", err)
+	}
+	if gv.undoTun, err = conf.Apply(context.Background(), name, tun.Config{Addresses: pool.Gateway(), MTU: v.MTU}); err != nil {
+		return nil, nil, fmt.Errorf("vpn: %w", err)
+	}
+	var pools []netip.Prefix
+	for _, p := range []netip.Prefix{v.IPv4, v.IPv6} {
+		if p.IsValid() {
+			pools = append(pools, p)
+		}
+	}
+	gv.undoLAN, err = lan.Apply(lan.Config{Mode: lan.Mode(v.Forwarding), Pools: pools, TUN: name, Interface: v.LANInterface}, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpn: %w", err)
+	}
+	logger.Info("VPN mode on", "tun", name, "addresses", pool.Gateway(), "forwarding", v.Forwarding, "client_to_client", v.ClientToClient)
+	return &tunnel.ServerVPN{
+		Device: dev, Pool: pool, Routes: v.Routes, DNS: v.DNS, SearchDomains: v.SearchDomains,
+		MTU: v.MTU, ClientToClient: v.ClientToClient,
+	}, gv, nil
+}
+
+// close undoes the LAN setup and the device configuration (the device
+// itself is closed by the tunnel, or by the caller on a failed start).
+func (gv *gatewayVPN) close() {
+	if gv == nil {
+		return
+	}
+	var errs []error
+	if gv.undoLAN != nil {
+		errs = append(errs, gv.undoLAN())
+	}
+	if gv.undoTun != nil {
+		errs = append(errs, gv.undoTun())
+	}
+	if err := errors.Join(errs...); err != nil {
+		gv.log.Warn("undoing VPN setup", "err", err)
+	}
+}
+
+// openClientVPN opens the client's TUN device and its configurator, after
+// undoing whatever a crashed earlier run left configured.
+func openClientVPN(v *config.ClientVPN, hooks ClientHooks, logger *slog.Logger) (*tunnel.ClientVPN, error) {
+	if err := os.MkdirAll(v.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("vpn: state directory: %w", err)
+	}
+	name := v.TUN
+	if name == "" {
+		name = tun.DefaultName()
+	}
+	opts := tun.ConfiguratorOptions{
+		StateFile: filepath.Join(v.StateDir, "tun-"+name+".json"), ResolvConf: v.ResolvConf, Logger: logger,
+	}
+	if v.ResolvConf != "" {
+		// An explicit file means that file, even where systemd-resolved
+		// runs (tests, and hosts where resolv.conf is managed by hand).
+		opts.Resolved = func() bool { return false }
+	}
+	conf, err := tun.NewConfigurator(opts)
+	if err != nil {
+		return nil, fmt.Errorf("vpn: %w", err)
+	}
+	if err := conf.Cleanup(context.Background()); err != nil {
+		return nil, fmt.Errorf("vpn: clean up after a previous run: %w", err)
+	}
+	dev, err := tun.Open(name, tun.DefaultMTU)
+	if err != nil {
+		return nil, fmt.Errorf("vpn: open TUN device: %w", err)
+	}
+	return &tunnel.ClientVPN{Device: dev, Configurator: conf, OnUp: hooks.OnVPNUp, OnDown: hooks.OnVPNDown}, nil
+}

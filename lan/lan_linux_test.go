@@ -1,0 +1,142 @@
+package lan
+
+import (
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netns"
+)
+
+// inNewNetns runs f on a thread moved into a fresh network namespace, so
+// that nothing of the host's firewall or sysctls is touched.
+func inNewNetns(t *testing.T, f func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace (the netns tests in tunnel/ re-exec under unshare instead)")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Skipf("cannot create a network namespace: %v", err)
+	}
+	defer func() {
+		ns.Close()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread() // else the thread dies with the goroutine
+		}
+		orig.Close()
+	}()
+	f()
+}
+
+func readSysctl(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestApplyNAT: NAT mode turns forwarding on and installs the table with
+// one masquerade rule per pool; undo removes it and restores the sysctls.
+// A stale table from a crashed run is replaced.
+func TestApplyNAT(t *testing.T) {
+	inNewNetns(t, func() {
+		if readSysctl(t, sysctlForward4) != "0" {
+			t.Skip("a fresh namespace should start with forwarding off")
+		}
+		cfg := Config{Mode: NAT, TUN: "twoway0", Pools: []netip.Prefix{
+			netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("2001:db8:100::/64")}}
+		stale, err := Apply(cfg, nil) // as if a crashed run had left it
+		if err != nil {
+			t.Fatal(err)
+		}
+		undo, err := Apply(cfg, nil)
+		if err != nil {
+			t.Fatalf("apply over a stale table: %v", err)
+		}
+		_ = stale
+		if readSysctl(t, sysctlForward4) != "1" || readSysctl(t, sysctlForward6) != "1" {
+			t.Error("forwarding not on")
+		}
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := c.GetRules(table, &nftables.Chain{Name: "postrouting", Table: table})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rules) != 2 {
+			t.Errorf("%d rules, want one per pool", len(rules))
+		}
+		if err := undo(); err != nil {
+			t.Fatal(err)
+		}
+		if err := undo(); err != nil {
+			t.Fatalf("second undo: %v", err)
+		}
+		tables, _ := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		for _, tb := range tables {
+			if tb.Name == TableName {
+				t.Error("table still there after undo")
+			}
+		}
+		// The second Apply saw forwarding already on, so it restores "1";
+		// the first one's undo restores what the namespace started with.
+		if err := stale(); err != nil {
+			t.Fatal(err)
+		}
+		if readSysctl(t, sysctlForward4) != "0" || readSysctl(t, sysctlForward6) != "0" {
+			t.Error("forwarding not restored")
+		}
+	})
+}
+
+// TestApplyRouted: routed mode only turns forwarding on.
+func TestApplyRouted(t *testing.T) {
+	inNewNetns(t, func() {
+		undo, err := Apply(Config{Mode: Routed, TUN: "twoway0", Pools: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := nftables.New()
+		tables, _ := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		if len(tables) != 0 {
+			t.Errorf("routed mode created tables: %v", tables)
+		}
+		if readSysctl(t, sysctlForward4) != "1" {
+			t.Error("forwarding not on")
+		}
+		if err := undo(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestValidate(t *testing.T) {
+	p := []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}
+	for name, c := range map[string]Config{
+		"mode":       {Mode: "bridge", TUN: "t", Pools: p},
+		"no pools":   {Mode: NAT, TUN: "t"},
+		"host bits":  {Mode: NAT, TUN: "t", Pools: []netip.Prefix{netip.MustParsePrefix("198.18.100.1/24")}},
+		"two v4":     {Mode: NAT, TUN: "t", Pools: append(p, netip.MustParsePrefix("198.18.101.0/24"))},
+		"no tun":     {Mode: NAT, Pools: p},
+		"long iface": {Mode: NAT, TUN: "t", Interface: "abcdefghijklmnop", Pools: p},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}

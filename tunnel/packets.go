@@ -1,0 +1,159 @@
+package tunnel
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twoway/twoway/tun"
+)
+
+// Packet framing on a packets stream (docs/PROTOCOL.md §4, kind packets):
+// after the header and reply, each direction is a sequence of packets, each
+// a 2-byte big-endian length n (1..65535) followed by the n bytes of one raw
+// IPv4 or IPv6 packet. A sender frames a whole batch into one buffer and
+// writes it at once, so that the TLS records stay large; the receiver reads
+// whatever has arrived as one batch.
+const (
+	packetLenSize = 2
+
+	// maxPacketWrite caps one coalesced write. A batch of 128 MTU-sized
+	// packets is about 180 KiB; superpackets could make it 8 MiB, which
+	// would only hold up the other streams, so such a batch leaves in a
+	// few writes.
+	maxPacketWrite = 256 << 10
+
+	// packetReadBuffer holds at least one whole frame, so that "is the next
+	// packet already here" can be answered without blocking.
+	packetReadBuffer = 128 << 10
+)
+
+// ErrBadPacket means a packets stream carried a frame that is not a packet
+// (length 0).
+var ErrBadPacket = errors.New("malformed packet frame")
+
+// packetWriter frames batches of packets. Its buffer grows to the largest
+// batch seen and is then reused: no allocation in the steady state. One
+// goroutine uses it.
+type packetWriter struct {
+	buf []byte
+}
+
+// writeBatch frames pkts (each one raw IP packet) and writes them to w,
+// normally in one Write. Empty packets and packets longer than
+// tun.MaxPacketSize cannot be framed and are skipped.
+func (pw *packetWriter) writeBatch(w io.Writer, pkts [][]byte) error {
+	buf := pw.buf[:0]
+	for _, p := range pkts {
+		if len(p) == 0 || len(p) > tun.MaxPacketSize {
+			continue
+		}
+		if len(buf) > 0 && len(buf)+packetLenSize+len(p) > maxPacketWrite {
+			if _, err := w.Write(buf); err != nil {
+				pw.buf = buf[:0]
+				return err
+			}
+			buf = buf[:0]
+		}
+		buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
+		buf = append(buf, p...)
+	}
+	var err error
+	if len(buf) > 0 {
+		_, err = w.Write(buf)
+	}
+	pw.buf = buf[:0]
+	return err
+}
+
+// packetBuf is one pooled packet buffer of tun.BufferSize bytes: the size a
+// tun.Device needs for every element it writes (it may coalesce in place up
+// to the capacity). The pool holds pointers so that Put does not allocate.
+type packetBuf struct{ b []byte }
+
+var packetBufs = sync.Pool{New: func() any { return &packetBuf{b: make([]byte, tun.BufferSize)} }}
+
+// packetBatch is a batch of received packets in pooled buffers. pkts[i] is
+// held[i].b[:tun.Offset+n] until a device's Write reorders pkts; held keeps
+// the buffers themselves, which is what release returns.
+type packetBatch struct {
+	held []*packetBuf
+	pkts [][]byte
+}
+
+// release returns the buffers to the pool.
+func (b *packetBatch) release() {
+	for i, h := range b.held {
+		packetBufs.Put(h)
+		b.held[i] = nil
+	}
+	b.held = b.held[:0]
+	clear(b.pkts) // do not pin the buffers
+	b.pkts = b.pkts[:0]
+}
+
+// packetReader reads framed packets from a packets stream.
+type packetReader struct {
+	br *bufio.Reader
+}
+
+func newPacketReader(r io.Reader) *packetReader {
+	return &packetReader{br: bufio.NewReaderSize(r, packetReadBuffer)}
+}
+
+// readBatch blocks until one packet has arrived, then takes every further
+// packet already received, up to max, into b (which must be released).
+// Each packet lands at tun.Offset in its own pooled buffer. Buffers are
+// taken only once data is there, so an idle stream holds none.
+func (pr *packetReader) readBatch(b *packetBatch, max int) error {
+	hdr, err := pr.br.Peek(packetLenSize)
+	if err != nil {
+		return err
+	}
+	for {
+		n := int(binary.BigEndian.Uint16(hdr))
+		if n == 0 {
+			return fmt.Errorf("%w: zero length", ErrBadPacket)
+		}
+		_, _ = pr.br.Discard(packetLenSize)
+		pb := packetBufs.Get().(*packetBuf)
+		b.held = append(b.held, pb)
+		pkt := pb.b[:tun.Offset+n]
+		if _, err := io.ReadFull(pr.br, pkt[tun.Offset:]); err != nil {
+			return fmt.Errorf("%w: truncated: %w", ErrBadPacket, err)
+		}
+		b.pkts = append(b.pkts, pkt)
+		if len(b.pkts) >= max || pr.br.Buffered() < packetLenSize {
+			return nil
+		}
+		hdr, _ = pr.br.Peek(packetLenSize)
+		if pr.br.Buffered() < packetLenSize+int(binary.BigEndian.Uint16(hdr)) {
+			return nil // the rest of it is still in flight: do not wait
+		}
+	}
+}
+
+// logLimiter lets one log line through per interval and counts the rest:
+// per-packet errors (a device write the kernel refused) must not flood the
+// log.
+type logLimiter struct {
+	last       atomic.Int64 // UnixNano of the last line let through
+	suppressed atomic.Uint64
+}
+
+// allow reports whether to log now and how many lines were suppressed since
+// the last one.
+func (l *logLimiter) allow(every time.Duration) (uint64, bool) {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if now-last < int64(every) || !l.last.CompareAndSwap(last, now) {
+		l.suppressed.Add(1)
+		return 0, false
+	}
+	return l.suppressed.Swap(0), true
+}

@@ -1,0 +1,497 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/twoway/twoway/ipam"
+	"github.com/twoway/twoway/router"
+	"github.com/twoway/twoway/tun"
+)
+
+// VPN mode: the gateway assigns each client that asks for it addresses
+// from its pools (ipam), pushes them with routes, DNS and MTU in its hello,
+// and the client opens one packets stream over which IP packets flow in
+// both directions, length-prefixed and batched (see packets.go). At the
+// gateway every packet goes through the router (anti-spoofing, policy per
+// flow, client-to-client control, drop-not-block queues); the router's LAN
+// is the gateway's TUN device.
+
+// capVPN is the hello capability for VPN mode: a client announces it to ask
+// for a VPN configuration, a gateway to say it offers one.
+const capVPN = "vpn"
+
+// How often per-packet errors are logged at most.
+const packetErrorLogEvery = 5 * time.Second
+
+// VPNConfig is what the gateway pushes to a VPN client in its hello: the
+// client applies it to its TUN device for the life of the session.
+type VPNConfig struct {
+	// Addresses are the client's own addresses with the pool's prefix
+	// length (198.18.100.7/24), IPv4 first.
+	Addresses []netip.Prefix `json:"addresses"`
+	// Routes are sent into the tunnel; 0.0.0.0/0 and ::/0 make a full
+	// tunnel (the client keeps its route to the gateway outside it).
+	Routes []netip.Prefix `json:"routes,omitempty"`
+	// DNS servers and search domains for the tunnel.
+	DNS           []netip.Addr `json:"dns,omitempty"`
+	SearchDomains []string     `json:"search_domains,omitempty"`
+	// MTU for the client's TUN device.
+	MTU int `json:"mtu"`
+}
+
+// ServerVPN turns on VPN mode at the gateway.
+type ServerVPN struct {
+	// Device is the gateway's TUN device, configured with the gateway's
+	// pool addresses (Pool.Gateway()); it is the router's LAN side. The
+	// server reads it from Start on and closes it on Stop.
+	Device tun.Device
+	// Pool assigns client addresses.
+	Pool *ipam.Pool
+	// Routes, DNS, SearchDomains and MTU are pushed to clients as they
+	// are; MTU 0 pushes the device's MTU.
+	Routes        []netip.Prefix
+	DNS           []netip.Addr
+	SearchDomains []string
+	MTU           int
+	// ClientToClient lets clients reach each other's addresses.
+	ClientToClient bool
+	// QueueLen is each client's outbound queue in packets (router
+	// default 1024); a full queue drops.
+	QueueLen int
+}
+
+func (v *ServerVPN) validate() error {
+	if v.Device == nil {
+		return errors.New("server: vpn: no TUN device")
+	}
+	if v.Pool == nil {
+		return errors.New("server: vpn: no address pool")
+	}
+	if v.MTU != 0 && (v.MTU < tun.MinMTU || v.MTU > tun.MaxMTU) {
+		return fmt.Errorf("server: vpn: mtu %d outside %d..%d", v.MTU, tun.MinMTU, tun.MaxMTU)
+	}
+	return nil
+}
+
+// newRouter builds the gateway's packet router over the VPN device.
+func (s *Server) newRouter() error {
+	v := s.cfg.VPN
+	if v.MTU == 0 {
+		mtu, err := v.Device.MTU()
+		if err != nil {
+			return fmt.Errorf("server: vpn: device mtu: %w", err)
+		}
+		v.MTU = mtu
+	}
+	r, err := router.New(router.Config{
+		LAN: v.Device, Policy: s.cfg.Policy, ClientToClient: v.ClientToClient, QueueLen: v.QueueLen,
+	}, s.log.With("component", "router"))
+	if err != nil {
+		return fmt.Errorf("server: vpn: %w", err)
+	}
+	s.router = r
+	return nil
+}
+
+// VPNStats returns the packet router's counters: packets delivered and
+// dropped by reason. Zero without VPN mode.
+func (s *Server) VPNStats() router.Stats {
+	if s.router == nil {
+		return router.Stats{}
+	}
+	return s.router.Stats()
+}
+
+// readLAN is the one reader of the gateway's TUN device: it hands each
+// batch to the router, which queues every packet for the client holding
+// its destination. It returns when the device is closed.
+func (s *Server) readLAN() {
+	dev := s.cfg.VPN.Device
+	batch := dev.BatchSize()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, tun.BufferSize)
+	}
+	sizes := make([]int, batch)
+	pkts := make([][]byte, batch)
+	var lim logLimiter
+	for {
+		n, err := dev.Read(bufs, sizes, tun.Offset)
+		for i := range n {
+			pkts[i] = bufs[i][:tun.Offset+sizes[i]]
+		}
+		if n > 0 {
+			s.router.FromLAN(pkts[:n], tun.Offset, nil)
+		}
+		if errors.Is(err, tun.ErrClosed) {
+			return
+		}
+		if err != nil {
+			// Per-batch trouble (ErrTooManySegments, a refused read):
+			// IP loss is recovered end to end.
+			if n, ok := lim.allow(packetErrorLogEvery); ok {
+				s.log.Warn("reading the TUN device", "err", err, "suppressed", n)
+			}
+		}
+	}
+}
+
+// acquireVPN leases addresses for a session whose client asked for VPN
+// mode and returns the configuration to push, or why there is none.
+func (ss *serverSession) acquireVPN() (*VPNConfig, string) {
+	s := ss.srv
+	if s.router == nil || !ss.peerCaps[capVPN] {
+		return nil, ""
+	}
+	lease, err := s.cfg.VPN.Pool.Acquire(ss.peer.Name(), ss.peer.Groups)
+	if err != nil {
+		ss.log.Warn("no VPN address for this session", "err", err)
+		return nil, err.Error()
+	}
+	ss.lease = &lease
+	v := s.cfg.VPN
+	cfg := &VPNConfig{
+		Routes: slices.Clone(v.Routes), DNS: slices.Clone(v.DNS),
+		SearchDomains: slices.Clone(v.SearchDomains), MTU: v.MTU,
+	}
+	for _, p := range []netip.Prefix{lease.IPv4, lease.IPv6} {
+		if p.IsValid() {
+			cfg.Addresses = append(cfg.Addresses, p)
+		}
+	}
+	return cfg, ""
+}
+
+// releaseVPN gives the session's lease back. The session's goroutines
+// (and so its router peer) are gone by then.
+func (ss *serverSession) releaseVPN() {
+	if ss.lease != nil {
+		ss.srv.cfg.VPN.Pool.Release(*ss.lease)
+	}
+}
+
+// closePackets ends the session's packets stream, if any: a draining
+// session must not wait for it, as it never ends by itself.
+func (ss *serverSession) closePackets() {
+	ss.mu.Lock()
+	st := ss.packets
+	ss.mu.Unlock()
+	if st != nil {
+		_ = st.SetReadDeadline(time.Now())
+		_ = st.Close()
+	}
+}
+
+// handlePackets serves the session's packets stream: the client's packets
+// go through the router, and what the router queues for this client is
+// framed back, one write per batch.
+func (ss *serverSession) handlePackets(st *yamux.Stream) {
+	s := ss.srv
+	if ss.lease == nil {
+		ss.refuseStream(st, CodeUnsupported, "no VPN configuration for this session")
+		return
+	}
+	ss.mu.Lock()
+	dup, draining := ss.packets != nil, ss.draining
+	if !dup && !draining {
+		ss.packets = st
+	}
+	ss.mu.Unlock()
+	switch {
+	case draining:
+		ss.refuseStream(st, CodeShutdown, "session is draining")
+		return
+	case dup:
+		ss.refuseStream(st, CodeBadRequest, "session already has a packets stream")
+		return
+	}
+	peer, err := s.router.AddPeer(ss.peer, ss.lease.Addrs())
+	if err != nil {
+		ss.refuseStream(st, CodeShutdown, err.Error())
+		return
+	}
+	defer s.router.RemovePeer(peer)
+	_ = st.SetWriteDeadline(time.Now().Add(ss.tuning.DeadPeerTimeout))
+	if _, err := st.Write(streamReply{Code: CodeOK}.marshal()); err != nil {
+		st.Close()
+		return
+	}
+	_ = st.SetWriteDeadline(time.Time{})
+	ss.log.Info("VPN up", "addrs", ss.lease.Addrs())
+
+	// Router -> client.
+	down := make(chan struct{})
+	go func() {
+		defer close(down)
+		var pw packetWriter
+		pkts := make([][]byte, 0, tun.MaxBatchSize)
+		for {
+			var err error
+			if pkts, err = peer.Dequeue(pkts[:0]); err != nil {
+				return // removed
+			}
+			if err := pw.writeBatch(st, pkts); err != nil {
+				ss.logPacketErr("to peer", err)
+				_ = st.SetReadDeadline(time.Now()) // end the other direction too
+				return
+			}
+		}
+	}()
+
+	// Client -> router.
+	pr := newPacketReader(st)
+	max := s.cfg.VPN.Device.BatchSize()
+	var b packetBatch
+	var lim logLimiter
+	for {
+		err := pr.readBatch(&b, max)
+		if len(b.pkts) > 0 {
+			if ferr := s.router.FromPeer(peer, b.pkts, tun.Offset, nil); ferr != nil {
+				if errors.Is(ferr, router.ErrPeerClosed) || errors.Is(ferr, tun.ErrClosed) {
+					err = ferr // shutting down
+				} else if n, ok := lim.allow(packetErrorLogEvery); ok {
+					ss.log.Warn("writing to the TUN device", "err", ferr, "suppressed", n)
+				}
+			}
+		}
+		b.release()
+		if err != nil {
+			ss.logPacketErr("from peer", err)
+			break
+		}
+	}
+	s.router.RemovePeer(peer) // unblocks Dequeue
+	<-down
+	_ = st.Close()
+	ss.log.Info("VPN down")
+}
+
+func (s *session) logPacketErr(dir string, err error) {
+	if !isClosedErr(err) && !errors.Is(err, yamux.ErrTimeout) && !errors.Is(err, router.ErrPeerClosed) &&
+		!errors.Is(err, tun.ErrClosed) && !isTimeout(err) {
+		s.log.Warn("packets stream failed", "direction", dir, "err", err)
+	}
+}
+
+// ClientVPN turns on VPN mode at the client.
+type ClientVPN struct {
+	// Device is the client's TUN device. The client reads it from Start
+	// on and closes it on Stop; between sessions its packets are dropped.
+	Device tun.Device
+	// Configurator applies the pushed configuration to the device for
+	// each session and undoes it when the session ends (a
+	// tun.Configurator). Nil applies nothing: for tests, or a device
+	// configured by other means.
+	Configurator Configurator
+	// OnUp, if set, is called when a session's VPN is up: configured and
+	// its packets stream open. It must not block.
+	OnUp func(tun.Config)
+	// OnDown, if set, is called after a session's VPN was torn down and
+	// its configuration undone. It must not block.
+	OnDown func()
+}
+
+// Configurator applies a tun.Config to a device; tun.Configurator
+// implements it.
+type Configurator interface {
+	Apply(ctx context.Context, dev string, cfg tun.Config) (undo func() error, err error)
+}
+
+// clientLink is one session's VPN: the packets stream and how to undo the
+// device configuration.
+type clientLink struct {
+	st   *yamux.Stream
+	undo func() error
+	done chan struct{} // closed when the stream-to-device goroutine returned
+}
+
+// readDevice is the one reader of the client's TUN device: each batch goes
+// to the current session's packets stream as one write, or is dropped when
+// there is none.
+func (c *Client) readDevice() {
+	dev := c.cfg.VPN.Device
+	batch := dev.BatchSize()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, tun.BufferSize)
+	}
+	sizes := make([]int, batch)
+	pkts := make([][]byte, batch)
+	var pw packetWriter
+	var lim logLimiter
+	for {
+		n, err := dev.Read(bufs, sizes, tun.Offset)
+		if n > 0 {
+			if l := c.link.Load(); l != nil {
+				for i := range n {
+					pkts[i] = bufs[i][tun.Offset : tun.Offset+sizes[i]]
+				}
+				if werr := pw.writeBatch(l.st, pkts[:n]); werr != nil {
+					// The session is going; its owner tears the link down.
+					_ = l.st.SetReadDeadline(time.Now())
+				}
+			}
+		}
+		if errors.Is(err, tun.ErrClosed) {
+			return
+		}
+		if err != nil {
+			if n, ok := lim.allow(packetErrorLogEvery); ok {
+				c.log.Warn("reading the TUN device", "err", err, "suppressed", n)
+			}
+		}
+	}
+}
+
+// vpnUp configures the device with what the gateway pushed and opens the
+// session's packets stream. It returns nil when the session has no VPN
+// (the gateway offers none, or it failed; logged).
+func (c *Client) vpnUp(cs *clientSession) *clientLink {
+	v := c.cfg.VPN
+	pushed := cs.info.VPN
+	if pushed == nil {
+		msg := "gateway offers no VPN mode"
+		if cs.vpnErr != "" {
+			msg = "gateway assigned no VPN address: " + cs.vpnErr
+		}
+		cs.log.Error("VPN not available; port forwards still work", "reason", msg)
+		return nil
+	}
+	var gateway netip.Addr
+	if ta, ok := cs.conn.RemoteAddr().(*net.TCPAddr); ok {
+		gateway = ta.AddrPort().Addr().Unmap()
+	}
+	tc := clientTunConfig(pushed, gateway)
+	if err := tc.Validate(); err != nil {
+		cs.log.Error("gateway pushed an unusable VPN configuration", "err", err)
+		return nil
+	}
+	undo := func() error { return nil }
+	if v.Configurator != nil {
+		name, err := v.Device.Name()
+		if err == nil {
+			undo, err = v.Configurator.Apply(c.ctx, name, tc)
+		}
+		if err != nil {
+			cs.log.Error("cannot configure the TUN device", "err", err)
+			return nil
+		}
+	}
+	st, err := cs.openPackets()
+	if err != nil {
+		if uerr := undo(); uerr != nil {
+			cs.log.Warn("undoing the TUN configuration", "err", uerr)
+		}
+		cs.log.Error("gateway refused the packets stream", "err", err)
+		return nil
+	}
+	l := &clientLink{st: st, undo: undo, done: make(chan struct{})}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(l.done)
+		cs.writeDevice(v.Device, st)
+	}()
+	c.link.Store(l)
+	cs.log.Info("VPN up", "addresses", tc.Addresses, "routes", tc.Routes, "dns", tc.DNS, "mtu", tc.MTU)
+	if v.OnUp != nil {
+		v.OnUp(tc)
+	}
+	return l
+}
+
+// clientTunConfig is the device configuration for a pushed VPN config at
+// a client connected to gateway: when a pushed route covers the gateway's
+// own address (a full tunnel, or a route to the gateway's network), that
+// address bypasses the tunnel, or the tunnel would carry itself.
+func clientTunConfig(pushed *VPNConfig, gateway netip.Addr) tun.Config {
+	tc := tun.Config{
+		Addresses: pushed.Addresses, MTU: pushed.MTU, Routes: pushed.Routes,
+		DNS: pushed.DNS, SearchDomains: pushed.SearchDomains,
+	}
+	for _, r := range pushed.Routes {
+		if gateway.IsValid() && r.Contains(gateway) {
+			tc.Bypass = []netip.Addr{gateway}
+			break
+		}
+	}
+	return tc
+}
+
+// vpnDown stops the packets of l's session and undoes its configuration.
+func (c *Client) vpnDown(l *clientLink) {
+	if l == nil {
+		return
+	}
+	c.link.CompareAndSwap(l, nil)
+	_ = l.st.SetReadDeadline(time.Now())
+	_ = l.st.Close()
+	<-l.done
+	if err := l.undo(); err != nil {
+		c.log.Warn("undoing the TUN configuration", "err", err)
+	}
+	c.log.Info("VPN down")
+	if c.cfg.VPN.OnDown != nil {
+		c.cfg.VPN.OnDown()
+	}
+}
+
+// openPackets opens the session's packets stream.
+func (cs *clientSession) openPackets() (*yamux.Stream, error) {
+	hdr, _ := streamHeader{Kind: KindPackets}.marshal()
+	st, err := cs.mux.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	_ = st.SetDeadline(time.Now().Add(cs.replyTimeout()))
+	if _, err := st.Write(hdr); err != nil {
+		st.Close()
+		return nil, err
+	}
+	rep, err := readStreamReply(st)
+	if err == nil {
+		err = rep.err()
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	_ = st.SetDeadline(time.Time{})
+	return st, nil
+}
+
+// writeDevice writes the packets arriving on st to the device in batches
+// until the stream ends.
+func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream) {
+	pr := newPacketReader(st)
+	max := dev.BatchSize()
+	var b packetBatch
+	var lim logLimiter
+	for {
+		err := pr.readBatch(&b, max)
+		if len(b.pkts) > 0 {
+			// Write may reorder b.pkts and grow its elements up to their
+			// capacity; b.held keeps the buffers for release.
+			if _, werr := dev.Write(b.pkts, tun.Offset); werr != nil {
+				if errors.Is(werr, tun.ErrClosed) {
+					err = werr
+				} else if n, ok := lim.allow(packetErrorLogEvery); ok {
+					cs.log.Warn("writing to the TUN device", "err", werr, "suppressed", n)
+				}
+			}
+		}
+		b.release()
+		if err != nil {
+			cs.logPacketErr("from gateway", err)
+			return
+		}
+	}
+}
