@@ -27,6 +27,10 @@ type Client struct {
 	Reconnect Reconnect `toml:"reconnect"`
 	// VPN configures VPN mode; off unless vpn.enable.
 	VPN ClientVPN `toml:"vpn"`
+	// Control is the local status socket; Metrics the optional
+	// Prometheus endpoint.
+	Control Control `toml:"control"`
+	Metrics Metrics `toml:"metrics"`
 	// Log configures logging.
 	Log Log `toml:"log"`
 
@@ -161,6 +165,9 @@ func (c *Client) Validate() error {
 		if err := tun.ValidateName(runtime.GOOS, c.VPN.TUN); err != nil {
 			return src.err("vpn.tun", err)
 		}
+	}
+	if err := validateOps(src, &c.Control, &c.Metrics); err != nil {
+		return err
 	}
 	return c.Log.validate(src)
 }

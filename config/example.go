@@ -102,6 +102,16 @@ alice = ["198.18.100.10", "2001:db8:100::10"]
 group = "ops"
 prefixes = ["198.18.100.128/26"]
 
+[control]
+# Local socket for 'twoway status' (and 'twoway kick' on the gateway).
+# Default: /run/twoway/server.sock when run as root; "off" disables it.
+# socket = "/run/twoway/server.sock"
+
+[metrics]
+# Prometheus /metrics endpoint; off unless set. Keep it on loopback or a
+# management network: it names certificate subjects.
+# listen = "127.0.0.1:9109"
+
 [log]
 level = "info"    # debug, info, warn, error
 format = "text"   # text or json
@@ -153,6 +163,16 @@ enable = false                  # true asks the gateway for VPN mode (needs root
 # tun = "twoway0"               # device name (macOS: "utun")
 # state_dir = "/var/lib/twoway" # crash-cleanup record of what was changed
 # resolv_conf = "/etc/resolv.conf"  # written when systemd-resolved is not used
+
+[control]
+# Local socket for 'twoway status' (and 'twoway kick' on the gateway).
+# Default: /run/twoway/client.sock when run as root; "off" disables it.
+# socket = "/run/twoway/client.sock"
+
+[metrics]
+# Prometheus /metrics endpoint; off unless set. Keep it on loopback or a
+# management network: it names certificate subjects.
+# listen = "127.0.0.1:9109"
 
 [log]
 level = "info"

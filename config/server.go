@@ -32,7 +32,10 @@ type Server struct {
 	// VPN configures VPN mode; off unless vpn.enable.
 	VPN ServerVPN `toml:"vpn"`
 
-	// [metrics] will join here; until then it is an unknown key.
+	// Control is the local status/kick socket; Metrics the optional
+	// Prometheus endpoint.
+	Control Control `toml:"control"`
+	Metrics Metrics `toml:"metrics"`
 
 	src *source
 }
@@ -154,6 +157,9 @@ func (s *Server) Validate() error {
 		return err
 	}
 	if err := s.VPN.validate(src); err != nil {
+		return err
+	}
+	if err := validateOps(src, &s.Control, &s.Metrics); err != nil {
 		return err
 	}
 	return s.Log.validate(src)

@@ -15,8 +15,10 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
@@ -31,6 +33,9 @@ type Server struct {
 	store  *pki.Store
 	tunnel *tunnel.Server
 	vpn    *gatewayVPN // VPN mode only
+	ops    *ops
+	// started is set by Start, before anything can read it.
+	started time.Time
 
 	mu  sync.Mutex // guards cfg and serialises Reload
 	cfg *config.Server
@@ -67,6 +72,12 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	if cfg.Limits.HandshakeRate == 0 {
 		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
 	}
+	s := &Server{path: path, log: logger, store: store, cfg: cfg}
+	if s.ops, err = newOps(control.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
+		return nil, err
+	}
+	tc.OnSession = s.ops.observeSession
+	tc.OnRefuse = s.ops.observeRefusal
 	// VPN mode touches the system (TUN device, addresses, forwarding,
 	// nftables) last, after everything else validated.
 	var gv *gatewayVPN
@@ -83,18 +94,39 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		}
 		return nil, err
 	}
-	return &Server{path: path, log: logger, store: store, tunnel: ts, vpn: gv, cfg: cfg}, nil
+	s.tunnel, s.vpn = ts, gv
+	return s, nil
 }
 
-// Start starts listening; it does not block.
-func (s *Server) Start(ctx context.Context) error { return s.tunnel.Start(ctx) }
+// Start starts listening, then the control socket, metrics and expiry
+// warnings; it does not block.
+func (s *Server) Start(ctx context.Context) error {
+	s.started = time.Now()
+	if err := s.tunnel.Start(ctx); err != nil {
+		return err
+	}
+	if err := s.ops.start(ctx); err != nil {
+		s.tunnel.Stop()
+		return err
+	}
+	return nil
+}
 
-// Stop drains and closes every session, then undoes the VPN setup; it is
-// idempotent.
+// Stop closes the control socket, drains and closes every session, then
+// undoes the VPN setup; it is idempotent.
 func (s *Server) Stop() {
-	s.tunnel.Stop() // closes the TUN device after the last session
-	s.stopOnce.Do(s.vpn.close)
+	s.stopOnce.Do(func() {
+		s.ops.stop()
+		s.tunnel.Stop() // closes the TUN device after the last session
+		s.vpn.close()
+	})
 }
+
+// Status is the gateway's snapshot for `twoway status`.
+func (s *Server) Status() control.Status { return gatewayStatus(s.started, s.tunnel, s.store) }
+
+// Kick ends every session of identity.
+func (s *Server) Kick(identity string) (int, error) { return s.tunnel.Kick(identity), nil }
 
 // Wait blocks until the gateway has stopped and returns the first fatal error.
 func (s *Server) Wait() error { return s.tunnel.Wait() }
@@ -138,6 +170,10 @@ type Client struct {
 	log    *slog.Logger
 	store  *pki.Store
 	tunnel *tunnel.Client
+	ops    *ops
+	state  *clientState
+
+	stopOnce sync.Once
 }
 
 // ClientHooks are optional callbacks for embedding (tests, demo, status).
@@ -164,6 +200,11 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		fwds = append(fwds, tf)
 	}
+	c := &Client{log: logger, store: store, state: &clientState{}}
+	if c.ops, err = newOps(control.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
+		return nil, err
+	}
+	hooks = c.state.chain(hooks)
 	var vpn *tunnel.ClientVPN
 	if cfg.VPN.Enable {
 		if vpn, err = openClientVPN(&cfg.VPN, hooks, logger); err != nil {
@@ -190,14 +231,37 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		return nil, err
 	}
-	return &Client{log: logger, store: store, tunnel: tc}, nil
+	c.tunnel = tc
+	return c, nil
 }
 
-// Start opens the local listeners and connects; it does not block.
-func (c *Client) Start(ctx context.Context) error { return c.tunnel.Start(ctx) }
+// Start opens the local listeners and connects, then starts the control
+// socket, metrics and expiry warnings; it does not block.
+func (c *Client) Start(ctx context.Context) error {
+	c.state.setStarted(time.Now())
+	if err := c.tunnel.Start(ctx); err != nil {
+		return err
+	}
+	if err := c.ops.start(ctx); err != nil {
+		c.tunnel.Stop()
+		return err
+	}
+	return nil
+}
 
 // Stop closes listeners and the session; it is idempotent.
-func (c *Client) Stop() { c.tunnel.Stop() }
+func (c *Client) Stop() {
+	c.stopOnce.Do(func() {
+		c.ops.stop()
+		c.tunnel.Stop()
+	})
+}
+
+// Status is the client's snapshot for `twoway status`.
+func (c *Client) Status() control.Status { return c.state.status(c.tunnel, c.store) }
+
+// Kick is a gateway operation.
+func (c *Client) Kick(string) (int, error) { return 0, errNotGateway }
 
 // Wait blocks until the client has stopped.
 func (c *Client) Wait() error { return c.tunnel.Wait() }

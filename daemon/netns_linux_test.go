@@ -371,6 +371,8 @@ func TestNetnsVPN(t *testing.T) {
 cert = "gw.crt"
 key = "gw.key"
 client_ca = "client-ca.crt"
+[control]
+socket = "off"
 [policy.admit]
 groups = ["vpn"]
 [[policy.rule]]
@@ -403,6 +405,8 @@ server_name = "gw.test"
 cert = "%[2]s.crt"
 key = "%[2]s.key"
 server_ca = "server-ca.crt"
+[control]
+socket = "off"
 [reconnect]
 min_backoff = "50ms"
 max_backoff = "500ms"

@@ -35,6 +35,8 @@ func configs(t *testing.T) (server, client string) {
 cert = "gateway.crt"
 key = "gateway.key"
 client_ca = "client-ca.crt"
+[control]
+socket = "off"
 [policy.admit]
 groups = ["eng"]
 `))
@@ -43,6 +45,8 @@ groups = ["eng"]
 cert = "alice.crt"
 key = "alice.key"
 server_ca = "server-ca.crt"
+[control]
+socket = "off"
 `))
 	return server, client
 }

@@ -62,6 +62,10 @@ func SystemdUnit(c Config) (string, error) {
 	w("StateDirectory=twoway")
 	w("StateDirectoryMode=0750")
 	w("ConfigurationDirectory=twoway")
+	// The control socket (`twoway status`) lives here; ProtectSystem=strict
+	// leaves /run read-only otherwise.
+	w("RuntimeDirectory=twoway")
+	w("RuntimeDirectoryMode=0750")
 	w("UMask=0077")
 	w("")
 	w("# Privileges: TUN devices, addresses and routes; ports below 1024.")

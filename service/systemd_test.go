@@ -92,6 +92,8 @@ func TestServiceSystemdUnitContent(t *testing.T) {
 			"User":                    "twoway",
 			"StateDirectory":          "twoway",
 			"ConfigurationDirectory":  "twoway",
+			"RuntimeDirectory":        "twoway",
+			"RuntimeDirectoryMode":    "0750",
 			"ReadWritePaths":          "/var/lib/twoway",
 			"AmbientCapabilities":     "CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
 			"CapabilityBoundingSet":   "CAP_NET_ADMIN CAP_NET_BIND_SERVICE",

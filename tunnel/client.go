@@ -352,6 +352,8 @@ func (c *Client) run() {
 			return
 		}
 		cs.log.Info("connected to gateway", "gateway", cs.endpoint, "version", cs.info.Version, "grants", cs.info.Grants)
+		cs.wg.Add(1)
+		go func() { defer cs.wg.Done(); cs.ping() }() // a first RTT for status
 		if c.cfg.OnSession != nil {
 			c.cfg.OnSession(cs.info)
 		}
@@ -752,6 +754,7 @@ func (cs *clientSession) openConnect(host string, port uint16) (*yamux.Stream, s
 	if err != nil {
 		return nil, streamReply{}, err
 	}
+	cs.ctr.streamsOpened.Add(1)
 	_ = st.SetDeadline(time.Now().Add(cs.replyTimeout()))
 	if _, err := st.Write(hdr); err != nil {
 		st.Close()

@@ -38,6 +38,7 @@ type muxConn struct {
 	maxPending int
 
 	lastRead atomic.Int64          // UnixNano of the last Read that returned data
+	rx, tx   atomic.Uint64         // bytes read and accepted for writing
 	rerr     atomic.Pointer[error] // the first Read error
 
 	mu         sync.Mutex
@@ -76,6 +77,7 @@ func (c *muxConn) Read(p []byte) (int, error) {
 	n, err := c.tc.Read(p)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
+		c.rx.Add(uint64(n))
 	}
 	if err != nil {
 		c.rerr.CompareAndSwap(nil, &err)
@@ -100,7 +102,9 @@ func (c *muxConn) idle() time.Duration {
 func (c *muxConn) Write(p []byte) (int, error) {
 	if c.direct {
 		_ = c.tc.SetWriteDeadline(time.Now().Add(c.stall))
-		return c.tc.Write(p)
+		n, err := c.tc.Write(p)
+		c.tx.Add(uint64(n))
+		return n, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -117,6 +121,7 @@ func (c *muxConn) Write(p []byte) (int, error) {
 		c.buf = (*batchPool.Get().(*[]byte))[:0]
 	}
 	c.buf = append(c.buf, p...)
+	c.tx.Add(uint64(len(p)))
 	if c.frames.advance(p) {
 		c.boundary = len(c.buf)
 	}

@@ -150,6 +150,7 @@ type Server struct {
 	hsSlots chan struct{}
 	bufs    *sync.Pool
 	router  *router.Router // VPN mode only
+	totals  serverTotals   // counters of ended sessions
 
 	ln     net.Listener
 	ctx    context.Context // cancelled by Stop: ends handshakes and dials
@@ -316,7 +317,9 @@ func (s *Server) Sessions() []SessionInfo {
 	out := make([]SessionInfo, 0, len(s.sessions))
 	for _, ss := range s.sessions {
 		if !ss.mux.IsClosed() { // closed ones are on their way out
-			out = append(out, ss.info)
+			info := ss.info
+			info.Stats = ss.stats()
+			out = append(out, info)
 		}
 	}
 	return out
@@ -495,6 +498,9 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.cfg.OnSession(ss.info)
 	}
 	ss.start(ss.handleControl, ss.handleStream)
+	s.totals.sessions.Add(1)
+	ss.wg.Add(1)
+	go func() { defer ss.wg.Done(); ss.ping() }() // a first RTT for status
 	// A session cannot outlive the certificates it was admitted with.
 	expiry := time.AfterFunc(time.Until(id.ChainNotAfter), func() {
 		ss.log.Info("peer certificate chain expired; closing session")
@@ -508,6 +514,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	ss.wait()
 	s.mu.Lock()
 	delete(s.sessions, sid)
+	s.totals.add(ss.stats())
 	s.mu.Unlock()
 	reason := ss.endReason()
 	logger.Info("session closed", "reason", reason, "duration", time.Since(ss.info.Established).Round(time.Millisecond))
@@ -655,6 +662,7 @@ func (ss *serverSession) startDrain() <-chan struct{} {
 
 // handleStream serves one data stream opened by the client.
 func (ss *serverSession) handleStream(st *yamux.Stream) {
+	ss.ctr.streamsOpened.Add(1)
 	_ = st.SetReadDeadline(time.Now().Add(ss.srv.cfg.HandshakeTimeout))
 	h, err := readStreamHeader(st)
 	if err != nil {

@@ -63,6 +63,9 @@ type SessionInfo struct {
 	VPN          *VPNConfig
 	PeerSoftware string
 	Established  time.Time
+	// Stats are the session's counters when the SessionInfo was taken
+	// (filled by Server.Sessions; zero in hooks).
+	Stats SessionStats
 }
 
 // session is one TLS connection carrying yamux, seen from either side.
@@ -82,6 +85,7 @@ type session struct {
 	ctrl     *yamux.Stream
 	ctrlMu   sync.Mutex // serialises writes on ctrl
 	peerCaps map[string]bool
+	ctr      counters
 
 	wg sync.WaitGroup // every goroutine this session starts
 
@@ -354,7 +358,7 @@ func (s *session) watchdog() {
 			go func() {
 				defer s.wg.Done()
 				defer pinging.Store(false)
-				_, _ = s.mux.Ping() // the answer shows up as received bytes
+				s.ping() // the answer shows up as received bytes
 			}()
 		}
 		next := s.tuning.DeadPeerTimeout - idle

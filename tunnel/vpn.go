@@ -243,6 +243,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 				_ = st.SetReadDeadline(time.Now()) // end the other direction too
 				return
 			}
+			ss.ctr.pktsOut.Add(uint64(len(pkts)))
 		}
 	}()
 
@@ -253,6 +254,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	var lim logLimiter
 	for {
 		err := pr.readBatch(&b, max)
+		ss.ctr.pktsIn.Add(uint64(len(b.pkts)))
 		if len(b.pkts) > 0 {
 			if ferr := s.router.FromPeer(peer, b.pkts, tun.Offset, nil); ferr != nil {
 				if errors.Is(ferr, router.ErrPeerClosed) || errors.Is(ferr, tun.ErrClosed) {
@@ -309,6 +311,7 @@ type Configurator interface {
 // device configuration.
 type clientLink struct {
 	st   *yamux.Stream
+	ctr  *counters // the session's, for packets sent
 	undo func() error
 	done chan struct{} // closed when the stream-to-device goroutine returned
 }
@@ -337,6 +340,8 @@ func (c *Client) readDevice() {
 				if werr := pw.writeBatch(l.st, pkts[:n]); werr != nil {
 					// The session is going; its owner tears the link down.
 					_ = l.st.SetReadDeadline(time.Now())
+				} else {
+					l.ctr.pktsOut.Add(uint64(n))
 				}
 			}
 		}
@@ -393,7 +398,7 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 		cs.log.Error("gateway refused the packets stream", "err", err)
 		return nil
 	}
-	l := &clientLink{st: st, undo: undo, done: make(chan struct{})}
+	l := &clientLink{st: st, ctr: &cs.ctr, undo: undo, done: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -477,6 +482,7 @@ func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream) {
 	var lim logLimiter
 	for {
 		err := pr.readBatch(&b, max)
+		cs.ctr.pktsIn.Add(uint64(len(b.pkts)))
 		if len(b.pkts) > 0 {
 			// Write may reorder b.pkts and grow its elements up to their
 			// capacity; b.held keeps the buffers for release.

@@ -126,6 +126,8 @@ checked against the gateway's policy for this certificate's identity.`,
 	f.StringVar(&keyPass, "key-password-file", "", "file whose first line is the password of an encrypted --key")
 	f.StringVar(&cfg.TLS.ServerCA, "ca", "", "CA bundle the gateway certificate must chain to (server-ca/bundle.crt)")
 	f.StringArrayVar(&cfg.TLS.Pins, "pin", nil, "SPKI pin the gateway chain must contain (base64 SHA-256); repeatable")
+	f.StringVar(&cfg.Control.Socket, "control-socket", "", "control socket for `twoway status` (default: the platform's; \"off\" disables)")
+	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", "", "serve Prometheus metrics on this host:port (default: off)")
 	fwd.add(cmd)
 	return cmd
 }

@@ -204,6 +204,8 @@ groups = ["eng"]
 name = "echo-only"
 groups = ["eng"]
 targets = [%q]
+[control]
+socket = "off"
 `, filepath.Base(srvCert.CertFile), filepath.Base(srvCert.KeyFile), echo)
 	confPath := filepath.Join(dir, "server.toml")
 	os.WriteFile(confPath, []byte(conf), 0o600)
@@ -213,7 +215,7 @@ targets = [%q]
 
 	fwd := startProc(t, "forward", "--server", gwAddr, "--cert", cli.CertFile, "--key", cli.KeyFile,
 		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"),
-		"-L", "127.0.0.1:0:"+echo, "-L", "127.0.0.1:0:"+denied)
+		"--control-socket", "off", "-L", "127.0.0.1:0:"+echo, "-L", "127.0.0.1:0:"+denied)
 	listening := map[string]string{}
 	for range 2 {
 		l := fwd.waitLog("forward listening", 10*time.Second, func(l map[string]any) bool { return listening[l["forward"].(string)] == "" })
@@ -310,14 +312,14 @@ func TestProcessDrain(t *testing.T) {
 	srvCert, _ := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
 	cli, _ := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "erin", OutDir: dir})
 	echo := echoServer(t)
-	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n[tls]\ncert = %q\nkey = %q\nclient_ca = \"pki/client-ca/bundle.crt\"\n[policy.admit]\nidentities = [\"erin\"]\n[[policy.rule]]\nidentities = [\"erin\"]\ntargets = [%q]\n",
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n[tls]\ncert = %q\nkey = %q\nclient_ca = \"pki/client-ca/bundle.crt\"\n[policy.admit]\nidentities = [\"erin\"]\n[[policy.rule]]\nidentities = [\"erin\"]\ntargets = [%q]\n[control]\nsocket = \"off\"\n",
 		srvCert.CertFile, srvCert.KeyFile, echo)
 	confPath := filepath.Join(dir, "server.toml")
 	os.WriteFile(confPath, []byte(conf), 0o600)
 	gw := startProc(t, "server", "-c", confPath)
 	gwAddr := gw.waitLog("gateway listening", 10*time.Second, nil)["addr"].(string)
 	fwd := startProc(t, "forward", "--server", gwAddr, "--cert", cli.CertFile, "--key", cli.KeyFile,
-		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"), "-L", "127.0.0.1:0:"+echo)
+		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"), "--control-socket", "off", "-L", "127.0.0.1:0:"+echo)
 	addr := fwd.waitLog("forward listening", 10*time.Second, nil)["addr"].(string)
 	fwd.waitLog("connected to gateway", 10*time.Second, nil)
 	c, err := net.Dial("tcp", addr)
@@ -339,4 +341,94 @@ func TestProcessDrain(t *testing.T) {
 	if err := gw.wait(15 * time.Second); err != nil {
 		t.Fatalf("gateway exit: %v", err)
 	}
+}
+
+// TestProcessStatus starts a gateway and a forward client as processes,
+// reads `twoway status --json` from both, sends traffic, and checks that
+// the counters moved; then kicks the client from the gateway.
+func TestProcessStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	dir := t.TempDir()
+	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, _ := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
+	cli, _ := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "frank", Groups: []string{"ops"}, OutDir: dir})
+	echo := echoServer(t)
+	gwSock, cliSock := filepath.Join(dir, "run", "gw.sock"), filepath.Join(dir, "run", "cli.sock")
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n[tls]\ncert = %q\nkey = %q\nclient_ca = \"pki/client-ca/bundle.crt\"\n[control]\nsocket = %q\n[policy.admit]\ngroups = [\"ops\"]\n[[policy.rule]]\ngroups = [\"ops\"]\ntargets = [%q]\n",
+		srvCert.CertFile, srvCert.KeyFile, gwSock, echo)
+	confPath := filepath.Join(dir, "server.toml")
+	os.WriteFile(confPath, []byte(conf), 0o600)
+	gw := startProc(t, "server", "-c", confPath)
+	gwAddr := gw.waitLog("gateway listening", 10*time.Second, nil)["addr"].(string)
+	fwd := startProc(t, "forward", "--server", gwAddr, "--cert", cli.CertFile, "--key", cli.KeyFile,
+		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"), "--control-socket", cliSock, "-L", "127.0.0.1:0:"+echo)
+	addr := fwd.waitLog("forward listening", 10*time.Second, nil)["addr"].(string)
+	fwd.waitLog("connected to gateway", 10*time.Second, nil)
+
+	status := func(sock string) map[string]any {
+		t.Helper()
+		var out, errb strings.Builder
+		root := newRootCmd()
+		root.SetOut(&out)
+		root.SetErr(&errb)
+		root.SetArgs([]string{"status", "--socket", sock, "--json"})
+		if err := root.Execute(); err != nil {
+			t.Fatalf("status: %v %s", err, errb.String())
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out.String()), &m); err != nil {
+			t.Fatalf("status JSON: %v\n%s", err, out.String())
+		}
+		return m
+	}
+	session := func(m map[string]any) map[string]any {
+		t.Helper()
+		ss, _ := m["sessions"].([]any)
+		if len(ss) != 1 {
+			t.Fatalf("want 1 session, status has %v", m["sessions"])
+		}
+		return ss[0].(map[string]any)
+	}
+	num := func(m map[string]any, k string) float64 { v, _ := m[k].(float64); return v }
+
+	g0, c0 := session(status(gwSock)), session(status(cliSock))
+	if g0["identity"] != "frank" {
+		t.Fatalf("gateway status names %v", g0["identity"])
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := strings.Repeat("x", 256<<10)
+	if err := roundTrip(t, c, payload); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	g1, c1 := session(status(gwSock)), session(status(cliSock))
+	for _, k := range []string{"bytes_in", "bytes_out"} {
+		if num(g1, k)-num(g0, k) < float64(len(payload)) {
+			t.Errorf("gateway %s moved %v -> %v, want at least +%d", k, num(g0, k), num(g1, k), len(payload))
+		}
+		if num(c1, k)-num(c0, k) < float64(len(payload)) {
+			t.Errorf("client %s moved %v -> %v, want at least +%d", k, num(c0, k), num(c1, k), len(payload))
+		}
+	}
+	if g1["role"] != nil || status(gwSock)["role"] != "server" || status(cliSock)["role"] != "client" {
+		t.Errorf("roles: %v / %v", status(gwSock)["role"], status(cliSock)["role"])
+	}
+
+	var out strings.Builder
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetArgs([]string{"kick", "frank", "--socket", gwSock})
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "kicked 1") {
+		t.Fatalf("kick: %v %q", err, out.String())
+	}
+	gw.waitLog("session kicked by administrator", 5*time.Second, nil)
+	fwd.waitLog("gateway session lost; reconnecting", 5*time.Second, nil)
 }

@@ -73,6 +73,8 @@ func serviceFixture(t *testing.T) string {
 cert = %q
 key = %q
 client_ca = "pki/client-ca/bundle.crt"
+[control]
+socket = "off"
 [policy.admit]
 groups = ["eng"]
 `, filepath.Base(gw.CertFile), filepath.Base(gw.KeyFile))

@@ -1,0 +1,52 @@
+package config
+
+import "path/filepath"
+
+// Control is the [control] table: the local socket `twoway status` and
+// `twoway kick` talk to.
+type Control struct {
+	// Socket is the unix socket path (a named pipe name on Windows).
+	// Empty means the platform default (/run/twoway/ROLE.sock for root);
+	// "off" disables the socket.
+	Socket string `toml:"socket"`
+}
+
+// Metrics is the [metrics] table.
+type Metrics struct {
+	// Listen is host:port for the Prometheus /metrics endpoint; empty
+	// (the default) disables it.
+	Listen string `toml:"listen"`
+}
+
+// ControlOff is the Socket value that disables the control socket.
+const ControlOff = "off"
+
+func (c *Control) validate(src *source) error {
+	if c.Socket == "" || c.Socket == ControlOff {
+		return nil
+	}
+	if !filepath.IsAbs(c.Socket) && !isPipeName(c.Socket) {
+		return src.errf("control.socket", "%q: must be an absolute path (or %q)", c.Socket, ControlOff)
+	}
+	return nil
+}
+
+func isPipeName(s string) bool { return len(s) > 9 && s[:9] == `\\.\pipe\` }
+
+func (m *Metrics) validate(src *source) error {
+	if m.Listen == "" {
+		return nil
+	}
+	if err := checkListen(src, "metrics.listen", m.Listen); err != nil {
+		return err
+	}
+	return nil
+}
+
+// validateOps checks both tables.
+func validateOps(src *source, c *Control, m *Metrics) error {
+	if err := c.validate(src); err != nil {
+		return err
+	}
+	return m.validate(src)
+}
