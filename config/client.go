@@ -173,17 +173,8 @@ func (c *Client) Validate() error {
 }
 
 func (t *ClientTLS) validate(src *source) error {
-	certs, err := checkCertificates(src, "tls.cert", t.Cert)
-	if err != nil {
+	if err := checkOwnCredentials(src, t.Cert, t.Key, t.KeyPasswordFile, t.AllowInsecureKeyPermissions); err != nil {
 		return err
-	}
-	if err := checkKeyPair(src, "tls.key", t.Key, certs[0], t.AllowInsecureKeyPermissions); err != nil {
-		return err
-	}
-	if t.KeyPasswordFile != "" {
-		if _, err := checkSecretFile(src, "tls.key_password_file", t.KeyPasswordFile, t.AllowInsecureKeyPermissions); err != nil {
-			return err
-		}
 	}
 	if _, err := checkCertificates(src, "tls.server_ca", t.ServerCA); err != nil {
 		return err

@@ -50,3 +50,22 @@ func validateOps(src *source, c *Control, m *Metrics) error {
 	}
 	return m.validate(src)
 }
+
+// checkOwnCredentials checks a [tls] table's certificate, key (matching,
+// not readable by others) and key password file: the part server and
+// client configurations share.
+func checkOwnCredentials(src *source, cert, key, passFile string, allowInsecure bool) error {
+	certs, err := checkCertificates(src, "tls.cert", cert)
+	if err != nil {
+		return err
+	}
+	if err := checkKeyPair(src, "tls.key", key, certs[0], allowInsecure); err != nil {
+		return err
+	}
+	if passFile != "" {
+		if _, err := checkSecretFile(src, "tls.key_password_file", passFile, allowInsecure); err != nil {
+			return err
+		}
+	}
+	return nil
+}

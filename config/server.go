@@ -166,17 +166,8 @@ func (s *Server) Validate() error {
 }
 
 func (t *ServerTLS) validate(src *source) error {
-	certs, err := checkCertificates(src, "tls.cert", t.Cert)
-	if err != nil {
+	if err := checkOwnCredentials(src, t.Cert, t.Key, t.KeyPasswordFile, t.AllowInsecureKeyPermissions); err != nil {
 		return err
-	}
-	if err := checkKeyPair(src, "tls.key", t.Key, certs[0], t.AllowInsecureKeyPermissions); err != nil {
-		return err
-	}
-	if t.KeyPasswordFile != "" {
-		if _, err := checkSecretFile(src, "tls.key_password_file", t.KeyPasswordFile, t.AllowInsecureKeyPermissions); err != nil {
-			return err
-		}
 	}
 	if _, err := checkCertificates(src, "tls.client_ca", t.ClientCA); err != nil {
 		return err
