@@ -1,0 +1,3 @@
+module twoway.bench/connrtt
+
+go 1.26
