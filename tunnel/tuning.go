@@ -70,7 +70,10 @@ const acceptBacklog = 256
 //     bounds starvation of a single stream. When it fires the stream is
 //     aborted on both sides (see reset in docs/PROTOCOL.md), never left
 //     half-open (hashicorp/yamux#142).
-//   - WriteBuffer 256 KiB, CopyBuffer 32 KiB.
+//   - WriteBuffer 256 KiB. CopyBuffer 64 KiB less yamux's 12-byte frame
+//     header, so one stream write is a frame of exactly four full 16 KiB
+//     TLS records (bench/forward.sh measured ~10% less CPU per byte on one
+//     stream than 32 KiB).
 func DefaultTuning() Tuning {
 	return Tuning{
 		StreamWindow:       16 << 20,
@@ -80,7 +83,7 @@ func DefaultTuning() Tuning {
 		StreamOpenTimeout:  30 * time.Second,
 		StreamWriteTimeout: 75 * time.Second,
 		WriteBuffer:        256 << 10,
-		CopyBuffer:         32 << 10,
+		CopyBuffer:         64<<10 - 12,
 	}
 }
 
