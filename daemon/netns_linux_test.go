@@ -100,7 +100,8 @@ func runRole(role string, args []string) int {
 		<-ctx.Done()
 		return 0
 	case "fetch":
-		// fetch ADDR SIZE TIMEOUT: prints bytes and SHA-256 received.
+		// fetch ADDR SIZE TIMEOUT [push]: prints bytes and SHA-256
+		// received, or with push those the source received from us.
 		size, _ := strconv.ParseInt(args[1], 10, 64)
 		timeout, _ := time.ParseDuration(args[2])
 		c, err := net.DialTimeout("tcp", args[0], timeout)
@@ -110,10 +111,32 @@ func runRole(role string, args []string) int {
 		}
 		defer c.Close()
 		var req [8]byte
-		binary.BigEndian.PutUint64(req[:], uint64(size))
+		push := len(args) > 3 && args[3] == "push"
+		if push {
+			binary.BigEndian.PutUint64(req[:], uint64(size)|pushFlag)
+		} else {
+			binary.BigEndian.PutUint64(req[:], uint64(size))
+		}
 		if _, err := c.Write(req[:]); err != nil {
 			fmt.Println("error:", err)
 			return 1
+		}
+		if push {
+			start := time.Now()
+			var res [40]byte
+			err := writeStream(c, size)
+			if err == nil {
+				err = c.(*net.TCPConn).CloseWrite()
+			}
+			if err == nil {
+				_, err = io.ReadFull(c, res[:])
+			}
+			if err != nil {
+				fmt.Println("error:", err)
+				return 1
+			}
+			fmt.Printf("bytes=%d sha256=%x seconds=%.3f\n", binary.BigEndian.Uint64(res[32:]), res[:32], time.Since(start).Seconds())
+			return 0
 		}
 		h := sha256.New()
 		start := time.Now()
@@ -140,10 +163,21 @@ func serveSource(ln net.Listener) {
 			if _, err := io.ReadFull(c, req[:]); err != nil {
 				return
 			}
-			_ = writeStream(c, int64(binary.BigEndian.Uint64(req[:])))
+			size := binary.BigEndian.Uint64(req[:])
+			if size&pushFlag == 0 {
+				_ = writeStream(c, int64(size))
+				return
+			}
+			// Upload: hash what arrives, answer hash and count.
+			h := sha256.New()
+			n, _ := io.Copy(h, io.LimitReader(c, int64(size&^pushFlag)))
+			_, _ = c.Write(binary.BigEndian.AppendUint64(h.Sum(nil), uint64(n)))
 		}()
 	}
 }
+
+// pushFlag in a request to the source asks it to receive instead of send.
+const pushFlag = 1 << 63
 
 // writeStream writes size bytes of a fixed pseudo-random stream.
 func writeStream(w io.Writer, size int64) error {
@@ -432,7 +466,9 @@ resolv_conf = %[3]q
 
 	routesBefore := routes(t, tp.c1)
 	alice := startRole(t, tp.c1, "client", aliceConf)
-	alice.waitLine(t, 0, "VPN up")
+	// Both kernels have offloads and client-to-client is off: superpackets
+	// pass through whole.
+	alice.waitLine(t, 0, "VPN up", "gso=true")
 	aliceAddrs := tunAddrs(t, tp.c1, "tw0")
 	if len(aliceAddrs) != 2 || !strings.HasPrefix(aliceAddrs[0], "198.18.100.") {
 		t.Fatalf("alice's tw0 addresses: %v", aliceAddrs)
@@ -451,23 +487,23 @@ resolv_conf = %[3]q
 		}
 		return nil
 	}
-	fetch := func(ns, addr string, size int64, timeout string) (string, error) {
-		out, err := try("ip", "netns", "exec", ns, "env", roleEnv+"=fetch", os.Args[0], addr, strconv.FormatInt(size, 10), timeout)
+	fetch := func(ns, addr string, size int64, timeout string, mode ...string) (string, error) {
+		out, err := try(append([]string{"ip", "netns", "exec", ns, "env", roleEnv + "=fetch", os.Args[0], addr, strconv.FormatInt(size, 10), timeout}, mode...)...)
 		if err != nil {
 			return out, fmt.Errorf("fetch %s: %v: %s", addr, err, out)
 		}
 		return out, nil
 	}
-	checkFetch := func(ns, addr string, size int64) {
+	checkFetch := func(ns, addr string, size int64, mode ...string) {
 		t.Helper()
-		out, err := fetch(ns, addr, size, "10s")
+		out, err := fetch(ns, addr, size, "10s", mode...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if want := fmt.Sprintf("bytes=%d sha256=%s", size, streamSum(size)); !strings.Contains(out, want) {
 			t.Fatalf("fetch %s: %s, want %s", addr, out, want)
 		}
-		t.Logf("fetched %d bytes from %s: %s", size, addr, strings.TrimSpace(out))
+		t.Logf("%v %d bytes with %s: %s", mode, size, addr, strings.TrimSpace(out))
 	}
 
 	t.Run("ping", func(t *testing.T) {
@@ -480,7 +516,10 @@ resolv_conf = %[3]q
 	})
 	t.Run("tcp", func(t *testing.T) {
 		checkFetch(tp.c1, "198.18.0.10:9000", 200<<20)
+		// Uploads travel as superpackets (GSO passthrough).
+		checkFetch(tp.c1, "198.18.0.10:9000", 200<<20, "push")
 		checkFetch(tp.c1, "[2001:db8:1::10]:9000", 8<<20)
+		checkFetch(tp.c1, "[2001:db8:1::10]:9000", 64<<20, "push")
 		checkFetch(tp.c1, "127.0.0.1:7000", 8<<20) // the port forward on the same client
 	})
 	t.Run("policy", func(t *testing.T) {

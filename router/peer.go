@@ -16,6 +16,7 @@ type Peer struct {
 	id      *pki.Identity
 	name    string
 	addrs   []netip.Addr // immutable
+	gso     bool         // its packets carry GSO descriptors (AddGSOPeer)
 	removed atomic.Bool
 
 	// Owned by the goroutine calling FromPeer for this peer.

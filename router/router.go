@@ -132,6 +132,13 @@ type LAN interface {
 	Write(bufs [][]byte, offset int) (int, error)
 }
 
+// GSOLAN is a LAN that also takes superpackets whole, each with its GSO
+// descriptor in front (tun.GSODevice implements it): the LAN of a router
+// with GSO peers.
+type GSOLAN interface {
+	WriteGSO(bufs [][]byte, offset int) (int, error)
+}
+
 // Config configures a Router. Zero values pick the defaults.
 type Config struct {
 	// LAN receives allowed packets from peers. Required.
@@ -269,6 +276,25 @@ func (r *Router) SetPolicy(pol Policy) {
 // Packets for addrs go to the new peer from now on, even if an earlier
 // session still holds them.
 func (r *Router) AddPeer(id *pki.Identity, addrs []netip.Addr) (*Peer, error) {
+	return r.addPeer(id, addrs, false)
+}
+
+// AddGSOPeer is AddPeer for a session whose packets carry GSO descriptors
+// (tun.GSO, in the headroom right before each packet): FromPeer hands its
+// packets to the LAN's WriteGSO. Superpackets cannot go into another
+// peer's queue, so it needs client-to-client traffic off, and a LAN that is
+// a GSOLAN.
+func (r *Router) AddGSOPeer(id *pki.Identity, addrs []netip.Addr) (*Peer, error) {
+	if r.c2c {
+		return nil, fmt.Errorf("%w: GSO peers need client-to-client traffic off", ErrInvalidConfig)
+	}
+	if _, ok := r.lan.(GSOLAN); !ok {
+		return nil, fmt.Errorf("%w: the LAN does not take GSO packets", ErrInvalidConfig)
+	}
+	return r.addPeer(id, addrs, true)
+}
+
+func (r *Router) addPeer(id *pki.Identity, addrs []netip.Addr, gso bool) (*Peer, error) {
 	if id == nil {
 		return nil, fmt.Errorf("%w: peer without identity", ErrInvalidConfig)
 	}
@@ -284,6 +310,7 @@ func (r *Router) AddPeer(id *pki.Identity, addrs []netip.Addr) (*Peer, error) {
 		id:    id,
 		name:  id.Name(),
 		addrs: slices.Clone(addrs),
+		gso:   gso,
 		cache: newFlowCache(r.cacheLen),
 		q:     newQueue(r.queueLen),
 	}
@@ -403,7 +430,11 @@ func (r *Router) FromPeer(p *Peer, bufs [][]byte, offset int, verdicts []Verdict
 	var err error
 	if len(batch) > 0 {
 		var n int
-		n, err = r.lan.Write(batch, offset)
+		if p.gso {
+			n, err = r.lan.(GSOLAN).WriteGSO(batch, offset)
+		} else {
+			n, err = r.lan.Write(batch, offset)
+		}
 		if n = max(0, min(n, len(batch))); n < len(batch) {
 			counts[ToLAN] -= uint32(len(batch) - n)
 			counts[lanError] += uint32(len(batch) - n)

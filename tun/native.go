@@ -21,6 +21,10 @@ type nativeDevice struct {
 	dev  wgtun.Device
 	name string
 
+	// gso is the device file for ReadGSO and WriteGSO, when GSO
+	// passthrough works on this device (Linux with offloads); else nil.
+	gso *os.File
+
 	writeMu sync.Mutex // serialises Write; guards nothing else
 
 	// perPacket makes Write hand packets to the OS one at a time, so the
@@ -33,6 +37,8 @@ type nativeDevice struct {
 	closeErr  error
 	drained   chan struct{} // closed when the Events drain goroutine returns
 }
+
+var _ GSODevice = (*nativeDevice)(nil)
 
 func newNativeDevice(dev wgtun.Device) (*nativeDevice, error) {
 	name, err := dev.Name()

@@ -35,7 +35,14 @@ func openNative(name string, mtu int, opts Options) (Device, error) {
 		}
 		return nil, fmt.Errorf("open tun %s: %w", name, err)
 	}
-	return newNativeDevice(dev)
+	d, err := newNativeDevice(dev)
+	if err != nil {
+		return nil, err
+	}
+	if f, ok := dev.(interface{ File() *os.File }); ok && !opts.DisableOffload {
+		d.gso = gsoFile(f.File())
+	}
+	return d, nil
 }
 
 // createWithoutOffload is wireguard-go's CreateTUN minus IFF_VNET_HDR.

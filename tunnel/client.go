@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/tun"
 )
 
 // ClientConfig configures a client. Zero values mean the documented
@@ -597,8 +598,11 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 	deadline, _ := ctx.Deadline()
 	_ = st.SetDeadline(deadline)
 	caps := []string{capForward, capReverse, capReset}
-	if cs.client.cfg.VPN != nil {
+	if v := cs.client.cfg.VPN; v != nil {
 		caps = append(caps, capVPN)
+		if _, ok := tun.AsGSO(v.Device); ok {
+			caps = append(caps, capGSO)
+		}
 	}
 	err = writeControl(st, &controlMsg{
 		Type: msgHello, Version: ProtocolVersion, MinVersion: minProtocolVersion,

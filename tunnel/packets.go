@@ -19,6 +19,10 @@ import (
 // IPv4 or IPv6 packet. A sender frames a whole batch into one buffer and
 // writes it at once, so that the TLS records stay large; the receiver reads
 // whatever has arrived as one batch.
+//
+// In a direction where GSO passthrough was agreed (capGSO), a tun.GSOLen-byte
+// GSO descriptor sits between the length and the packet, and the packet may
+// be a superpacket (tun.GSO). The length still counts the packet only.
 const (
 	packetLenSize = 2
 
@@ -42,6 +46,7 @@ var ErrBadPacket = errors.New("malformed packet frame")
 // goroutine uses it.
 type packetWriter struct {
 	buf []byte
+	gso bool // frame with a GSO descriptor (always GSONone: finished packets)
 }
 
 // writeBatch frames pkts (each one raw IP packet) and writes them to w,
@@ -53,7 +58,7 @@ func (pw *packetWriter) writeBatch(w io.Writer, pkts [][]byte) error {
 		if len(p) == 0 || len(p) > tun.MaxPacketSize {
 			continue
 		}
-		if len(buf) > 0 && len(buf)+packetLenSize+len(p) > maxPacketWrite {
+		if len(buf) > 0 && len(buf)+packetLenSize+tun.GSOLen+len(p) > maxPacketWrite {
 			if _, err := w.Write(buf); err != nil {
 				pw.buf = buf[:0]
 				return err
@@ -61,6 +66,9 @@ func (pw *packetWriter) writeBatch(w io.Writer, pkts [][]byte) error {
 			buf = buf[:0]
 		}
 		buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
+		if pw.gso {
+			buf = append(buf, byte(tun.GSONone), 0, 0)
+		}
 		buf = append(buf, p...)
 	}
 	var err error
@@ -68,6 +76,17 @@ func (pw *packetWriter) writeBatch(w io.Writer, pkts [][]byte) error {
 		_, err = w.Write(buf)
 	}
 	pw.buf = buf[:0]
+	return err
+}
+
+// writeGSO frames the one packet at buf[offset:offset+n], whose GSO
+// descriptor is in front of it, and writes it to w. The frame is built in
+// the headroom, so a 64 KiB superpacket is not copied on its way to the
+// stream.
+func writeGSO(w io.Writer, buf []byte, offset, n int) error {
+	start := offset - tun.GSOLen - packetLenSize
+	binary.BigEndian.PutUint16(buf[start:], uint16(n))
+	_, err := w.Write(buf[start : offset+n])
 	return err
 }
 
@@ -99,22 +118,35 @@ func (b *packetBatch) release() {
 
 // packetReader reads framed packets from a packets stream.
 type packetReader struct {
-	br *bufio.Reader
+	br  *bufio.Reader
+	gso bool // frames carry a GSO descriptor
 }
 
-func newPacketReader(r io.Reader) *packetReader {
-	return &packetReader{br: bufio.NewReaderSize(r, packetReadBuffer)}
+// newPacketReader reads frames from r, with GSO descriptors if gso.
+func newPacketReader(r io.Reader, gso bool) *packetReader {
+	return &packetReader{br: bufio.NewReaderSize(r, packetReadBuffer), gso: gso}
+}
+
+// frameLen is the size of the frame header: length and, with GSO, the
+// descriptor.
+func (pr *packetReader) frameLen() int {
+	if pr.gso {
+		return packetLenSize + tun.GSOLen
+	}
+	return packetLenSize
 }
 
 // readBatch blocks until one packet has arrived, then takes every further
 // packet already received, up to max, into b (which must be released).
-// Each packet lands at tun.Offset in its own pooled buffer. Buffers are
-// taken only once data is there, so an idle stream holds none.
+// Each packet lands at tun.Offset in its own pooled buffer, with its GSO
+// descriptor (if any) right in front of it. Buffers are taken only once data
+// is there, so an idle stream holds none.
 func (pr *packetReader) readBatch(b *packetBatch, max int) error {
 	hdr, err := pr.br.Peek(packetLenSize)
 	if err != nil {
 		return err
 	}
+	fl := pr.frameLen()
 	for {
 		n := int(binary.BigEndian.Uint16(hdr))
 		if n == 0 {
@@ -124,15 +156,15 @@ func (pr *packetReader) readBatch(b *packetBatch, max int) error {
 		pb := packetBufs.Get().(*packetBuf)
 		b.held = append(b.held, pb)
 		pkt := pb.b[:tun.Offset+n]
-		if _, err := io.ReadFull(pr.br, pkt[tun.Offset:]); err != nil {
+		if _, err := io.ReadFull(pr.br, pkt[tun.Offset+packetLenSize-fl:]); err != nil {
 			return fmt.Errorf("%w: truncated: %w", ErrBadPacket, err)
 		}
 		b.pkts = append(b.pkts, pkt)
-		if len(b.pkts) >= max || pr.br.Buffered() < packetLenSize {
+		if len(b.pkts) >= max || pr.br.Buffered() < fl {
 			return nil
 		}
 		hdr, _ = pr.br.Peek(packetLenSize)
-		if pr.br.Buffered() < packetLenSize+int(binary.BigEndian.Uint16(hdr)) {
+		if pr.br.Buffered() < fl+int(binary.BigEndian.Uint16(hdr)) {
 			return nil // the rest of it is still in flight: do not wait
 		}
 	}

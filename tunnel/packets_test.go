@@ -33,7 +33,7 @@ func TestPacketFraming(t *testing.T) {
 	if err := pw.writeBatch(&wire, pkts[150:]); err != nil {
 		t.Fatal(err)
 	}
-	pr := newPacketReader(&wire)
+	pr := newPacketReader(&wire, false)
 	var got [][]byte
 	for {
 		var b packetBatch
@@ -73,7 +73,7 @@ func TestPacketFramingErrors(t *testing.T) {
 		"truncated":   {0, 10, 1, 2, 3},
 	} {
 		var b packetBatch
-		err := newPacketReader(bytes.NewReader(wire)).readBatch(&b, 8)
+		err := newPacketReader(bytes.NewReader(wire), false).readBatch(&b, 8)
 		b.release()
 		if !errors.Is(err, ErrBadPacket) {
 			t.Errorf("%s: err = %v, want ErrBadPacket", name, err)
@@ -88,7 +88,7 @@ func FuzzPacketReader(f *testing.F) {
 	f.Add([]byte{0, 0})
 	f.Add([]byte{255, 255, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pr := newPacketReader(bytes.NewReader(data))
+		pr := newPacketReader(bytes.NewReader(data), false)
 		var out bytes.Buffer
 		var pw packetWriter
 		for {
@@ -162,7 +162,7 @@ func TestPacketPathAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr := newPacketReader(&loopReader{data: wire.Bytes()})
+	pr := newPacketReader(&loopReader{data: wire.Bytes()}, false)
 	var b packetBatch
 	n := testing.AllocsPerRun(100, func() {
 		if err := pr.readBatch(&b, batch); err != nil {

@@ -598,6 +598,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	}
 	grants := pol.Grants(ss.peer)
 	vpn, vpnErr := ss.acquireVPN()
+	ss.gso = vpn != nil && ss.peerCaps[capGSO] && s.gsoOK()
 	ss.info = SessionInfo{
 		ID: ss.id, Version: version, Local: ss.conn.LocalAddr(), Remote: ss.conn.RemoteAddr(),
 		TLS: cs, Peer: ss.peer, PeerChain: ss.chain, VerifiedChain: verifiedPath(ss.chain, ss.verifier),
@@ -621,6 +622,9 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	caps := []string{capForward, capReverse, capReset}
 	if s.router != nil {
 		caps = append(caps, capVPN)
+		if ss.gso {
+			caps = append(caps, capGSO)
+		}
 	}
 	ss.ctrlMu.Lock()
 	err = writeControl(st, &controlMsg{

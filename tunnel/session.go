@@ -85,6 +85,7 @@ type session struct {
 	ctrl     *yamux.Stream
 	ctrlMu   sync.Mutex // serialises writes on ctrl
 	peerCaps map[string]bool
+	gso      bool // packets stream frames carry GSO descriptors (capGSO agreed; gateway side)
 	ctr      counters
 
 	wg sync.WaitGroup // every goroutine this session starts

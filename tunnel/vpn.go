@@ -28,6 +28,14 @@ import (
 // for a VPN configuration, a gateway to say it offers one.
 const capVPN = "vpn"
 
+// capGSO is the hello capability for GSO passthrough on the packets stream
+// (tun.GSO): a client announces it when its device can read and write
+// superpackets, the gateway when it agrees, which it does when its own
+// device can and client-to-client traffic is off (a superpacket cannot go
+// into another client's queue). When both announced it, every frame in both
+// directions carries a GSO descriptor.
+const capGSO = "gso"
+
 // How often per-packet errors are logged at most.
 const packetErrorLogEvery = 5 * time.Second
 
@@ -99,6 +107,13 @@ func (s *Server) newRouter() error {
 	}
 	s.router = r
 	return nil
+}
+
+// gsoOK reports whether the gateway can take superpackets from clients.
+func (s *Server) gsoOK() bool {
+	v := s.cfg.VPN
+	_, ok := tun.AsGSO(v.Device)
+	return ok && !v.ClientToClient
 }
 
 // VPNStats returns the packet router's counters: packets delivered and
@@ -213,7 +228,11 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 		ss.refuseStream(st, CodeBadRequest, "session already has a packets stream")
 		return
 	}
-	peer, err := s.router.AddPeer(ss.peer, ss.lease.Addrs())
+	addPeer := s.router.AddPeer
+	if ss.gso {
+		addPeer = s.router.AddGSOPeer
+	}
+	peer, err := addPeer(ss.peer, ss.lease.Addrs())
 	if err != nil {
 		ss.refuseStream(st, CodeShutdown, err.Error())
 		return
@@ -225,13 +244,13 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 		return
 	}
 	_ = st.SetWriteDeadline(time.Time{})
-	ss.log.Info("VPN up", "addrs", ss.lease.Addrs())
+	ss.log.Info("VPN up", "addrs", ss.lease.Addrs(), "gso", ss.gso)
 
 	// Router -> client.
 	down := make(chan struct{})
 	go func() {
 		defer close(down)
-		var pw packetWriter
+		pw := packetWriter{gso: ss.gso}
 		pkts := make([][]byte, 0, tun.MaxBatchSize)
 		for {
 			var err error
@@ -248,7 +267,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	}()
 
 	// Client -> router.
-	pr := newPacketReader(st)
+	pr := newPacketReader(st, ss.gso)
 	max := s.cfg.VPN.Device.BatchSize()
 	var b packetBatch
 	var lim logLimiter
@@ -311,6 +330,7 @@ type Configurator interface {
 // device configuration.
 type clientLink struct {
 	st   *yamux.Stream
+	gso  bool      // frames carry GSO descriptors (both sides announced capGSO)
 	ctr  *counters // the session's, for packets sent
 	undo func() error
 	done chan struct{} // closed when the stream-to-device goroutine returned
@@ -318,9 +338,11 @@ type clientLink struct {
 
 // readDevice is the one reader of the client's TUN device: each batch goes
 // to the current session's packets stream as one write, or is dropped when
-// there is none.
+// there is none. When the session passes superpackets through (GSO), each
+// read is one packet or superpacket, framed in place.
 func (c *Client) readDevice() {
 	dev := c.cfg.VPN.Device
+	gdev, canGSO := tun.AsGSO(dev)
 	batch := dev.BatchSize()
 	bufs := make([][]byte, batch)
 	for i := range bufs {
@@ -331,13 +353,36 @@ func (c *Client) readDevice() {
 	var pw packetWriter
 	var lim logLimiter
 	for {
-		n, err := dev.Read(bufs, sizes, tun.Offset)
+		var (
+			n   int
+			gso bool // read with ReadGSO
+			err error
+		)
+		if l := c.link.Load(); canGSO && l != nil && l.gso {
+			gso = true
+			if sizes[0], err = gdev.ReadGSO(bufs[0], tun.Offset); err == nil {
+				n = 1
+			}
+		} else {
+			n, err = dev.Read(bufs, sizes, tun.Offset)
+		}
 		if n > 0 {
+			// The session may have changed during the read.
 			if l := c.link.Load(); l != nil {
-				for i := range n {
-					pkts[i] = bufs[i][tun.Offset : tun.Offset+sizes[i]]
+				var werr error
+				switch {
+				case gso && l.gso:
+					werr = writeGSO(l.st, bufs[0], tun.Offset, sizes[0])
+				case gso && tun.GetGSO(bufs[0], tun.Offset).Kind != tun.GSONone:
+					n = 0 // a superpacket for a session without GSO: lost, TCP recovers
+				default:
+					for i := range n {
+						pkts[i] = bufs[i][tun.Offset : tun.Offset+sizes[i]]
+					}
+					pw.gso = l.gso
+					werr = pw.writeBatch(l.st, pkts[:n])
 				}
-				if werr := pw.writeBatch(l.st, pkts[:n]); werr != nil {
+				if werr != nil {
 					// The session is going; its owner tears the link down.
 					_ = l.st.SetReadDeadline(time.Now())
 				} else {
@@ -398,15 +443,15 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 		cs.log.Error("gateway refused the packets stream", "err", err)
 		return nil
 	}
-	l := &clientLink{st: st, ctr: &cs.ctr, undo: undo, done: make(chan struct{})}
+	l := &clientLink{st: st, gso: cs.peerCaps[capGSO], ctr: &cs.ctr, undo: undo, done: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer close(l.done)
-		cs.writeDevice(v.Device, st)
+		cs.writeDevice(v.Device, st, l.gso)
 	}()
 	c.link.Store(l)
-	cs.log.Info("VPN up", "addresses", tc.Addresses, "routes", tc.Routes, "dns", tc.DNS, "mtu", tc.MTU)
+	cs.log.Info("VPN up", "addresses", tc.Addresses, "routes", tc.Routes, "dns", tc.DNS, "mtu", tc.MTU, "gso", l.gso)
 	if v.OnUp != nil {
 		v.OnUp(tc)
 	}
@@ -474,10 +519,13 @@ func (cs *clientSession) openPackets() (*yamux.Stream, error) {
 }
 
 // writeDevice writes the packets arriving on st to the device in batches
-// until the stream ends.
-func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream) {
-	pr := newPacketReader(st)
+// until the stream ends. With GSO, frames carry descriptors: finished
+// packets still go through Write, which coalesces them (GRO), and the rest
+// through WriteGSO, in order.
+func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream, gso bool) {
+	pr := newPacketReader(st, gso)
 	max := dev.BatchSize()
+	gdev, _ := tun.AsGSO(dev)
 	var b packetBatch
 	var lim logLimiter
 	for {
@@ -486,7 +534,13 @@ func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream) {
 		if len(b.pkts) > 0 {
 			// Write may reorder b.pkts and grow its elements up to their
 			// capacity; b.held keeps the buffers for release.
-			if _, werr := dev.Write(b.pkts, tun.Offset); werr != nil {
+			var werr error
+			if gso && gdev != nil {
+				werr = writeRuns(dev, gdev, b.pkts)
+			} else {
+				_, werr = dev.Write(b.pkts, tun.Offset)
+			}
+			if werr != nil {
 				if errors.Is(werr, tun.ErrClosed) {
 					err = werr
 				} else if n, ok := lim.allow(packetErrorLogEvery); ok {
@@ -500,4 +554,32 @@ func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream) {
 			return
 		}
 	}
+}
+
+// writeRuns writes pkts (each at tun.Offset, descriptor in front) in runs:
+// finished packets with Write, superpackets and packets with a pending
+// checksum with WriteGSO. It returns the first closure, else the last error.
+func writeRuns(dev tun.Device, gdev tun.GSODevice, pkts [][]byte) error {
+	var errs error
+	for len(pkts) > 0 {
+		plain := tun.GetGSO(pkts[0], tun.Offset).Kind == tun.GSONone
+		k := 1
+		for k < len(pkts) && (tun.GetGSO(pkts[k], tun.Offset).Kind == tun.GSONone) == plain {
+			k++
+		}
+		var err error
+		if plain {
+			_, err = dev.Write(pkts[:k], tun.Offset)
+		} else {
+			_, err = gdev.WriteGSO(pkts[:k], tun.Offset)
+		}
+		if errors.Is(err, tun.ErrClosed) {
+			return err
+		}
+		if err != nil {
+			errs = err
+		}
+		pkts = pkts[k:]
+	}
+	return errs
 }

@@ -40,11 +40,17 @@ type vpnGateway struct {
 // startVPNGateway runs a gateway in VPN mode with tuntest as its LAN.
 func startVPNGateway(t *testing.T, f *fixture, pol Policy, c2c bool, stateFile, listen string) *vpnGateway {
 	t.Helper()
+	return startVPNGatewayOn(t, f, pol, c2c, stateFile, listen, tuntest.Options{Name: "gw0"})
+}
+
+// startVPNGatewayOn is startVPNGateway with a LAN device made with opts.
+func startVPNGatewayOn(t *testing.T, f *fixture, pol Policy, c2c bool, stateFile, listen string, opts tuntest.Options) *vpnGateway {
+	t.Helper()
 	pool, err := ipam.New(ipam.Config{IPv4: pool4, IPv6: pool6, StateFile: stateFile}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lan := tuntest.New(tuntest.Options{Name: "gw0"})
+	lan := tuntest.New(opts)
 	cfg := f.serverConfig(pol)
 	if listen != "" {
 		cfg.Listen = listen
@@ -102,8 +108,14 @@ type vpnClient struct {
 // startVPNClient connects a VPN client with creds to addr.
 func startVPNClient(t *testing.T, f *fixture, creds *memCreds, addr string, fwds ...Forward) *vpnClient {
 	t.Helper()
+	return startVPNClientOn(t, f, creds, addr, tuntest.Options{Name: "tw0"}, fwds...)
+}
+
+// startVPNClientOn is startVPNClient with a device made with opts.
+func startVPNClientOn(t *testing.T, f *fixture, creds *memCreds, addr string, opts tuntest.Options, fwds ...Forward) *vpnClient {
+	t.Helper()
 	vc := &vpnClient{
-		dev: tuntest.New(tuntest.Options{Name: "tw0"}), conf: &fakeConfigurator{},
+		dev: tuntest.New(opts), conf: &fakeConfigurator{},
 		up: make(chan tun.Config, 8), down: make(chan struct{}, 8),
 	}
 	cfg := f.clientConfig(addr, fwds...)

@@ -21,6 +21,11 @@ type Options struct {
 	MTU       int    // default 1420
 	BatchSize int    // default tun.MaxBatchSize (128), like Linux with offloads
 	Queue     int    // capacity of Inbound and Outbound; default 1024
+	// GSO makes the device a tun.GSODevice that can pass superpackets
+	// through. Every item on Inbound and Outbound then starts with a
+	// tun.GSOLen-byte descriptor (see GSOPacket); Read refuses an
+	// inbound superpacket with ErrNeedsSplit, as this fake cannot cut it.
+	GSO bool
 }
 
 // Device is an in-memory tun.Device. Read and Write follow the tun.Device
@@ -42,6 +47,7 @@ type Device struct {
 	name  string
 	mtu   int
 	batch int
+	gso   bool
 
 	free chan []byte // recycled Outbound buffers
 
@@ -59,7 +65,23 @@ var (
 	// ErrConcurrentRead is returned when Read is called while another
 	// Read is in progress, which the tun.Device contract forbids.
 	ErrConcurrentRead = errors.New("tuntest: concurrent Read")
+
+	// ErrNeedsSplit is returned by Read on a GSO device for an inbound
+	// superpacket: a real device would cut it into packets, this fake
+	// drops it, so that a test sees which read path the code took.
+	ErrNeedsSplit = errors.New("tuntest: superpacket read without ReadGSO")
 )
+
+var _ tun.GSODevice = (*Device)(nil)
+
+// GSOPacket is pkt with descriptor g in front: the form of an item on a GSO
+// device's Inbound and Outbound.
+func GSOPacket(pkt []byte, g tun.GSO) []byte {
+	b := make([]byte, tun.GSOLen+len(pkt))
+	tun.PutGSO(b, tun.GSOLen, g)
+	copy(b[tun.GSOLen:], pkt)
+	return b
+}
 
 // New returns an open Device.
 func New(opts Options) *Device {
@@ -81,6 +103,7 @@ func New(opts Options) *Device {
 		name:     opts.Name,
 		mtu:      opts.MTU,
 		batch:    opts.BatchSize,
+		gso:      opts.GSO,
 		free:     make(chan []byte, opts.Queue),
 		done:     make(chan struct{}),
 	}
@@ -159,6 +182,12 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 // put copies p into bufs[n] and returns the new count.
 func (d *Device) put(bufs [][]byte, sizes []int, offset, n int, p []byte) (int, error) {
+	if d.gso {
+		if len(p) < tun.GSOLen || tun.GetGSO(p, tun.GSOLen).Kind != tun.GSONone {
+			return n, ErrNeedsSplit
+		}
+		p = p[tun.GSOLen:]
+	}
 	dst := bufs[n][offset:]
 	if len(p) > len(dst) {
 		return n, fmt.Errorf("tuntest: %d-byte packet does not fit a %d-byte buffer: %w", len(p), len(dst), io.ErrShortBuffer)
@@ -183,7 +212,11 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		if len(p) > tun.MaxPacketSize {
 			return i, fmt.Errorf("tuntest: %d-byte packet larger than %d", len(p), tun.MaxPacketSize)
 		}
-		c := append(d.buffer(len(p)), p...)
+		c := d.buffer(len(p) + tun.GSOLen)
+		if d.gso {
+			c = append(c, byte(tun.GSONone), 0, 0)
+		}
+		c = append(c, p...)
 		select {
 		case d.Outbound <- c:
 		case <-d.done:
@@ -191,6 +224,76 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	return len(bufs), nil
+}
+
+// CanGSO reports Options.GSO.
+func (d *Device) CanGSO() bool { return d.gso }
+
+// ReadGSO blocks until an item is on Inbound and returns its packet with its
+// descriptor in front.
+func (d *Device) ReadGSO(buf []byte, offset int) (int, error) {
+	if !d.gso {
+		return 0, tun.ErrUnsupported
+	}
+	if offset < tun.Offset || len(buf) < offset+tun.MaxPacketSize {
+		return 0, tun.ErrOffset
+	}
+	if !d.readMu.TryLock() {
+		return 0, ErrConcurrentRead
+	}
+	defer d.readMu.Unlock()
+	if d.closed() {
+		return 0, tun.ErrClosed
+	}
+	select {
+	case p, ok := <-d.Inbound:
+		if !ok {
+			return 0, tun.ErrClosed
+		}
+		if len(p) <= tun.GSOLen {
+			return 0, fmt.Errorf("tuntest: inbound item of %d bytes has no packet after its descriptor", len(p))
+		}
+		return copy(buf[offset-tun.GSOLen:], p) - tun.GSOLen, nil
+	case <-d.done:
+		return 0, tun.ErrClosed
+	}
+}
+
+// WriteGSO checks each packet's descriptor as the kernel would
+// (tun.CheckGSO) and sends descriptor and packet on Outbound. A packet that
+// fails the check is not sent; the error reports the last such one.
+func (d *Device) WriteGSO(bufs [][]byte, offset int) (int, error) {
+	if !d.gso {
+		return 0, tun.ErrUnsupported
+	}
+	if err := tun.CheckBuffers(bufs, offset); err != nil {
+		return 0, err
+	}
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	if d.closed() {
+		return 0, tun.ErrClosed
+	}
+	var errs error
+	written := 0
+	for _, b := range bufs {
+		p := b[offset:]
+		if err := tun.CheckGSO(p, tun.GetGSO(b, offset)); err != nil {
+			errs = err
+			continue
+		}
+		c := append(d.buffer(len(p)+tun.GSOLen), b[offset-tun.GSOLen:]...)
+		select {
+		case d.Outbound <- c:
+			written++
+		case <-d.done:
+			return written, tun.ErrClosed
+		}
+	}
+	if errs != nil {
+		return written, fmt.Errorf("tuntest: %d of %d packets: %w", len(bufs)-written, len(bufs), errs)
+	}
+	return written, nil
 }
 
 // buffer returns an empty slice with room for n bytes, recycled if possible.
