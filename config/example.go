@@ -93,6 +93,7 @@ client_to_client = false           # may clients reach each other?
 forwarding = "nat"                 # "nat": masquerade to the gateway's LAN address; "routed": the LAN routes the pools here
 # lan_interface = "eth0"           # NAT only out of this interface (default: any but the TUN)
 # tun = "twoway0"                  # TUN device name
+# offload = true                   # kernel segmentation offloads: superpackets pass through whole (Linux)
 state_dir = "/var/lib/twoway"      # sticky leases (leases.json) and crash-cleanup records
 
 [vpn.static]                       # fixed addresses per identity
@@ -163,6 +164,7 @@ enable = false                  # true asks the gateway for VPN mode (needs root
 # tun = "twoway0"               # device name (macOS: "utun")
 # state_dir = "/var/lib/twoway" # crash-cleanup record of what was changed
 # resolv_conf = "/etc/resolv.conf"  # written when systemd-resolved is not used
+# offload = true                # kernel segmentation offloads: superpackets pass through whole (Linux)
 
 [control]
 # Local socket for 'twoway status' (and 'twoway kick' on the gateway).

@@ -57,6 +57,8 @@ type ServerVPN struct {
 	LANInterface string `toml:"lan_interface"`
 	// TUN is the name of the gateway's TUN device; default tun.DefaultName.
 	TUN string `toml:"tun"`
+	// Offload: as ClientVPN.Offload.
+	Offload *bool `toml:"offload"`
 	// StateDir holds leases.json (sticky leases) and the TUN
 	// configuration record for crash cleanup. Default DefaultStateDir.
 	StateDir string `toml:"state_dir"`
@@ -83,7 +85,17 @@ type ClientVPN struct {
 	// systemd-resolved. Default /etc/resolv.conf; when set, this file is
 	// written even if systemd-resolved runs.
 	ResolvConf string `toml:"resolv_conf"`
+	// Offload opens the TUN device with the kernel's segmentation
+	// offloads (Linux): superpackets, batched reads, GSO passthrough.
+	// Default true; false is for kernels that mishandle them.
+	Offload *bool `toml:"offload"`
 }
+
+// OffloadOn reports the offload setting, default true.
+func (v *ClientVPN) OffloadOn() bool { return v.Offload == nil || *v.Offload }
+
+// OffloadOn reports the offload setting, default true.
+func (v *ServerVPN) OffloadOn() bool { return v.Offload == nil || *v.Offload }
 
 func (v *ServerVPN) resolve(src *source) {
 	if v.StateDir == "" {

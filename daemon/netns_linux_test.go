@@ -431,7 +431,7 @@ lan_interface = "lan0"
 state_dir = "gwstate"
 `)
 	origResolv := "nameserver 198.18.0.1\n"
-	clientConf := func(name, server string) (string, string) {
+	clientConf := func(name, server string, extra ...string) (string, string) {
 		resolv := writeFile(t, filepath.Join(dir, name+"-resolv.conf"), origResolv)
 		conf := fmt.Sprintf(`servers = [%q]
 server_name = "gw.test"
@@ -453,11 +453,13 @@ enable = true
 tun = "tw0"
 state_dir = "%[2]s-state"
 resolv_conf = %[3]q
-`, server, name, resolv)
+%[4]s
+`, server, name, resolv, strings.Join(extra, "\n"))
 		return writeFile(t, filepath.Join(dir, name+".toml"), conf), resolv
 	}
 	aliceConf, aliceResolv := clientConf("alice", "198.19.1.1:8443")
-	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443")
+	// Bob's device has no offloads: the gateway cuts superpackets for him.
+	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443", "offload = false")
 
 	source := startRole(t, tp.corp, "source", ":9000", ":9001")
 	source.waitLine(t, 0, "source ready")
@@ -540,7 +542,7 @@ resolv_conf = %[3]q
 	})
 
 	bob := startRole(t, tp.c2, "client", bobConf)
-	bob.waitLine(t, 0, "VPN up")
+	bob.waitLine(t, 0, "VPN up", "gso=false")
 	bobAddrs := tunAddrs(t, tp.c2, "tw0")
 	t.Run("two clients", func(t *testing.T) {
 		if len(bobAddrs) != 2 || bobAddrs[0] == aliceAddrs[0] {
@@ -549,6 +551,11 @@ resolv_conf = %[3]q
 		if err := ping(tp.c2, "198.18.0.10"); err != nil {
 			t.Fatal(err)
 		}
+		// What the gateway reads as superpackets reaches bob cut into
+		// packets; his own arrive ordinary.
+		checkFetch(tp.c2, "198.18.0.10:9000", 64<<20)
+		checkFetch(tp.c2, "[2001:db8:1::10]:9000", 16<<20)
+		checkFetch(tp.c2, "198.18.0.10:9000", 16<<20, "push")
 		n := gw.count()
 		bob4, _, _ := strings.Cut(bobAddrs[0], "/")
 		if err := ping(tp.c1, bob4); err == nil {

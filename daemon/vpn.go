@@ -34,7 +34,7 @@ func openGatewayVPN(v *config.ServerVPN, logger *slog.Logger) (_ *tunnel.ServerV
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpn: %w", err)
 	}
-	dev, err := tun.Open(v.TUN, v.MTU)
+	dev, err := tun.OpenWith(v.TUN, v.MTU, tun.Options{DisableOffload: !v.OffloadOn()})
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpn: open TUN device: %w", err)
 	}
@@ -118,7 +118,7 @@ func openClientVPN(v *config.ClientVPN, hooks ClientHooks, logger *slog.Logger) 
 	if err := conf.Cleanup(context.Background()); err != nil {
 		return nil, fmt.Errorf("vpn: clean up after a previous run: %w", err)
 	}
-	dev, err := tun.Open(name, tun.DefaultMTU)
+	dev, err := tun.OpenWith(name, tun.DefaultMTU, tun.Options{DisableOffload: !v.OffloadOn()})
 	if err != nil {
 		return nil, fmt.Errorf("vpn: open TUN device: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/tun"
 )
 
 // Peer is one VPN session as the router sees it: an identity, the addresses
@@ -31,6 +32,18 @@ type Peer struct {
 	inflight []*pbuf
 }
 
+// noGSO is the descriptor of a finished packet, for GSO peers' queues.
+var noGSO = []byte{byte(tun.GSONone), 0, 0}
+
+// enqueue queues the finished packet pkt for p, with a descriptor in front
+// if p is a GSO peer.
+func (p *Peer) enqueue(pkt []byte) Verdict {
+	if p.gso {
+		return p.q.enqueueWith(noGSO, pkt)
+	}
+	return p.q.enqueue(pkt)
+}
+
 // Identity returns the peer's identity.
 func (p *Peer) Identity() *pki.Identity { return p.id }
 
@@ -48,7 +61,8 @@ func (p *Peer) owns(a netip.Addr) bool {
 }
 
 // Dequeue waits until at least one packet is queued for p, then returns up
-// to cap(pkts) of them (at least one), appended to pkts[:0]. The packets are
+// to cap(pkts) of them (at least one), appended to pkts[:0]. For a GSO peer
+// (AddGSOPeer) each starts with its tun.GSOLen-byte descriptor. The packets are
 // owned by the router and stay valid until the next call to Dequeue; do not
 // modify or keep them. Once p was removed it returns ErrPeerClosed.
 //
@@ -117,6 +131,11 @@ func newQueue(n int) queue {
 // the queue is full, or DropNoRoute when its peer was removed. It never
 // blocks on the consumer.
 func (q *queue) enqueue(pkt []byte) Verdict {
+	return q.enqueueWith(nil, pkt)
+}
+
+// enqueueWith is enqueue of pre and pkt as one item.
+func (q *queue) enqueueWith(pre, pkt []byte) Verdict {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -126,8 +145,8 @@ func (q *queue) enqueue(pkt []byte) Verdict {
 		q.mu.Unlock()
 		return DropQueue
 	}
-	b := getBuf(len(pkt))
-	b.b = append(b.b[:0], pkt...)
+	b := getBuf(len(pre) + len(pkt))
+	b.b = append(append(b.b[:0], pre...), pkt...)
 	q.ring[(q.head+q.n)%len(q.ring)] = b
 	q.n++
 	wake := q.n == 1
@@ -163,7 +182,7 @@ func (q *queue) close() {
 // large one ties up a 64 KiB buffer.
 const (
 	smallBufSize = 2048
-	largeBufSize = 65535 // the IP length fields are 16 bits
+	largeBufSize = 65535 + tun.GSOLen // the IP length fields are 16 bits
 )
 
 // pbuf is a pooled packet buffer. Pools hold *pbuf, not []byte, so that Put

@@ -114,6 +114,7 @@ import (
 
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
+	"github.com/twoway/twoway/tun"
 )
 
 // Policy decides which targets an identity may reach. *policy.Policy
@@ -160,6 +161,10 @@ type Config struct {
 	LogPerSecond int
 	// Now is the clock for log rate limiting; default time.Now.
 	Now func() time.Time
+	// LANGSO says that packets given to FromLAN carry a GSO descriptor
+	// in front (tun.GSODevice.ReadGSO) and may be superpackets: GSO
+	// peers get them whole, others cut into packets.
+	LANGSO bool
 }
 
 // Defaults for Config.
@@ -182,6 +187,7 @@ var (
 // Router routes packets between peers and the LAN. Create it with New.
 type Router struct {
 	lan      LAN
+	lanGSO   bool
 	c2c      bool
 	queueLen int
 	cacheLen int
@@ -243,6 +249,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	}
 	r := &Router{
 		lan:      cfg.LAN,
+		lanGSO:   cfg.LANGSO,
 		c2c:      cfg.ClientToClient,
 		queueLen: cfg.QueueLen,
 		cacheLen: cfg.FlowCacheSize,
@@ -411,7 +418,7 @@ func (r *Router) FromPeer(p *Peer, bufs [][]byte, offset int, verdicts []Verdict
 			case ToLAN:
 				batch = append(batch, b)
 			case ToPeer:
-				v = r.routes[f.dst].q.enqueue(b[offset : offset+f.length])
+				v = r.routes[f.dst].enqueue(b[offset : offset+f.length])
 			}
 		}
 		switch v {
@@ -488,7 +495,7 @@ func (r *Router) FromLAN(bufs [][]byte, offset int, verdicts []Verdict) {
 				}
 				v = DropNoRoute
 				if lastPeer != nil {
-					v = lastPeer.q.enqueue(b[offset : offset+n])
+					v = r.deliver(lastPeer, b, offset, n)
 				}
 			}
 		}
@@ -500,6 +507,38 @@ func (r *Router) FromLAN(bufs [][]byte, offset int, verdicts []Verdict) {
 	r.mu.RUnlock()
 	r.add(&counts)
 }
+
+// deliver queues the n-byte packet at b[offset:] from the LAN for p. With
+// GSO reads its descriptor is in front of it: a GSO peer takes both, any
+// other peer gets a superpacket cut into finished packets.
+func (r *Router) deliver(p *Peer, b []byte, offset, n int) Verdict {
+	pkt := b[offset : offset+n]
+	if !r.lanGSO {
+		return p.enqueue(pkt)
+	}
+	if p.gso {
+		return p.q.enqueueWith(b[offset-tun.GSOLen:offset], pkt)
+	}
+	g := tun.GetGSO(b, offset)
+	if g.Kind == tun.GSONone {
+		return p.q.enqueue(pkt)
+	}
+	scratch := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(scratch)
+	v := ToPeer
+	err := tun.Segment(pkt, g, *scratch, func(seg []byte) {
+		if sv := p.q.enqueue(seg); sv != ToPeer {
+			v = sv
+		}
+	})
+	if err != nil {
+		return DropMalformed
+	}
+	return v
+}
+
+// scratchPool holds buffers for cutting superpackets.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, tun.MaxPacketSize); return &b }}
 
 func (r *Router) add(counts *[numCounters]uint32) {
 	for i, n := range counts {

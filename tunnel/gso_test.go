@@ -55,10 +55,41 @@ func TestVPNGSOPassthrough(t *testing.T) {
 	vc.dev.Inbound <- ok
 	expectPacket(t, gw.lan.Outbound, ok, "ping after a refused packet")
 
-	// LAN -> client: finished packets, descriptor none.
+	// LAN -> client: finished packets, and superpackets whole.
 	pong := tuntest.ICMPEchoReply(lanHost, me4, 1, 1, []byte("hi"))
 	gw.lan.Inbound <- tuntest.GSOPacket(pong, tun.GSO{})
 	expectPacket(t, vc.dev.Outbound, tuntest.GSOPacket(pong, tun.GSO{}), "reply at the client")
+	down := tuntest.GSOPacket(superTCP(netip.AddrPortFrom(lanHos6, 80), netip.AddrPortFrom(me6, 40000), 50000), tun.GSO{Kind: tun.GSOTCP, Size: 1328})
+	gw.lan.Inbound <- down
+	expectPacket(t, vc.dev.Outbound, down, "superpacket at the client")
+}
+
+// A client that cannot take superpackets (no GSO on its device) gets the
+// gateway's cut into finished packets, which together carry the same bytes.
+func TestVPNGSOCutForPlainClient(t *testing.T) {
+	f := newFixture(t)
+	gw := startVPNGatewayOn(t, f, nil, false, "", "", tuntest.Options{Name: "gw0", GSO: true})
+	vc := startVPNClient(t, f, f.clientCreds, gw.srv.Addr().String())
+	up := waitFor(t, vc.up, "VPN up")
+	me4 := addrOf(up, false)
+
+	super := superTCP(netip.AddrPortFrom(lanHost, 80), netip.AddrPortFrom(me4, 40000), 20000)
+	want, _ := tuntest.Parse(super)
+	gw.lan.Inbound <- tuntest.GSOPacket(super, tun.GSO{Kind: tun.GSOTCP, Size: 1448})
+	var got []byte
+	for len(got) < len(want.Payload) {
+		p, err := tuntest.Parse(recvPacket(t, vc.dev.Outbound, "segment at the client"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Payload) > 1448 || p.TCP.Seq != want.TCP.Seq+uint32(len(got)) {
+			t.Fatalf("segment of %d bytes at seq %d after %d bytes", len(p.Payload), p.TCP.Seq, len(got))
+		}
+		got = append(got, p.Payload...)
+	}
+	if !bytes.Equal(got, want.Payload) {
+		t.Fatal("segments do not add up to the superpacket")
+	}
 }
 
 // Without GSO at the gateway, or with client-to-client traffic on, the

@@ -46,7 +46,11 @@ var ErrBadPacket = errors.New("malformed packet frame")
 // goroutine uses it.
 type packetWriter struct {
 	buf []byte
-	gso bool // frame with a GSO descriptor (always GSONone: finished packets)
+	gso bool // frames carry a GSO descriptor
+	// described: each packet given to writeBatch starts with its
+	// descriptor (a GSO peer's queue); else, with gso, the packets are
+	// finished and framed with a GSONone descriptor.
+	described bool
 }
 
 // writeBatch frames pkts (each one raw IP packet) and writes them to w,
@@ -55,7 +59,11 @@ type packetWriter struct {
 func (pw *packetWriter) writeBatch(w io.Writer, pkts [][]byte) error {
 	buf := pw.buf[:0]
 	for _, p := range pkts {
-		if len(p) == 0 || len(p) > tun.MaxPacketSize {
+		body := len(p)
+		if pw.described {
+			body -= tun.GSOLen
+		}
+		if body <= 0 || body > tun.MaxPacketSize {
 			continue
 		}
 		if len(buf) > 0 && len(buf)+packetLenSize+tun.GSOLen+len(p) > maxPacketWrite {
@@ -65,8 +73,8 @@ func (pw *packetWriter) writeBatch(w io.Writer, pkts [][]byte) error {
 			}
 			buf = buf[:0]
 		}
-		buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
-		if pw.gso {
+		buf = binary.BigEndian.AppendUint16(buf, uint16(body))
+		if pw.gso && !pw.described {
 			buf = append(buf, byte(tun.GSONone), 0, 0)
 		}
 		buf = append(buf, p...)

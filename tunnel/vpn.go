@@ -99,8 +99,10 @@ func (s *Server) newRouter() error {
 		}
 		v.MTU = mtu
 	}
+	_, lanGSO := tun.AsGSO(v.Device)
 	r, err := router.New(router.Config{
 		LAN: v.Device, Policy: s.cfg.Policy, ClientToClient: v.ClientToClient, QueueLen: v.QueueLen,
+		LANGSO: lanGSO,
 	}, s.log.With("component", "router"))
 	if err != nil {
 		return fmt.Errorf("server: vpn: %w", err)
@@ -127,9 +129,12 @@ func (s *Server) VPNStats() router.Stats {
 
 // readLAN is the one reader of the gateway's TUN device: it hands each
 // batch to the router, which queues every packet for the client holding
-// its destination. It returns when the device is closed.
+// its destination. A device that can keep superpackets whole is read with
+// ReadGSO (the router cuts them for clients that cannot take them). It
+// returns when the device is closed.
 func (s *Server) readLAN() {
 	dev := s.cfg.VPN.Device
+	gdev, gso := tun.AsGSO(dev)
 	batch := dev.BatchSize()
 	bufs := make([][]byte, batch)
 	for i := range bufs {
@@ -139,7 +144,15 @@ func (s *Server) readLAN() {
 	pkts := make([][]byte, batch)
 	var lim logLimiter
 	for {
-		n, err := dev.Read(bufs, sizes, tun.Offset)
+		var n int
+		var err error
+		if gso {
+			if sizes[0], err = gdev.ReadGSO(bufs[0], tun.Offset); err == nil {
+				n = 1
+			}
+		} else {
+			n, err = dev.Read(bufs, sizes, tun.Offset)
+		}
 		for i := range n {
 			pkts[i] = bufs[i][:tun.Offset+sizes[i]]
 		}
@@ -250,7 +263,8 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	down := make(chan struct{})
 	go func() {
 		defer close(down)
-		pw := packetWriter{gso: ss.gso}
+		// A GSO peer's queue holds packets with their descriptors.
+		pw := packetWriter{gso: ss.gso, described: ss.gso}
 		pkts := make([][]byte, 0, tun.MaxBatchSize)
 		for {
 			var err error
