@@ -23,6 +23,8 @@ type Client struct {
 	TLS ClientTLS `toml:"tls"`
 	// Forwards are the port forwards to set up; -L/-R/-D flags add to them.
 	Forwards []Forward `toml:"forward"`
+	// SOCKS is the authentication of dynamic (-D) forwards.
+	SOCKS SOCKS `toml:"socks"`
 	// Reconnect paces reconnection attempts.
 	Reconnect Reconnect `toml:"reconnect"`
 	// VPN configures VPN mode; off unless vpn.enable.
@@ -56,6 +58,34 @@ type ClientTLS struct {
 	// AllowInsecureKeyPermissions skips the group/other permission check on
 	// Key and KeyPasswordFile.
 	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
+}
+
+// SOCKS is the [socks] table: with User set, the SOCKS5 listeners of
+// dynamic forwards require that user name and the password in
+// PasswordFile (RFC 1929) instead of accepting anyone who can reach them.
+type SOCKS struct {
+	User string `toml:"user"`
+	// PasswordFile holds the password (first line); group and others
+	// must not be able to read it.
+	PasswordFile string `toml:"password_file"`
+	// AllowInsecurePermissions skips the permission check on
+	// PasswordFile.
+	AllowInsecurePermissions bool `toml:"allow_insecure_permissions"`
+}
+
+func (s *SOCKS) validate(src *source) error {
+	switch {
+	case s.User == "" && s.PasswordFile == "":
+		return nil
+	case s.User == "":
+		return src.errf("socks.user", "%w: password_file is set, so is a user name", ErrRequired)
+	case s.PasswordFile == "":
+		return src.errf("socks.password_file", "%w: user is set, so is a password file", ErrRequired)
+	case len(s.User) > 255:
+		return src.errf("socks.user", "longer than SOCKS5's 255 bytes")
+	}
+	_, err := checkSecretFile(src, "socks.password_file", s.PasswordFile, s.AllowInsecurePermissions)
+	return err
 }
 
 // Reconnect is the [reconnect] table: exponential backoff between
@@ -100,6 +130,7 @@ func LoadClient(path string) (*Client, error) {
 	c.TLS.Key = src.resolve(c.TLS.Key)
 	c.TLS.KeyPasswordFile = src.resolve(c.TLS.KeyPasswordFile)
 	c.TLS.ServerCA = src.resolve(c.TLS.ServerCA)
+	c.SOCKS.PasswordFile = src.resolve(c.SOCKS.PasswordFile)
 	for i, p := range c.TLS.Pins {
 		c.TLS.Pins[i] = strings.TrimPrefix(p, "sha256//")
 	}
@@ -154,6 +185,9 @@ func (c *Client) Validate() error {
 			}
 			listens[id] = i
 		}
+	}
+	if err := c.SOCKS.validate(src); err != nil {
+		return err
 	}
 	if err := checkDuration(src, "reconnect.min_backoff", c.Reconnect.MinBackoff, 10*time.Millisecond, 0); err != nil {
 		return err

@@ -338,18 +338,23 @@ func checkSecretFile(src *source, key, path string, allowInsecure bool) ([]byte,
 		return nil, src.err(key, fileError(path, err))
 	}
 	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
-		return nil, src.err(key, &insecureKeyError{path: path, mode: mode})
+		allow := "tls.allow_insecure_key_permissions"
+		if table, _, ok := strings.Cut(key, "."); ok && table != "tls" {
+			allow = table + ".allow_insecure_permissions"
+		}
+		return nil, src.err(key, &insecureKeyError{path: path, mode: mode, allow: allow})
 	}
 	return data, nil
 }
 
 type insecureKeyError struct {
-	path string
-	mode fs.FileMode
+	path  string
+	mode  fs.FileMode
+	allow string // the key that would allow it
 }
 
 func (e *insecureKeyError) Error() string {
-	return fmt.Sprintf("key file %s is readable by group/others (mode %04o); chmod 600 it or set allow_insecure_key_permissions = true", e.path, uint32(e.mode))
+	return fmt.Sprintf("secret file %s is readable by group/others (mode %04o); chmod 600 it or set %s = true", e.path, uint32(e.mode), e.allow)
 }
 
 func (e *insecureKeyError) Is(target error) bool { return target == ErrInsecureKeyPermissions }

@@ -295,7 +295,7 @@ func TestKeyPermissions(t *testing.T) {
 	os.Chmod("gateway.key", 0o644)
 	os.WriteFile("server.toml", []byte(serverTLS+minimalPolicy), 0o644)
 	_, err := LoadServer("server.toml")
-	want := fmt.Sprintf("server.toml:3: tls.key: key file %s is readable by group/others (mode 0644); chmod 600 it or set allow_insecure_key_permissions = true",
+	want := fmt.Sprintf("server.toml:3: tls.key: secret file %s is readable by group/others (mode 0644); chmod 600 it or set tls.allow_insecure_key_permissions = true",
 		filepath.Join(dir, "gateway.key"))
 	if err == nil || err.Error() != want || !errors.Is(err, ErrInsecureKeyPermissions) {
 		t.Errorf("got  %v\nwant %s", err, want)
@@ -311,7 +311,7 @@ func TestKeyPermissions(t *testing.T) {
 	os.Chmod("gateway.key", 0o600)
 	os.WriteFile("pass", []byte("hunter2\n"), 0o604)
 	os.WriteFile("server.toml", []byte(serverTLS+"key_password_file = \"pass\"\n"+minimalPolicy), 0o644)
-	if _, err := LoadServer("server.toml"); !errors.Is(err, ErrInsecureKeyPermissions) || !strings.Contains(err.Error(), "tls.key_password_file: key file "+filepath.Join(dir, "pass")+" is readable by group/others (mode 0604)") {
+	if _, err := LoadServer("server.toml"); !errors.Is(err, ErrInsecureKeyPermissions) || !strings.Contains(err.Error(), "tls.key_password_file: secret file "+filepath.Join(dir, "pass")+" is readable by group/others (mode 0604)") {
 		t.Errorf("password file 0604: %v", err)
 	}
 	os.Chmod("pass", 0o600)
@@ -376,15 +376,19 @@ func TestClientErrors(t *testing.T) {
 		{"backoff", clientHead + clientTLS + "[reconnect]\nmin_backoff = \"5s\"\nmax_backoff = \"1s\" #<-\n",
 			`reconnect.max_backoff: 1s is shorter than min_backoff (5s)`},
 		{"missing key", clientHead + "[tls] #<-\ncert = \"alice.crt\"\nserver_ca = \"pki/server-ca/bundle.crt\"\n", `tls.key: required`},
+		{"socks user alone", clientHead + clientTLS + "[socks] #<-\nuser = \"alice\"\n", `socks.password_file: required: user is set, so is a password file`},
+		{"socks password alone", clientHead + clientTLS + "[socks] #<-\npassword_file = \"socks.pass\"\n", `socks.user: required: password_file is set, so is a user name`},
+		{"socks password readable", clientHead + clientTLS + "[socks]\nuser = \"alice\"\npassword_file = \"socks.pass\" #<-\n", `socks.password_file: secret file DIR/socks.pass is readable by group/others (mode 0644); chmod 600 it or set socks.allow_insecure_permissions = true`},
 	}
 	dir := t.TempDir()
 	writeFixture(t, dir)
+	os.WriteFile(filepath.Join(dir, "socks.pass"), []byte("pw\n"), 0o644)
 	t.Chdir(dir)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			os.WriteFile("client.toml", []byte(tt.text), 0o644)
 			_, err := LoadClient("client.toml")
-			want := fmt.Sprintf("client.toml:%d: %s", marked(t, tt.text), tt.want)
+			want := fmt.Sprintf("client.toml:%d: %s", marked(t, tt.text), strings.ReplaceAll(tt.want, "DIR/", dir+string(filepath.Separator)))
 			if err == nil || err.Error() != want {
 				t.Errorf("got  %v\nwant %s", err, want)
 			}

@@ -166,6 +166,13 @@ enable = false                  # true asks the gateway for VPN mode (needs root
 # resolv_conf = "/etc/resolv.conf"  # written when systemd-resolved is not used
 # offload = true                # kernel segmentation offloads: superpackets pass through whole (Linux)
 
+# SOCKS5 proxies of dynamic forwards (type = "dynamic", -D) accept anyone
+# who can reach them unless a user is set: then the RFC 1929 user name and
+# password are required.
+[socks]
+# user = "alice"
+# password_file = "/etc/twoway/socks.pass"   # first line; not readable by group or others
+
 [control]
 # Local socket for 'twoway status' (and 'twoway kick' on the gateway).
 # Default: /run/twoway/client.sock when run as root; "off" disables it.

@@ -22,6 +22,7 @@ import (
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
+	"github.com/twoway/twoway/socks5"
 	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tunnel"
 )
@@ -200,6 +201,14 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		fwds = append(fwds, tf)
 	}
+	var socksAuth func(user, password string) bool
+	if cfg.SOCKS.User != "" {
+		pw, err := ReadPasswordFile(cfg.SOCKS.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("socks password: %w", err)
+		}
+		socksAuth = socks5.StaticCredentials(cfg.SOCKS.User, string(pw))
+	}
 	c := &Client{log: logger, store: store, state: &clientState{}}
 	if c.ops, err = newOps(control.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
 		return nil, err
@@ -217,6 +226,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		Pins:           cfg.TLS.Pins,
 		Credentials:    store,
 		Forwards:       fwds,
+		SOCKSAuth:      socksAuth,
 		BackoffMin:     cfg.Reconnect.MinBackoff,
 		BackoffMax:     cfg.Reconnect.MaxBackoff,
 		Software:       software(),

@@ -92,10 +92,7 @@ func (l *lab) setUp(dir string) error {
 	}
 	l.gw = gw
 
-	fwd, err := tunnel.ParseForward(tunnel.ForwardLocal, "127.0.0.1:0:"+l.svc.addr())
-	if err != nil {
-		return fmt.Errorf("demo: forward: %w", err)
-	}
+	fwd := tunnel.Forward{Kind: tunnel.ForwardLocal, Listen: "127.0.0.1:0", Target: l.svc.addr()}
 	cl, err := tunnel.NewClient(tunnel.ClientConfig{
 		Endpoints:    []string{gw.Addr().String()},
 		Credentials:  l.clientCreds,

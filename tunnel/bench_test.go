@@ -37,7 +37,7 @@ func newBenchEnv(b *testing.B, tuning Tuning, via func(addr string) string) *ben
 	if via != nil {
 		addr = via(addr)
 	}
-	ccfg := f.clientConfig(addr, mustForward(b, ForwardLocal, "0:"+sink.addr()))
+	ccfg := f.clientConfig(addr, mustForward(b, ForwardLocal, "127.0.0.1:0", sink.addr()))
 	ccfg.Tuning = tuning
 	var ev sessionEvents
 	ev.hook(&ccfg)

@@ -107,7 +107,7 @@ func (c ClientConfig) Validate() error {
 		return errors.New("client: no gateway CA bundle loaded")
 	}
 	for _, f := range c.Forwards {
-		if _, err := ParseForward(f.Kind, forwardSpec(f)); err != nil {
+		if err := f.Validate(); err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
 	}
@@ -121,26 +121,6 @@ func (c ClientConfig) Validate() error {
 		return errors.New("client: vpn: no TUN device")
 	}
 	return nil
-}
-
-// forwardSpec renders f back into its flag argument, for re-validation.
-func forwardSpec(f Forward) string {
-	host, port, _ := net.SplitHostPort(f.Listen)
-	spec := bracket(host) + ":" + port
-	if f.Kind != ForwardDynamic {
-		th, tp, _ := net.SplitHostPort(f.Target)
-		spec += ":" + bracket(th) + ":" + tp
-	}
-	return spec
-}
-
-func bracket(h string) string {
-	for i := 0; i < len(h); i++ {
-		if h[i] == ':' {
-			return "[" + h + "]"
-		}
-	}
-	return h
 }
 
 // Client keeps a session to a gateway up and serves the forwards over it.

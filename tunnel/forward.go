@@ -36,60 +36,29 @@ type Forward struct {
 	Target string
 }
 
-// ErrBadForward means a forward specification could not be parsed.
+// ErrBadForward means a forward is not usable.
 var ErrBadForward = errors.New("bad forward")
 
-// defaultBind is where forwards listen when the spec names no address:
-// loopback, as ssh does, so a forward is not exposed to the network by
-// accident.
-const defaultBind = "127.0.0.1"
-
-// ParseForward parses the argument of -L or -R, "[bind:]port:host:hostport",
-// or of -D, "[bind:]port". IPv6 addresses go in brackets; a bind of "*"
-// means every IPv4 address.
-func ParseForward(kind ForwardKind, spec string) (Forward, error) {
-	fail := func(format string, a ...any) (Forward, error) {
-		return Forward{}, fmt.Errorf("%w -%c %q: %s", ErrBadForward, kind, spec, fmt.Sprintf(format, a...))
+// Validate checks f: Listen is IP:port (a host name is allowed on the
+// client side, -L and -D; the gateway's policy decides -R binds by address,
+// so there it must be an IP), port 0 picks a free port; Target is
+// host:port with a non-zero port for -L and -R and empty for -D. The
+// command-line form (-L [bind:]port:host:hostport) is parsed by
+// config.ParseForward.
+func (f Forward) Validate() error {
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("%w %s: %s", ErrBadForward, f, fmt.Sprintf(format, a...))
 	}
-	parts, err := splitColons(spec)
-	if err != nil {
-		return fail("%v", err)
-	}
-	var bind, port, host, hostport string
-	switch kind {
-	case ForwardLocal, ForwardRemote:
-		switch len(parts) {
-		case 3:
-			port, host, hostport = parts[0], parts[1], parts[2]
-		case 4:
-			bind, port, host, hostport = parts[0], parts[1], parts[2], parts[3]
-		default:
-			return fail("want [bind:]port:host:hostport")
-		}
-	case ForwardDynamic:
-		switch len(parts) {
-		case 1:
-			port = parts[0]
-		case 2:
-			bind, port = parts[0], parts[1]
-		default:
-			return fail("want [bind:]port")
-		}
+	switch f.Kind {
+	case ForwardLocal, ForwardRemote, ForwardDynamic:
 	default:
-		return Forward{}, fmt.Errorf("%w: unknown kind %q", ErrBadForward, kind)
+		return fmt.Errorf("%w: unknown kind %q", ErrBadForward, f.Kind)
 	}
-	switch bind {
-	case "":
-		bind = defaultBind
-	case "*":
-		bind = "0.0.0.0"
+	bind, port, err := net.SplitHostPort(f.Listen)
+	if err != nil {
+		return fail("listen address: %v", err)
 	}
-	if kind == ForwardRemote {
-		// The gateway's policy decides binds by address, so a name is
-		// not good enough here.
-		if bind == "localhost" {
-			bind = defaultBind
-		}
+	if f.Kind == ForwardRemote {
 		if _, err := netip.ParseAddr(bind); err != nil {
 			return fail("remote bind address %q must be an IP address", bind)
 		}
@@ -100,17 +69,23 @@ func ParseForward(kind ForwardKind, spec string) (Forward, error) {
 	if _, err := parsePort(port, true); err != nil {
 		return fail("listen port: %v", err)
 	}
-	f := Forward{Kind: kind, Listen: net.JoinHostPort(bind, port)}
-	if kind != ForwardDynamic {
-		if err := checkHost(host); err != nil {
-			return fail("target host: %v", err)
+	if f.Kind == ForwardDynamic {
+		if f.Target != "" {
+			return fail("a dynamic forward has no target")
 		}
-		if _, err := parsePort(hostport, false); err != nil {
-			return fail("target port: %v", err)
-		}
-		f.Target = net.JoinHostPort(host, hostport)
+		return nil
 	}
-	return f, nil
+	host, tport, err := net.SplitHostPort(f.Target)
+	if err != nil {
+		return fail("target: %v", err)
+	}
+	if err := checkHost(host); err != nil {
+		return fail("target host: %v", err)
+	}
+	if _, err := parsePort(tport, false); err != nil {
+		return fail("target port: %v", err)
+	}
+	return nil
 }
 
 // String renders the forward as its command-line flag.
@@ -119,38 +94,6 @@ func (f Forward) String() string {
 		return fmt.Sprintf("-D %s", f.Listen)
 	}
 	return fmt.Sprintf("-%c %s:%s", f.Kind, f.Listen, f.Target)
-}
-
-// splitColons splits on colons outside square brackets and strips the
-// brackets.
-func splitColons(s string) ([]string, error) {
-	var parts []string
-	var cur strings.Builder
-	inBracket := false
-	bracketed := false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '[' && !inBracket && cur.Len() == 0 && !bracketed:
-			inBracket, bracketed = true, true
-		case c == ']' && inBracket:
-			inBracket = false
-			if i+1 < len(s) && s[i+1] != ':' {
-				return nil, errors.New("']' must be followed by ':'")
-			}
-		case c == ':' && !inBracket:
-			parts = append(parts, cur.String())
-			cur.Reset()
-			bracketed = false
-		case c == '[' || c == ']':
-			return nil, errors.New("misplaced bracket")
-		default:
-			cur.WriteByte(c)
-		}
-	}
-	if inBracket {
-		return nil, errors.New("unclosed '['")
-	}
-	return append(parts, cur.String()), nil
 }
 
 func parsePort(s string, zeroOK bool) (uint16, error) {

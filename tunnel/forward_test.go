@@ -32,7 +32,7 @@ func TestLocalForward(t *testing.T) {
 	srv := startServer(t, scfg)
 	tgt := startTarget(t, echo)
 
-	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0:"+tgt.addr()))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	var ev sessionEvents
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)
@@ -104,7 +104,7 @@ func TestHalfClose(t *testing.T) {
 		n, _ := io.Copy(io.Discard, c) // returns only on the client's FIN
 		fmt.Fprintf(c, "got %d bytes", n)
 	})
-	c := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr())))
+	c := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr())))
 
 	conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
 	if err != nil {
@@ -203,7 +203,7 @@ func TestPolicyDial(t *testing.T) {
 	}
 
 	// Through the -L path a denied target is a reset local connection.
-	c2 := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+denied.addr())))
+	c2 := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", denied.addr())))
 	conn, err := net.Dial("tcp", c2.Forwards()[0].Local.String())
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +251,7 @@ func TestLargeTransfer(t *testing.T) {
 		wg.Wait()
 		results <- result{got: hex.EncodeToString(h.Sum(nil)), sent: sent}
 	})
-	c := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr())))
+	c := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr())))
 	conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +287,7 @@ func TestManyStreams(t *testing.T) {
 	f := newFixture(t)
 	srv := startServer(t, f.serverConfig(nil))
 	tgt := startTarget(t, echo)
-	c := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr())))
+	c := startClient(t, f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr())))
 	local := c.Forwards()[0].Local.String()
 
 	// Open all, write to all, then read all: every stream is open at the

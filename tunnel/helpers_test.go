@@ -196,10 +196,10 @@ func waitFor[T any](t testing.TB, ch <-chan T, what string) T {
 	return zero
 }
 
-func mustForward(t testing.TB, kind ForwardKind, spec string) Forward {
+func mustForward(t testing.TB, kind ForwardKind, listen, target string) Forward {
 	t.Helper()
-	f, err := ParseForward(kind, spec)
-	if err != nil {
+	f := Forward{Kind: kind, Listen: listen, Target: target}
+	if err := f.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -45,9 +45,9 @@ func TestRemoteForward(t *testing.T) {
 		err   error
 	}
 	results := make(chan listenResult, 4)
-	good := mustForward(t, ForwardRemote, "127.0.0.1:0:"+svc.addr())
-	denied := mustForward(t, ForwardRemote, "127.0.0.2:0:"+svc.addr())
-	broken := mustForward(t, ForwardRemote, "0:"+closedAddr) // nothing listens behind it
+	good := mustForward(t, ForwardRemote, "127.0.0.1:0", svc.addr())
+	denied := mustForward(t, ForwardRemote, "127.0.0.2:0", svc.addr())
+	broken := mustForward(t, ForwardRemote, "127.0.0.1:0", closedAddr) // nothing listens behind it
 	ccfg := f.clientConfig(srv.Addr().String(), good, denied, broken)
 	ccfg.OnRemoteListen = func(f Forward, bound string, err error) { results <- listenResult{f, bound, err} }
 	c := startClient(t, ccfg)
@@ -116,7 +116,7 @@ func TestReconnect(t *testing.T) {
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
-	ccfg := f.clientConfig(deadAddr, mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+	ccfg := f.clientConfig(deadAddr, mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	ccfg.Endpoints = append(ccfg.Endpoints, addr)
 	var ev sessionEvents
 	ev.hook(&ccfg)
@@ -173,7 +173,7 @@ func TestRevalidate(t *testing.T) {
 	scfg.OnRefuse = func(r Refusal) { refusals <- r }
 	srv := startServer(t, scfg)
 
-	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	var ev sessionEvents
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)
@@ -348,7 +348,7 @@ func TestDrain(t *testing.T) {
 	f := newFixture(t)
 	tgt := startTarget(t, echo)
 	srv := startServer(t, f.serverConfig(nil))
-	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	var ev sessionEvents
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)
@@ -378,7 +378,7 @@ func TestDrain(t *testing.T) {
 		cfg := f.serverConfig(nil)
 		cfg.DrainTimeout = 100 * time.Millisecond
 		srv := startServer(t, cfg)
-		ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()))
+		ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 		var ev sessionEvents
 		ev.hook(&ccfg)
 		c := startClient(t, ccfg)
@@ -522,7 +522,7 @@ func TestNoLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := startTarget(t, echo)
-	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "0:"+tgt.addr()), mustForward(t, ForwardRemote, "0:"+svc.addr()))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()), mustForward(t, ForwardRemote, "127.0.0.1:0", svc.addr()))
 	ccfg.DrainTimeout = 50 * time.Millisecond
 	var ev sessionEvents
 	ev.hook(&ccfg)

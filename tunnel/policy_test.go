@@ -31,9 +31,9 @@ func TestRealPolicy(t *testing.T) {
 
 	remote := make(chan error, 1)
 	ccfg := f.clientConfig(srv.Addr().String(),
-		mustForward(t, ForwardLocal, "0:"+allowed.addr()),
-		mustForward(t, ForwardLocal, "0:"+denied.addr()),
-		mustForward(t, ForwardRemote, "127.0.0.1:0:"+allowed.addr()))
+		mustForward(t, ForwardLocal, "127.0.0.1:0", allowed.addr()),
+		mustForward(t, ForwardLocal, "127.0.0.1:0", denied.addr()),
+		mustForward(t, ForwardRemote, "127.0.0.1:0", allowed.addr()))
 	ccfg.OnRemoteListen = func(_ Forward, _ string, err error) { remote <- err }
 	var ev sessionEvents
 	ev.hook(&ccfg)
@@ -54,12 +54,15 @@ func TestRealPolicy(t *testing.T) {
 	defer conn.Close()
 	roundTrip(t, conn, "allowed by eng-echo")
 
+	// The gateway's refusal comes back fast on loopback and the client
+	// resets the connection: the reset can even beat the dialer's own
+	// check of its connect.
 	conn2, err := net.Dial("tcp", fw[1].Local.String())
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		defer conn2.Close()
+		_, err = conn2.Read(make([]byte, 1))
 	}
-	defer conn2.Close()
-	if _, err := conn2.Read(make([]byte, 1)); !isRefusedLocally(err) {
+	if !isRefusedLocally(err) {
 		t.Fatalf("denied target: %v", err)
 	}
 	host, port, _ := net.SplitHostPort(denied.addr())

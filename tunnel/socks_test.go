@@ -67,7 +67,7 @@ func TestDynamicForward(t *testing.T) {
 	scfg := f.serverConfig(pol)
 	scfg.Resolver = fakeResolver{"echo.test": {netip.MustParseAddr("127.0.0.1")}}
 	srv := startServer(t, scfg)
-	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardDynamic, "0"))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardDynamic, "127.0.0.1:0", ""))
 	var ev sessionEvents
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)

@@ -14,7 +14,7 @@ func TestStatsAndKick(t *testing.T) {
 	f := newFixture(t)
 	srv := startServer(t, f.serverConfig(nil))
 	tgt := startTarget(t, echo)
-	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0:"+tgt.addr()))
+	ccfg := f.clientConfig(srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	var ev sessionEvents
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)

@@ -179,7 +179,7 @@ func TestVPNRouting(t *testing.T) {
 	f := newFixture(t)
 	gw := startVPNGateway(t, f, nil, false, "", "")
 	tgt := startTarget(t, echo)
-	vc := startVPNClient(t, f, f.clientCreds, gw.srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0:"+tgt.addr()))
+	vc := startVPNClient(t, f, f.clientCreds, gw.srv.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	up := waitFor(t, vc.up, "VPN up")
 
 	me4, me6 := addrOf(up, false), addrOf(up, true)

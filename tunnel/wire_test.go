@@ -161,61 +161,31 @@ func FuzzReadControl(f *testing.F) {
 	})
 }
 
-func TestParseForward(t *testing.T) {
+func TestForwardValidate(t *testing.T) {
 	cases := []struct {
-		kind       ForwardKind
-		spec       string
-		listen, to string
-		err        bool
+		f   Forward
+		err bool
 	}{
-		{ForwardLocal, "8080:db:5432", "127.0.0.1:8080", "db:5432", false},
-		{ForwardLocal, "0.0.0.0:8080:db:5432", "0.0.0.0:8080", "db:5432", false},
-		{ForwardLocal, "*:8080:db:5432", "0.0.0.0:8080", "db:5432", false},
-		{ForwardLocal, "[::1]:8080:[2001:db8::5]:22", "[::1]:8080", "[2001:db8::5]:22", false},
-		{ForwardLocal, "localhost:0:10.0.0.1:80", "localhost:0", "10.0.0.1:80", false},
-		{ForwardRemote, "9000:localhost:3000", "127.0.0.1:9000", "localhost:3000", false},
-		{ForwardRemote, "localhost:9000:localhost:3000", "127.0.0.1:9000", "localhost:3000", false},
-		{ForwardRemote, "gw.example:9000:localhost:3000", "", "", true}, // -R binds by address
-		{ForwardDynamic, "1080", "127.0.0.1:1080", "", false},
-		{ForwardDynamic, "[::]:1080", "[::]:1080", "", false},
-		{ForwardLocal, "8080:db", "", "", true},
-		{ForwardLocal, "8080:db:0", "", "", true},
-		{ForwardLocal, "70000:db:1", "", "", true},
-		{ForwardLocal, "8080:bad host:1", "", "", true},
-		{ForwardLocal, "[::1:8080:db:1", "", "", true},
-		{ForwardLocal, "[::1]x:8080:db:1", "", "", true},
-		{ForwardDynamic, "a:b:c", "", "", true},
-		{'X', "1", "", "", true},
+		{Forward{ForwardLocal, "127.0.0.1:8080", "db:5432"}, false},
+		{Forward{ForwardLocal, "[::1]:0", "[2001:db8::5]:22"}, false},
+		{Forward{ForwardLocal, "localhost:0", "10.0.0.1:80"}, false},
+		{Forward{ForwardRemote, "127.0.0.1:9000", "localhost:3000"}, false},
+		{Forward{ForwardRemote, "gw.example:9000", "localhost:3000"}, true}, // -R binds by address
+		{Forward{ForwardDynamic, "127.0.0.1:1080", ""}, false},
+		{Forward{ForwardDynamic, "127.0.0.1:1080", "db:1"}, true},
+		{Forward{ForwardLocal, "127.0.0.1:8080", "db"}, true},
+		{Forward{ForwardLocal, "127.0.0.1:8080", "db:0"}, true},
+		{Forward{ForwardLocal, "127.0.0.1:70000", "db:1"}, true},
+		{Forward{ForwardLocal, "8080", "db:1"}, true},
+		{Forward{ForwardLocal, "127.0.0.1:8080", "bad host:1"}, true},
+		{Forward{'X', "127.0.0.1:1", ""}, true},
 	}
 	for _, tc := range cases {
-		f, err := ParseForward(tc.kind, tc.spec)
-		if tc.err {
-			if err == nil || !errors.Is(err, ErrBadForward) {
-				t.Errorf("-%c %q: want error, got %+v %v", tc.kind, tc.spec, f, err)
-			}
-			continue
-		}
-		if err != nil || f.Listen != tc.listen || f.Target != tc.to {
-			t.Errorf("-%c %q: got %+v %v", tc.kind, tc.spec, f, err)
+		err := tc.f.Validate()
+		if tc.err != (err != nil) || err != nil && !errors.Is(err, ErrBadForward) {
+			t.Errorf("%+v: Validate = %v, want error %v", tc.f, err, tc.err)
 		}
 	}
-}
-
-func FuzzParseForward(f *testing.F) {
-	for _, s := range []string{"8080:db:5432", "[::1]:1:[::2]:3", "1080", "*:1:a:2"} {
-		f.Add(byte('L'), s)
-	}
-	f.Fuzz(func(t *testing.T, k byte, spec string) {
-		kind := []ForwardKind{ForwardLocal, ForwardRemote, ForwardDynamic}[int(k)%3]
-		fw, err := ParseForward(kind, spec)
-		if err != nil {
-			return
-		}
-		again, err := ParseForward(kind, forwardSpec(fw))
-		if err != nil || again != fw {
-			t.Fatalf("%q -> %+v -> %q -> %+v, %v", spec, fw, forwardSpec(fw), again, err)
-		}
-	})
 }
 
 // TestFrameTracker checks the coalescer's frame parser against the frame

@@ -98,7 +98,9 @@ file, no root, no TUN device. Forwards use ssh's syntax:
   -D [bind:]port                 a SOCKS5 proxy here; the gateway makes the connections
 
 bind defaults to 127.0.0.1; '*' means every interface. Every connection is
-checked against the gateway's policy for this certificate's identity.`,
+checked against the gateway's policy for this certificate's identity. A -D
+proxy bound beyond loopback should require a password: --socks-user and
+--socks-password-file (RFC 1929 username/password authentication).`,
 		Example: `  twoway forward --server gw.example.com:8443 --cert alice.crt --key alice.key \
       --ca server-ca/bundle.crt -L 5432:db.corp.example:5432 -D 1080`,
 		Args: cobra.NoArgs,
@@ -128,6 +130,8 @@ checked against the gateway's policy for this certificate's identity.`,
 	f.StringArrayVar(&cfg.TLS.Pins, "pin", nil, "SPKI pin the gateway chain must contain (base64 SHA-256); repeatable")
 	f.StringVar(&cfg.Control.Socket, "control-socket", "", "control socket for `twoway status` (default: the platform's; \"off\" disables)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", "", "serve Prometheus metrics on this host:port (default: off)")
+	f.StringVar(&cfg.SOCKS.User, "socks-user", "", "SOCKS5 user name that -D proxies require (with --socks-password-file)")
+	f.StringVar(&cfg.SOCKS.PasswordFile, "socks-password-file", "", "file whose first line is the SOCKS5 password -D proxies require")
 	fwd.add(cmd)
 	return cmd
 }

@@ -174,44 +174,10 @@ func TestProcessForwardReloadDrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test")
 	}
-	dir := t.TempDir()
-	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{Org: "proc test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "dave", Groups: []string{"eng"}, OutDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	echo := echoServer(t)
 	denied := echoServer(t)
-	conf := fmt.Sprintf(`listen = "127.0.0.1:0"
-[tls]
-cert = %q
-key = %q
-client_ca = "pki/client-ca/bundle.crt"
-crls = ["pki/client-ca/crl.pem"]
-[policy.admit]
-groups = ["eng"]
-[[policy.rule]]
-name = "echo-only"
-groups = ["eng"]
-targets = [%q]
-[control]
-socket = "off"
-`, filepath.Base(srvCert.CertFile), filepath.Base(srvCert.KeyFile), echo)
-	confPath := filepath.Join(dir, "server.toml")
-	os.WriteFile(confPath, []byte(conf), 0o600)
-
-	gw := startProc(t, "server", "-c", confPath)
-	gwAddr := gw.waitLog("gateway listening", 10*time.Second, nil)["addr"].(string)
+	g := startProcGateway(t, "dave", echo)
+	res, cli, dir, conf, confPath, gw, gwAddr := g.res, g.cli, g.dir, g.conf, g.confPath, g.gw, g.addr
 
 	fwd := startProc(t, "forward", "--server", gwAddr, "--cert", cli.CertFile, "--key", cli.KeyFile,
 		"--ca", filepath.Join(dir, "pki/server-ca/bundle.crt"),
@@ -297,6 +263,60 @@ socket = "off"
 	if err := gw.wait(10 * time.Second); err != nil {
 		t.Fatalf("gateway exit: %v", err)
 	}
+}
+
+// procGateway is a `twoway server` process with a fresh PKI in a temp dir: a
+// server certificate for 127.0.0.1, a client certificate for one identity
+// in group eng (admitted, and allowed to reach target only), a CRL.
+type procGateway struct {
+	res            *pki.InitResult
+	cli            *pki.Issued
+	dir            string
+	conf, confPath string
+	gw             *proc
+	addr           string
+}
+
+func startProcGateway(t *testing.T, client, target string) *procGateway {
+	t.Helper()
+	g := &procGateway{dir: t.TempDir()}
+	res, err := pki.Init(filepath.Join(g.dir, "pki"), pki.InitOptions{Org: "proc test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: g.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.cli, err = res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: client, Groups: []string{"eng"}, OutDir: g.dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g.res = res
+	g.conf = fmt.Sprintf(`listen = "127.0.0.1:0"
+[tls]
+cert = %q
+key = %q
+client_ca = "pki/client-ca/bundle.crt"
+crls = ["pki/client-ca/crl.pem"]
+[policy.admit]
+groups = ["eng"]
+[[policy.rule]]
+name = "echo-only"
+groups = ["eng"]
+targets = [%q]
+[control]
+socket = "off"
+`, filepath.Base(srvCert.CertFile), filepath.Base(srvCert.KeyFile), target)
+	g.confPath = filepath.Join(g.dir, "server.toml")
+	if err := os.WriteFile(g.confPath, []byte(g.conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.gw = startProc(t, "server", "-c", g.confPath)
+	g.addr = g.gw.waitLog("gateway listening", 10*time.Second, nil)["addr"].(string)
+	return g
 }
 
 // TestProcessDrain: SIGTERM lets an open forwarded stream finish.
