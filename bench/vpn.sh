@@ -13,7 +13,9 @@
 # PING_COUNT, RR_COUNT (the lab's defaults), LAB_SRC (default /work/shared/lab), OUT (where results are
 # copied; default /tmp/twoway-vpn-results-STAMP), KEEP (1: keep the lab copy), WAIT_IPERF (1: first wait,
 # up to 15 min, until no other iperf3 runs on the machine, so that two benchmarks never overlap; default 1),
-# TW_FORWARDING, TW_MTU, TW_POOL, TW_GOMAXPROCS (see bench/lab-twoway-vpn.sh). See bench/README.md, "VPN".
+# TW_FORWARDING, TW_MTU, TW_POOL, TW_GOMAXPROCS (see bench/lab-twoway-vpn.sh), LAB_PATHS (the lab's paths
+# measured before twoway, default "raw wg"; "" measures twoway alone, for quick experiments, with no
+# comparison). See bench/README.md, "VPN".
 #
 # The target of the VPN issue: twoway 1-stream >= 1.5 x wireguard-go's, and added RTT no worse.
 #
@@ -63,7 +65,7 @@ trap cleanup EXIT
 cp -r "$LAB_SRC" "$T/lab" && chmod -R u+w "$T/lab" || die "copy $LAB_SRC failed"
 
 PLUGIN="$REPO/bench/lab-twoway-vpn.sh"
-(cd "$T/lab" && PATHS="raw wg plugin:$PLUGIN" ./run-all.sh) >"$T/run-all.out"
+(cd "$T/lab" && PATHS="${LAB_PATHS-raw wg} plugin:$PLUGIN" ./run-all.sh) >"$T/run-all.out"
 rc=$?
 mkdir -p "$OUT"
 cp -r "$T/lab/results/." "$OUT/" 2>/dev/null

@@ -18,8 +18,11 @@ import (
 // only at frame boundaries (it parses the yamux frame headers going by), so
 // a header always leaves together with its body; and while the flusher is
 // busy in a Write, further frames pile up behind it and go out in one batch.
-// An idle session therefore adds no latency (the flusher writes at once) and
-// a busy one gets large records and few syscalls. The buffer is bounded by
+// An idle session therefore adds no latency and a busy one gets large
+// records and few syscalls. A small complete batch found with nobody
+// writing (a ping, an ACK, a request) is written by the Write call itself:
+// waking the flusher would cost a goroutine handoff, often an OS thread
+// wakeup, on every such packet's path. The buffer is bounded by
 // maxPending: yamux blocks in Write beyond that, which is the backpressure
 // it would get from the socket anyway.
 //
@@ -48,6 +51,7 @@ type muxConn struct {
 	boundary   int        // buf[:boundary] ends on a frame boundary; guarded by mu
 	frames     frameTracker
 	err        error // sticky write error; guarded by mu
+	writing    bool  // a Write on tc is in progress (flusher or inline); guarded by mu
 	closing    bool  // guarded by mu
 	done       chan struct{}
 	closeOnce  sync.Once
@@ -107,14 +111,16 @@ func (c *muxConn) Write(p []byte) (int, error) {
 		return n, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for len(c.buf) >= c.maxPending && c.err == nil && !c.closing {
 		c.spaceCond.Wait()
 	}
 	if c.err != nil {
-		return 0, c.err
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
 	}
 	if c.closing {
+		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
 	if c.buf == nil {
@@ -125,10 +131,76 @@ func (c *muxConn) Write(p []byte) (int, error) {
 	if c.frames.advance(p) {
 		c.boundary = len(c.buf)
 	}
+	if c.boundary > 0 && c.boundary <= inlineMax && !c.writing {
+		// A small complete batch and nobody writing: write it here
+		// rather than wake the flusher, which costs a goroutine
+		// handoff (often an OS thread wakeup) on the latency path of
+		// every ping, ACK and request. Large batches still go to the
+		// flusher, so that bulk data is encrypted while yamux queues
+		// the next frame.
+		err := c.writeBatch(c.stall)
+		c.mu.Unlock()
+		return len(p), err
+	}
 	if c.boundary > 0 || len(c.buf) >= c.maxPending {
 		c.dataCond.Signal()
 	}
+	c.mu.Unlock()
 	return len(p), nil
+}
+
+// inlineMax is the largest batch Write sends itself (see Write).
+const inlineMax = 16 << 10
+
+// writeBatch takes what may be flushed (takeBatch) and writes it to the TLS
+// connection under a deadline, from the calling goroutine: Write's for a
+// small batch, the flusher's for the rest. Called with mu held and writing
+// false; returns with mu held. The deadline is set under mu so that Close,
+// which shortens it, cannot be overtaken by a writer still using the long
+// one.
+func (c *muxConn) writeBatch(deadline time.Duration) error {
+	batch := c.takeBatch()
+	c.writing = true
+	_ = c.tc.SetWriteDeadline(time.Now().Add(deadline))
+	c.mu.Unlock()
+	_, err := c.tc.Write(batch)
+	recycle(batch)
+	c.mu.Lock()
+	c.writing = false
+	if err != nil {
+		c.err = err
+		c.spaceCond.Broadcast()
+	}
+	// The flusher may be waiting for this write to end.
+	c.dataCond.Signal()
+	return err
+}
+
+// takeBatch removes buf[:boundary], or all of buf when it may go out
+// without a frame boundary (flushable), and returns it. Called with mu.
+func (c *muxConn) takeBatch() []byte {
+	n := c.flushable()
+	batch := c.buf[:n]
+	if n < len(c.buf) {
+		// Keep the start of a frame whose end has not been written
+		// yet; it goes out with its end.
+		rest := (*batchPool.Get().(*[]byte))[:0]
+		c.buf = append(rest, c.buf[n:]...)
+	} else {
+		c.buf = nil
+	}
+	c.boundary = 0
+	c.spaceCond.Broadcast()
+	return batch
+}
+
+// recycle returns a written batch to the pool; one oversized frame should
+// not pin its buffer.
+func recycle(batch []byte) {
+	if cap(batch) <= 1<<20 {
+		batch = batch[:0]
+		batchPool.Put(&batch)
+	}
 }
 
 // flushable is how much of buf the flusher may take now. Called with mu.
@@ -147,44 +219,20 @@ func (c *muxConn) flushLoop() {
 	defer close(c.done)
 	for {
 		c.mu.Lock()
-		for c.flushable() == 0 && !c.closing && c.err == nil {
+		for (c.flushable() == 0 && !c.closing || c.writing) && c.err == nil {
 			c.dataCond.Wait()
 		}
-		n := c.flushable()
-		if c.err != nil || n == 0 {
+		if c.err != nil || c.flushable() == 0 {
 			c.mu.Unlock()
 			return
 		}
-		batch := c.buf[:n]
-		if n < len(c.buf) {
-			// Keep the start of a frame whose end has not been written
-			// yet; it goes out with its end.
-			rest := (*batchPool.Get().(*[]byte))[:0]
-			c.buf = append(rest, c.buf[n:]...)
-		} else {
-			c.buf = nil
-		}
-		c.boundary = 0
-		// The deadline is set under mu so that Close, which shortens it,
-		// cannot be overtaken by a flusher still using the long one.
 		deadline := c.stall
 		if c.closing {
 			deadline = c.closeFlush
 		}
-		_ = c.tc.SetWriteDeadline(time.Now().Add(deadline))
-		c.spaceCond.Broadcast()
+		err := c.writeBatch(deadline)
 		c.mu.Unlock()
-
-		_, err := c.tc.Write(batch)
-		if cap(batch) <= 1<<20 { // one oversized frame should not pin its buffer
-			batch = batch[:0]
-			batchPool.Put(&batch)
-		}
 		if err != nil {
-			c.mu.Lock()
-			c.err = err
-			c.spaceCond.Broadcast()
-			c.mu.Unlock()
 			return
 		}
 	}

@@ -35,19 +35,22 @@ func (c *recConn) Write(p []byte) (int, error) {
 	c.started <- struct{}{}
 	done := make(chan struct{})
 	go func() { c.gate.RLock(); c.gate.RUnlock(); close(done) }()
-	c.mu.Lock()
-	dl := c.deadline
-	c.mu.Unlock()
-	var timeout <-chan time.Time
-	if !dl.IsZero() {
-		timeout = time.After(time.Until(dl))
-	}
-	select {
-	case <-done:
-	case <-timeout:
-		return 0, os.ErrDeadlineExceeded
-	case <-c.closed:
-		return 0, net.ErrClosed
+	// Like a real connection, a deadline set while the Write is blocked
+	// applies to it.
+	for waiting := true; waiting; {
+		c.mu.Lock()
+		dl := c.deadline
+		c.mu.Unlock()
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		select {
+		case <-done:
+			waiting = false
+		case <-time.After(2 * time.Millisecond):
+		case <-c.closed:
+			return 0, net.ErrClosed
+		}
 	}
 	c.mu.Lock()
 	c.writes = append(c.writes, bytes.Clone(p))
@@ -112,11 +115,13 @@ func TestMuxConnCoalesces(t *testing.T) {
 	<-rc.wrote
 
 	// While the connection is busy, frames queue up and leave as one batch.
+	// (A small batch on an idle connection is written by the writer
+	// itself, so the first one blocks its own goroutine.)
 	rc.gate.Lock()
 	h1, b1 := frame(0, 3, []byte("first"))
 	mc.Write(h1)
-	mc.Write(b1)
-	<-rc.started // the flusher took it and is blocked in Write
+	go mc.Write(b1)
+	<-rc.started // blocked in the connection's Write
 	h2, b2 := frame(0, 5, []byte("second"))
 	h3, _ := frame(1, 5, nil)
 	mc.Write(h2)
@@ -161,7 +166,8 @@ func TestMuxConnCloseFlushes(t *testing.T) {
 	rc.gate.Lock()
 	h1, b1 := frame(0, 1, []byte("one"))
 	mc.Write(h1)
-	mc.Write(b1)
+	go mc.Write(b1) // written by this writer itself, blocked on the gate
+	<-rc.started
 	h2, b2 := frame(0, 1, []byte("bye"))
 	mc.Write(h2)
 	mc.Write(b2)
@@ -183,7 +189,8 @@ func TestMuxConnCloseFlushes(t *testing.T) {
 	rc2.gate.Lock()
 	defer rc2.gate.Unlock()
 	mc2.Write(h1)
-	mc2.Write(b1)
+	go mc2.Write(b1)
+	<-rc2.started
 	start := time.Now()
 	mc2.Close()
 	if took := time.Since(start); took > 2*time.Second {
