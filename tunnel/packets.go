@@ -126,13 +126,30 @@ func (b *packetBatch) release() {
 
 // packetReader reads framed packets from a packets stream.
 type packetReader struct {
-	br  *bufio.Reader
-	gso bool // frames carry a GSO descriptor
+	r   io.Reader
+	br  *bufio.Reader // over r
+	gso bool          // frames carry a GSO descriptor
 }
 
 // newPacketReader reads frames from r, with GSO descriptors if gso.
 func newPacketReader(r io.Reader, gso bool) *packetReader {
-	return &packetReader{br: bufio.NewReaderSize(r, packetReadBuffer), gso: gso}
+	return &packetReader{r: r, br: bufio.NewReaderSize(r, packetReadBuffer), gso: gso}
+}
+
+// readFull fills dst: from the buffer, and what the buffer does not hold
+// yet straight from the stream, so that a superpacket is not copied through
+// the buffer on its way.
+func (pr *packetReader) readFull(dst []byte) error {
+	have := pr.br.Buffered()
+	if have >= len(dst) || len(dst)-have < 4<<10 {
+		_, err := io.ReadFull(pr.br, dst)
+		return err
+	}
+	buf, _ := pr.br.Peek(have) // cannot fail: have bytes are buffered
+	k := copy(dst, buf)
+	_, _ = pr.br.Discard(k)
+	_, err := io.ReadFull(pr.r, dst[k:])
+	return err
 }
 
 // frameLen is the size of the frame header: length and, with GSO, the
@@ -164,7 +181,7 @@ func (pr *packetReader) readBatch(b *packetBatch, max int) error {
 		pb := packetBufs.Get().(*packetBuf)
 		b.held = append(b.held, pb)
 		pkt := pb.b[:tun.Offset+n]
-		if _, err := io.ReadFull(pr.br, pkt[tun.Offset+packetLenSize-fl:]); err != nil {
+		if err := pr.readFull(pkt[tun.Offset+packetLenSize-fl:]); err != nil {
 			return fmt.Errorf("%w: truncated: %w", ErrBadPacket, err)
 		}
 		b.pkts = append(b.pkts, pkt)

@@ -180,3 +180,89 @@ func TestPacketPathAllocs(t *testing.T) {
 		t.Fatal("nothing reached the LAN")
 	}
 }
+
+// chunkReader hands out its data in pieces of varying size, as a stream
+// does when frames arrive in parts.
+type chunkReader struct {
+	data []byte
+	i    int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	c.i++
+	n := min(len(p), len(c.data), 1+(c.i*7919)%9000)
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// TestPacketFramingGSO: with descriptors, superpackets framed in place
+// (writeGSO), finished packets framed with a none descriptor and queue items
+// that carry their own descriptor all come back with descriptor and bytes
+// intact, also when the stream delivers them in odd pieces.
+func TestPacketFramingGSO(t *testing.T) {
+	type item struct {
+		g   tun.GSO
+		pkt []byte
+	}
+	var want []item
+	var wire bytes.Buffer
+	for i := range 40 {
+		size := 1 + (i*7717)%tun.MaxPacketSize
+		p := bytes.Repeat([]byte{byte(i)}, size)
+		switch i % 3 {
+		case 0: // a superpacket read by ReadGSO, framed in place
+			g := tun.GSO{Kind: tun.GSOTCP, Size: uint16(1000 + i)}
+			buf := make([]byte, tun.BufferSize)
+			copy(buf[tun.Offset:], p)
+			tun.PutGSO(buf, tun.Offset, g)
+			if err := writeGSO(&wire, buf, tun.Offset, size); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, item{g, p})
+		case 1: // finished packets from an ordinary read
+			pw := packetWriter{gso: true}
+			if err := pw.writeBatch(&wire, [][]byte{p}); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, item{tun.GSO{}, p})
+		case 2: // a GSO peer's queue item, descriptor in front
+			g := tun.GSO{Kind: tun.GSOUDP, Size: 1200}
+			q := make([]byte, tun.GSOLen+size)
+			tun.PutGSO(q, tun.GSOLen, g)
+			copy(q[tun.GSOLen:], p)
+			pw := packetWriter{gso: true, described: true}
+			if err := pw.writeBatch(&wire, [][]byte{q}); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, item{g, p})
+		}
+	}
+	pr := newPacketReader(&chunkReader{data: wire.Bytes()}, true)
+	var got []item
+	for {
+		var b packetBatch
+		err := pr.readBatch(&b, 8)
+		for _, p := range b.pkts {
+			got = append(got, item{tun.GetGSO(p, tun.Offset), bytes.Clone(p[tun.Offset:])})
+		}
+		b.release()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d packets, wrote %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].g != want[i].g || !bytes.Equal(got[i].pkt, want[i].pkt) {
+			t.Fatalf("packet %d: %+v, %d bytes; want %+v, %d bytes", i, got[i].g, len(got[i].pkt), want[i].g, len(want[i].pkt))
+		}
+	}
+}
