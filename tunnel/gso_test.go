@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -44,6 +45,18 @@ func TestVPNGSOPassthrough(t *testing.T) {
 		item := tuntest.GSOPacket(tc.pkt, tc.gso)
 		vc.dev.Inbound <- item
 		expectPacket(t, gw.lan.Outbound, item, tc.name+" at the LAN")
+	}
+
+	// A burst of superpackets arrives whole and in order.
+	var burst [][]byte
+	for i := range 12 {
+		burst = append(burst, tuntest.GSOPacket(superTCP(netip.AddrPortFrom(me4, 40002), netip.AddrPortFrom(lanHost, 80), 20000+i), tun.GSO{Kind: tun.GSOTCP, Size: 1348}))
+	}
+	for _, b := range burst {
+		vc.dev.Inbound <- b
+	}
+	for i, b := range burst {
+		expectPacket(t, gw.lan.Outbound, b, fmt.Sprintf("superpacket %d of a burst", i))
 	}
 
 	// A TCP descriptor on a UDP packet: the LAN device refuses it, the
