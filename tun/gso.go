@@ -26,6 +26,9 @@ import (
 // GSOLen is the size of a GSO descriptor.
 const GSOLen = 3
 
+// MinGSOSize is the smallest segment size a superpacket may have.
+const MinGSOSize = 48
+
 // GSOKind says what a packet still needs before it is a finished packet.
 type GSOKind uint8
 
@@ -294,12 +297,17 @@ func virtioFor(pkt []byte, g GSO) (virtioHdr, error) {
 	if t.proto != want {
 		return h, fmt.Errorf("%w: %s descriptor on protocol %d", ErrBadGSO, g.Kind, t.proto)
 	}
-	if g.Size == 0 {
-		return h, fmt.Errorf("%w: segment size 0", ErrBadGSO)
+	// A tiny segment size would have the receiving kernel turn one frame
+	// into tens of thousands of packets, an amplification a peer must not
+	// get. Linux never sends TCP segments below 48 bytes (TCP_MIN_SND_MSS),
+	// so a frame becomes at most ~1,400 packets, about twice its bytes.
+	if g.Size < MinGSOSize {
+		return h, fmt.Errorf("%w: segment size %d below %d", ErrBadGSO, g.Size, MinGSOSize)
 	}
+	payload := len(pkt) - t.start - t.hdrLen
 	// One segment's worth is a plain packet with a pending checksum;
 	// kernels refuse "superpackets" of one.
-	if len(pkt)-t.start-t.hdrLen > int(g.Size) {
+	if payload > int(g.Size) {
 		h.hdrLen, h.gsoSize = uint16(t.start+t.hdrLen), g.Size
 		switch {
 		case g.Kind == GSOUDP:

@@ -168,6 +168,8 @@ func TestGSORefusals(t *testing.T) {
 		{"tcp descriptor on udp", udp, GSO{GSOTCP, 1000}},
 		{"udp descriptor on tcp", tcp, GSO{GSOUDP, 1000}},
 		{"segment size 0", tcp, GSO{GSOTCP, 0}},
+		{"tcp segments below 48 bytes", tcp, GSO{GSOTCP, 47}},
+		{"udp segments of 1 byte", udp, GSO{GSOUDP, 1}},
 		{"unknown kind", tcp, GSO{Kind: 9}},
 		{"checksum on icmp", icmp, GSO{Kind: GSOChecksum}},
 		{"ipv4 fragment", frag, GSO{GSOTCP, 1000}},
@@ -181,6 +183,9 @@ func TestGSORefusals(t *testing.T) {
 	}
 	if err := CheckGSO(icmp, GSO{}); err != nil {
 		t.Errorf("finished icmp: %v", err)
+	}
+	if err := CheckGSO(tcp, GSO{GSOTCP, 48}); err != nil {
+		t.Errorf("48-byte segments: %v", err)
 	}
 
 	for _, tc := range []struct {
