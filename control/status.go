@@ -68,7 +68,9 @@ type Session struct {
 	Serial   string   `json:"serial,omitempty"` // the peer certificate's serial, hex
 	Remote   string   `json:"remote,omitempty"`
 	// Addresses are the tunnel addresses assigned in VPN mode.
-	Addresses  []string  `json:"addresses,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
+	// GSO: VPN superpackets pass through whole on this session.
+	GSO        bool      `json:"gso,omitempty"`
 	BytesIn    uint64    `json:"bytes_in"`
 	BytesOut   uint64    `json:"bytes_out"`
 	PacketsIn  uint64    `json:"packets_in"`

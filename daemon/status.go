@@ -36,6 +36,7 @@ func sessionStatus(info tunnel.SessionInfo, now time.Time) control.Session {
 		for _, p := range info.VPN.Addresses {
 			cs.Addresses = append(cs.Addresses, p.String())
 		}
+		cs.GSO = info.GSO
 	}
 	applyStats(&cs, info.Stats)
 	return cs

@@ -612,7 +612,7 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 	cs.info = SessionInfo{
 		ID: m.Session, Version: m.Version, Local: cs.conn.LocalAddr(), Remote: cs.conn.RemoteAddr(),
 		TLS: state, Peer: cs.peer, PeerChain: cs.chain, VerifiedChain: verifiedPath(cs.chain, cs.verifier),
-		Self: m.Identity, Grants: m.Grants, VPN: m.VPN,
+		Self: m.Identity, Grants: m.Grants, VPN: m.VPN, GSO: m.VPN != nil && cs.peerCaps[capGSO],
 		PeerSoftware: m.Software, Established: time.Now(),
 	}
 	cs.vpnErr = m.VPNError

@@ -27,6 +27,9 @@ func TestVPNGSOPassthrough(t *testing.T) {
 	vc := startVPNClientOn(t, f, f.clientCreds, gw.srv.Addr().String(), tuntest.Options{Name: "tw0", GSO: true})
 	up := waitFor(t, vc.up, "VPN up")
 	me4, me6 := addrOf(up, false), addrOf(up, true)
+	if ss := gw.srv.Sessions(); len(ss) != 1 || !ss[0].GSO {
+		t.Fatalf("gateway sessions %+v: want one with GSO", ss)
+	}
 
 	// The first packet is read by the Read that was waiting before the
 	// session came up, the ordinary way; from then on reads keep
@@ -123,6 +126,9 @@ func TestVPNGSONotAgreed(t *testing.T) {
 			vc := startVPNClientOn(t, f, f.clientCreds, gw.srv.Addr().String(), tuntest.Options{Name: "tw0", GSO: true})
 			up := waitFor(t, vc.up, "VPN up")
 			me4 := addrOf(up, false)
+			if ss := gw.srv.Sessions(); len(ss) != 1 || ss[0].GSO {
+				t.Fatalf("gateway sessions %+v: want one without GSO", ss)
+			}
 			form := func(p []byte) []byte {
 				if tc.gwGSO {
 					return tuntest.GSOPacket(p, tun.GSO{}) // written with Write on a GSO-form device

@@ -60,7 +60,10 @@ type SessionInfo struct {
 	Params SessionParams
 	// VPN is the VPN configuration the gateway assigned (nil without VPN
 	// mode): the client's addresses, routes, DNS and MTU.
-	VPN          *VPNConfig
+	VPN *VPNConfig
+	// GSO says the packets stream carries superpackets whole (both sides
+	// announced capGSO; see tun.GSO).
+	GSO          bool
 	PeerSoftware string
 	Established  time.Time
 	// Stats are the session's counters when the SessionInfo was taken

@@ -196,7 +196,7 @@ func printStatus(w io.Writer, st control.Status) {
 		for _, s := range st.Sessions {
 			row := []string{
 				"  " + dash(s.Identity), dash(strings.Join(s.Groups, ",")), dash(s.Remote),
-				dash(strings.Join(s.Addresses, ",")), traffic(s.BytesIn, s.PacketsIn), traffic(s.BytesOut, s.PacketsOut),
+				addresses(s), traffic(s.BytesIn, s.PacketsIn), traffic(s.BytesOut, s.PacketsOut),
 				fmt.Sprint(s.Streams), rtt(s.RTTMillis), since(s.Since, st.Now),
 				days(s.CertDaysLeft, s.CertNotAfter), days(s.CADaysLeft, s.CANotAfter),
 			}
@@ -285,4 +285,14 @@ func days(n int, notAfter time.Time) string {
 		return fmt.Sprintf("%dd (!)", n)
 	}
 	return fmt.Sprintf("%dd", n)
+}
+
+// addresses is a session's VPN addresses, marked "(gso)" when superpackets
+// pass through whole.
+func addresses(s control.Session) string {
+	a := dash(strings.Join(s.Addresses, ","))
+	if s.GSO {
+		a += " (gso)"
+	}
+	return a
 }
