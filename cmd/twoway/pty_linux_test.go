@@ -81,6 +81,23 @@ func (tm *terminal) expect(t *testing.T, s string) {
 	}
 }
 
+// echoOff waits until the terminal no longer echoes, as a user's typing
+// would come only after the prompt has turned echo off; it fails the test
+// if echo stays on.
+func echoOff(t *testing.T, tty *os.File) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		tio, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatalf("termios: %v", err)
+		}
+		if tio.Lflag&unix.ECHO == 0 {
+			return
+		}
+	}
+	t.Fatal("the prompt did not turn terminal echo off")
+}
+
 // The CA password prompt on a real terminal: asked twice without echo, the
 // key comes out encrypted with it; a mismatch fails and writes nothing.
 func TestPasswordPromptOnTerminal(t *testing.T) {
@@ -96,11 +113,12 @@ func TestPasswordPromptOnTerminal(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		r.Close() // the child holds it now
 		tm := newTerminal(m)
 		tm.expect(t, "New password for the CA keys: ")
+		echoOff(t, r)
 		fmt.Fprintf(m, "%s\r", answers[0])
 		tm.expect(t, "Repeat: ")
+		echoOff(t, r)
 		fmt.Fprintf(m, "%s\r", answers[1])
 		err := cmd.Wait()
 		// Whatever the child printed last.
