@@ -255,7 +255,7 @@ func fromVirtio(buf []byte, offset, n int) error {
 // buf[offset:] against the packet and replaces it with the virtio-net header
 // a Linux TUN device takes.
 func toVirtio(buf []byte, offset, n int) error {
-	h, err := virtioFor(buf[offset:offset+n], GetGSO(buf, offset))
+	h, _, err := virtioFor(buf[offset:offset+n], GetGSO(buf, offset))
 	if err != nil {
 		return err
 	}
@@ -266,43 +266,44 @@ func toVirtio(buf []byte, offset, n int) error {
 // CheckGSO reports whether g fits pkt, as WriteGSO checks it: ErrBadGSO if
 // not.
 func CheckGSO(pkt []byte, g GSO) error {
-	_, err := virtioFor(pkt, g)
+	_, _, err := virtioFor(pkt, g)
 	return err
 }
 
-// virtioFor is the virtio-net header for pkt described by g. Only the kind
-// and segment size come from the descriptor; every offset comes from the
-// packet.
-func virtioFor(pkt []byte, g GSO) (virtioHdr, error) {
+// virtioFor is the virtio-net header for pkt described by g, and where its
+// transport header is (zero for GSONone). Only the kind and segment size come
+// from the descriptor; every offset comes from the packet.
+func virtioFor(pkt []byte, g GSO) (virtioHdr, l4, error) {
 	var h virtioHdr
+	var t l4
 	if g.Kind == GSONone {
-		return h, nil
+		return h, t, nil
 	}
 	if g.Kind >= numGSOKinds {
-		return h, fmt.Errorf("%w: kind %d", ErrBadGSO, g.Kind)
+		return h, t, fmt.Errorf("%w: kind %d", ErrBadGSO, g.Kind)
 	}
 	t, err := transport(pkt)
 	if err != nil {
-		return h, err
+		return h, t, err
 	}
 	h.flags = virtioFlagNeedsCsum
 	h.csumStart, h.csumOffs = uint16(t.start), uint16(t.csumField())
 	if g.Kind == GSOChecksum {
-		return h, nil
+		return h, t, nil
 	}
 	want := uint8(protoTCP)
 	if g.Kind == GSOUDP {
 		want = protoUDP
 	}
 	if t.proto != want {
-		return h, fmt.Errorf("%w: %s descriptor on protocol %d", ErrBadGSO, g.Kind, t.proto)
+		return h, t, fmt.Errorf("%w: %s descriptor on protocol %d", ErrBadGSO, g.Kind, t.proto)
 	}
 	// A tiny segment size would have the receiving kernel turn one frame
 	// into tens of thousands of packets, an amplification a peer must not
 	// get. Linux never sends TCP segments below 48 bytes (TCP_MIN_SND_MSS),
 	// so a frame becomes at most ~1,400 packets, about twice its bytes.
 	if g.Size < MinGSOSize {
-		return h, fmt.Errorf("%w: segment size %d below %d", ErrBadGSO, g.Size, MinGSOSize)
+		return h, t, fmt.Errorf("%w: segment size %d below %d", ErrBadGSO, g.Size, MinGSOSize)
 	}
 	payload := len(pkt) - t.start - t.hdrLen
 	// One segment's worth is a plain packet with a pending checksum;
@@ -318,7 +319,7 @@ func virtioFor(pkt []byte, g GSO) (virtioHdr, error) {
 			h.gsoType = virtioGSOTCPv4
 		}
 	}
-	return h, nil
+	return h, t, nil
 }
 
 // finishChecksum completes a partial checksum: the one's complement sum of

@@ -23,11 +23,11 @@ func Segment(pkt []byte, g GSO, scratch []byte, emit func([]byte)) error {
 		emit(pkt)
 		return nil
 	}
-	if err := CheckGSO(pkt, g); err != nil {
+	_, t, err := virtioFor(pkt, g) // the checks WriteGSO makes
+	if err != nil {
 		return err
 	}
-	t, _ := transport(pkt) // CheckGSO parsed it
-	pkt, err := ipLength(pkt, t)
+	pkt, err = ipLength(pkt, t)
 	if err != nil {
 		return err
 	}

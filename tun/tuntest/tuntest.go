@@ -199,14 +199,10 @@ func (d *Device) put(bufs [][]byte, sizes []int, offset, n int, p []byte) (int, 
 // Write sends a copy of each bufs[i][offset:] on Outbound, blocking while
 // Outbound is full. It returns the number of packets sent.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
-	if err := tun.CheckBuffers(bufs, offset); err != nil {
+	if err := d.beginWrite(bufs, offset); err != nil {
 		return 0, err
 	}
-	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	if d.closed() {
-		return 0, tun.ErrClosed
-	}
 	for i, b := range bufs {
 		p := b[offset:]
 		if len(p) > tun.MaxPacketSize {
@@ -266,14 +262,10 @@ func (d *Device) WriteGSO(bufs [][]byte, offset int) (int, error) {
 	if !d.gso {
 		return 0, tun.ErrUnsupported
 	}
-	if err := tun.CheckBuffers(bufs, offset); err != nil {
+	if err := d.beginWrite(bufs, offset); err != nil {
 		return 0, err
 	}
-	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	if d.closed() {
-		return 0, tun.ErrClosed
-	}
 	var errs error
 	written := 0
 	for _, b := range bufs {
@@ -294,6 +286,20 @@ func (d *Device) WriteGSO(bufs [][]byte, offset int) (int, error) {
 		return written, fmt.Errorf("tuntest: %d of %d packets: %w", len(bufs)-written, len(bufs), errs)
 	}
 	return written, nil
+}
+
+// beginWrite checks the buffers and takes writeMu, which the caller
+// releases; on error it holds nothing.
+func (d *Device) beginWrite(bufs [][]byte, offset int) error {
+	if err := tun.CheckBuffers(bufs, offset); err != nil {
+		return err
+	}
+	d.writeMu.Lock()
+	if d.closed() {
+		d.writeMu.Unlock()
+		return tun.ErrClosed
+	}
+	return nil
 }
 
 // buffer returns an empty slice with room for n bytes, recycled if possible.
