@@ -525,7 +525,8 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	}
 	hctx, hcancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer hcancel()
-	tc := tls.Client(raw, tcfg)
+	ck := &corkConn{Conn: raw}
+	tc := tls.Client(ck, tcfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		if hs.err != nil {
@@ -535,6 +536,7 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	}
 	t := c.cfg.Tuning
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
+	mc.cork = ck
 	logger := c.log.With("gateway", hs.identity, "remote", endpoint)
 	mux, err := yamux.Client(mc, t.yamuxConfig(logger))
 	if err != nil {

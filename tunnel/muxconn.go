@@ -18,6 +18,7 @@ import (
 // only at frame boundaries (it parses the yamux frame headers going by), so
 // a header always leaves together with its body; and while the flusher is
 // busy in a Write, further frames pile up behind it and go out in one batch.
+// A batch of several TLS records leaves in one syscall (corkConn).
 // An idle session therefore adds no latency and a busy one gets large
 // records and few syscalls. A small complete batch found with nobody
 // writing (a ping, an ACK, a request) is written by the Write call itself:
@@ -56,7 +57,8 @@ type muxConn struct {
 	done       chan struct{}
 	closeOnce  sync.Once
 	closeFlush time.Duration
-	direct     bool // coalescing off: Write goes straight to tc
+	direct     bool      // coalescing off: Write goes straight to tc
+	cork       *corkConn // under tc, if set: a batch of several records leaves in one syscall
 }
 
 // coalesceWrites can be switched off by benchmarks to measure what
@@ -152,6 +154,10 @@ func (c *muxConn) Write(p []byte) (int, error) {
 // inlineMax is the largest batch Write sends itself (see Write).
 const inlineMax = 16 << 10
 
+// maxRecord is the most plaintext one TLS record carries; a larger batch
+// is several records, which writeBatch sends corked.
+const maxRecord = 16 << 10
+
 // writeBatch takes what may be flushed (takeBatch) and writes it to the TLS
 // connection under a deadline, from the calling goroutine: Write's for a
 // small batch, the flusher's for the rest. Called with mu held and writing
@@ -163,7 +169,16 @@ func (c *muxConn) writeBatch(deadline time.Duration) error {
 	c.writing = true
 	_ = c.tc.SetWriteDeadline(time.Now().Add(deadline))
 	c.mu.Unlock()
-	_, err := c.tc.Write(batch)
+	var err error
+	if c.cork != nil && len(batch) > maxRecord {
+		c.cork.cork()
+		_, err = c.tc.Write(batch)
+		if uerr := c.cork.uncork(); err == nil {
+			err = uerr
+		}
+	} else {
+		_, err = c.tc.Write(batch)
+	}
 	recycle(batch)
 	c.mu.Lock()
 	c.writing = false

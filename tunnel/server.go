@@ -465,7 +465,8 @@ func (s *Server) serveConn(raw net.Conn) {
 	defer cancel()
 	remote := raw.RemoteAddr()
 	hs := &serverHandshake{}
-	tc := tls.Server(raw, serverTLSConfig(s.cfg.Credentials, hs))
+	ck := &corkConn{Conn: raw}
+	tc := tls.Server(ck, serverTLSConfig(s.cfg.Credentials, hs))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		s.refuse(classifyHandshake(remote, hs, err), nil)
@@ -477,6 +478,7 @@ func (s *Server) serveConn(raw net.Conn) {
 
 	t := s.cfg.Tuning
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
+	mc.cork = ck
 	mux, err := yamux.Server(mc, t.yamuxConfig(logger))
 	if err != nil { // only a config error; Validate prevents it
 		mc.Close()
