@@ -165,6 +165,7 @@ enable = false                  # true asks the gateway for VPN mode (needs root
 # state_dir = "/var/lib/twoway" # crash-cleanup record of what was changed
 # resolv_conf = "/etc/resolv.conf"  # written when systemd-resolved is not used
 # offload = true                # kernel segmentation offloads: superpackets pass through whole (Linux)
+# persist = false               # true: keep address, routes, DNS while reconnecting (kill switch)
 
 # SOCKS5 proxies of dynamic forwards (type = "dynamic", -D) accept anyone
 # who can reach them unless a user is set: then the RFC 1929 user name and

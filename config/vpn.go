@@ -89,6 +89,11 @@ type ClientVPN struct {
 	// offloads (Linux): superpackets, batched reads, GSO passthrough.
 	// Default true; false is for kernels that mishandle them.
 	Offload *bool `toml:"offload"`
+	// Persist keeps the address, routes and DNS between sessions, so that
+	// while the client reconnects nothing meant for the tunnel leaves
+	// outside it (a kill switch for a full tunnel). Default false: they
+	// are undone when a session ends and applied again with the next.
+	Persist bool `toml:"persist"`
 }
 
 // OffloadOn reports the offload setting, default true.

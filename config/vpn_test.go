@@ -46,20 +46,29 @@ prefixes = ["198.18.100.128/26"]
 	}
 
 	cliPath := filepath.Join(dir, "client.toml")
-	os.WriteFile(cliPath, []byte(`servers = ["gw.corp.example:8443"]
+	client := func(vpn string) {
+		os.WriteFile(cliPath, []byte(`servers = ["gw.corp.example:8443"]
 [tls]
 cert = "alice.crt"
 key = "alice.key"
 server_ca = "pki/server-ca/bundle.crt"
 [vpn]
 enable = true
-resolv_conf = "resolv.conf"
-`), 0o600)
+`+vpn), 0o600)
+	}
+	client("resolv_conf = \"resolv.conf\"\n")
 	c, err := LoadClient(cliPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.VPN.Enable || c.VPN.ResolvConf != filepath.Join(dir, "resolv.conf") || c.VPN.StateDir != DefaultStateDir {
+	if !c.VPN.Enable || c.VPN.ResolvConf != filepath.Join(dir, "resolv.conf") || c.VPN.StateDir != DefaultStateDir || c.VPN.Persist || !c.VPN.OffloadOn() {
 		t.Errorf("client vpn: %+v", c.VPN)
+	}
+	client("persist = true\noffload = false\n")
+	if c, err = LoadClient(cliPath); err != nil {
+		t.Fatal(err)
+	}
+	if !c.VPN.Persist || c.VPN.OffloadOn() {
+		t.Errorf("client vpn persist/offload: %+v", c.VPN)
 	}
 }

@@ -329,6 +329,18 @@ func (p *proc) waitLine(t *testing.T, after int, subs ...string) (string, int) {
 	}
 }
 
+// has reports whether a line after the first after contains sub.
+func (p *proc) has(after int, sub string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines[min(after, len(p.lines)):] {
+		if strings.Contains(l, sub) {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *proc) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -516,7 +528,8 @@ resolv_conf = %[3]q
 	}
 	aliceConf, aliceResolv := clientConf("alice", "198.19.1.1:8443")
 	// Bob's device has no offloads: the gateway cuts superpackets for him.
-	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443", "offload = false")
+	// And he keeps his configuration while reconnecting (persist).
+	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443", "offload = false", "persist = true")
 
 	source := startRole(t, tp.corp, "source", ":9000", ":9001")
 	source.waitLine(t, 0, "source ready")
@@ -625,9 +638,27 @@ resolv_conf = %[3]q
 		n, nb := alice.count(), bob.count()
 		gw.stop(t)
 		alice.waitLine(t, n, "VPN down")
+		bob.waitLine(t, nb, "VPN down", "configuration kept")
+		// While the gateway is away, alice's routes are gone and bob's
+		// (persist) still lead into his tunnel, and his DNS stays.
+		if r := routes(t, tp.c1); strings.Contains(r, "198.18.0.0/24") {
+			t.Errorf("alice's corp route outlived her session:\n%s", r)
+		}
+		if r := routes(t, tp.c2); !strings.Contains(r, "198.18.0.0/24 dev tw0") || !strings.Contains(r, "2001:db8:1::/64 dev tw0") {
+			t.Errorf("bob's corp routes were not kept while reconnecting:\n%s", r)
+		}
+		if b, _ := os.ReadFile(bobResolv); string(b) == origResolv {
+			t.Error("bob's DNS was undone while reconnecting")
+		}
 		gw = startRole(top, tp.gw, "server", serverConf)
 		alice.waitLine(t, n, "VPN up")
 		bob.waitLine(t, nb, "VPN up")
+		if bob.has(nb, "replacing the kept one") {
+			t.Error("bob's kept configuration was replaced by the same one")
+		}
+		if err := ping(tp.c2, "198.18.0.10"); err != nil {
+			t.Fatalf("bob after the restart: %v", err)
+		}
 		if got := tunAddrs(t, tp.c1, "tw0"); strings.Join(got, " ") != strings.Join(aliceAddrs, " ") {
 			t.Fatalf("addresses after the restart %v, before %v", got, aliceAddrs)
 		}

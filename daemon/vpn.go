@@ -122,5 +122,5 @@ func openClientVPN(v *config.ClientVPN, hooks ClientHooks, logger *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("vpn: open TUN device: %w", err)
 	}
-	return &tunnel.ClientVPN{Device: dev, Configurator: conf, OnUp: hooks.OnVPNUp, OnDown: hooks.OnVPNDown}, nil
+	return &tunnel.ClientVPN{Device: dev, Configurator: conf, OnUp: hooks.OnVPNUp, OnDown: hooks.OnVPNDown, Persist: v.Persist}, nil
 }

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -136,6 +138,8 @@ type Client struct {
 
 	link    atomic.Pointer[clientLink] // the current session's VPN, if up
 	runDone chan struct{}              // closed when run has returned
+	keptMu  sync.Mutex
+	kept    *appliedConfig // between sessions with VPN.Persist; guarded by keptMu
 
 	mu       sync.Mutex
 	cur      *clientSession            // the session new streams use; guarded by mu
@@ -312,7 +316,10 @@ func (c *Client) Wait() error {
 func (c *Client) run() {
 	backoff := c.cfg.BackoffMin
 	var link *clientLink
-	defer func() { c.vpnDown(link) }()
+	defer func() {
+		c.vpnDown(link)
+		c.undoConfig(c.takeKept())
+	}()
 	for {
 		cs, err := c.connectAny()
 		if err != nil {
@@ -503,6 +510,16 @@ func (e *HelloError) Is(target error) bool {
 	return false
 }
 
+// beforeDial runs for each address the gateway's name resolves to, just
+// before connecting: a kept VPN configuration that would swallow the dial
+// goes first.
+func (c *Client) beforeDial(_ context.Context, _, address string, _ syscall.RawConn) error {
+	if ap, err := netip.ParseAddrPort(address); err == nil && c.cfg.VPN != nil {
+		c.releaseKeptFor(ap.Addr())
+	}
+	return nil
+}
+
 // connect dials one endpoint, verifies the gateway and says hello.
 func (c *Client) connect(endpoint string) (*clientSession, error) {
 	host, _, _ := net.SplitHostPort(endpoint)
@@ -512,7 +529,7 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout+c.cfg.HandshakeTimeout)
 	defer cancel()
-	d := net.Dialer{Timeout: c.cfg.DialTimeout}
+	d := net.Dialer{Timeout: c.cfg.DialTimeout, ControlContext: c.beforeDial}
 	raw, err := d.DialContext(ctx, "tcp", endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", endpoint, err)

@@ -330,8 +330,19 @@ type ClientVPN struct {
 	// its packets stream open. It must not block.
 	OnUp func(tun.Config)
 	// OnDown, if set, is called after a session's VPN was torn down and
-	// its configuration undone. It must not block.
+	// its configuration undone (or kept, with Persist). It must not block.
 	OnDown func()
+	// Persist keeps the device's configuration (addresses, routes, DNS)
+	// from one session to the next instead of undoing it when a session
+	// ends: while the client reconnects, packets for the tunnel's routes
+	// are dropped rather than leaving by the routes underneath (for a
+	// full tunnel: nothing leaves outside it, a kill switch), and a
+	// reconnect that gets the same configuration changes nothing on the
+	// host. A different configuration replaces the kept one; Stop undoes
+	// it. When the next gateway to dial is itself inside the kept routes
+	// (another endpoint of a full tunnel), the kept configuration is
+	// undone first, or the dial would go into the tunnel.
+	Persist bool
 }
 
 // Configurator applies a tun.Config to a device; tun.Configurator
@@ -346,8 +357,36 @@ type clientLink struct {
 	st   *yamux.Stream
 	gso  bool      // frames carry GSO descriptors (both sides announced capGSO)
 	ctr  *counters // the session's, for packets sent
-	undo func() error
+	conf *appliedConfig
 	done chan struct{} // closed when the stream-to-device goroutine returned
+}
+
+// appliedConfig is a configuration applied to the device and how to undo
+// it.
+type appliedConfig struct {
+	cfg  tun.Config
+	undo func() error
+}
+
+// blocks reports whether a dial to addr would go into the tunnel: a route
+// of the configuration covers it and it is not bypassed.
+func (a *appliedConfig) blocks(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	if slices.Contains(a.cfg.Bypass, addr) {
+		return false
+	}
+	for _, r := range a.cfg.Routes {
+		if r.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameConfig reports whether two device configurations are the same.
+func sameConfig(a, b tun.Config) bool {
+	return a.MTU == b.MTU && slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.Routes, b.Routes) &&
+		slices.Equal(a.Bypass, b.Bypass) && slices.Equal(a.DNS, b.DNS) && slices.Equal(a.SearchDomains, b.SearchDomains)
 }
 
 // readDevice is the one reader of the client's TUN device: each batch goes
@@ -438,26 +477,32 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 		cs.log.Error("gateway pushed an unusable VPN configuration", "err", err)
 		return nil
 	}
-	undo := func() error { return nil }
-	if v.Configurator != nil {
-		name, err := v.Device.Name()
-		if err == nil {
-			undo, err = v.Configurator.Apply(c.ctx, name, tc)
-		}
-		if err != nil {
-			cs.log.Error("cannot configure the TUN device", "err", err)
-			return nil
+	conf := c.takeKept()
+	if conf != nil && !sameConfig(conf.cfg, tc) {
+		cs.log.Info("the gateway pushed a different VPN configuration; replacing the kept one")
+		c.undoConfig(conf)
+		conf = nil
+	}
+	if conf == nil {
+		conf = &appliedConfig{cfg: tc, undo: func() error { return nil }}
+		if v.Configurator != nil {
+			name, err := v.Device.Name()
+			if err == nil {
+				conf.undo, err = v.Configurator.Apply(c.ctx, name, tc)
+			}
+			if err != nil {
+				cs.log.Error("cannot configure the TUN device", "err", err)
+				return nil
+			}
 		}
 	}
 	st, err := cs.openPackets()
 	if err != nil {
-		if uerr := undo(); uerr != nil {
-			cs.log.Warn("undoing the TUN configuration", "err", uerr)
-		}
+		c.releaseConfig(conf)
 		cs.log.Error("gateway refused the packets stream", "err", err)
 		return nil
 	}
-	l := &clientLink{st: st, gso: cs.peerCaps[capGSO], ctr: &cs.ctr, undo: undo, done: make(chan struct{})}
+	l := &clientLink{st: st, gso: cs.peerCaps[capGSO], ctr: &cs.ctr, conf: conf, done: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -490,7 +535,9 @@ func clientTunConfig(pushed *VPNConfig, gateway netip.Addr) tun.Config {
 	return tc
 }
 
-// vpnDown stops the packets of l's session and undoes its configuration.
+// vpnDown stops the packets of l's session and undoes its configuration,
+// or keeps it for the next session (ClientVPN.Persist) unless the client
+// is stopping.
 func (c *Client) vpnDown(l *clientLink) {
 	if l == nil {
 		return
@@ -499,12 +546,60 @@ func (c *Client) vpnDown(l *clientLink) {
 	_ = l.st.SetReadDeadline(time.Now())
 	_ = l.st.Close()
 	<-l.done
-	if err := l.undo(); err != nil {
-		c.log.Warn("undoing the TUN configuration", "err", err)
+	if c.releaseConfig(l.conf) {
+		c.log.Info("VPN down; configuration kept until the next session: packets for the tunnel are dropped meanwhile")
+	} else {
+		c.log.Info("VPN down")
 	}
-	c.log.Info("VPN down")
 	if c.cfg.VPN.OnDown != nil {
 		c.cfg.VPN.OnDown()
+	}
+}
+
+// releaseConfig is the end of a session's use of conf: it is kept for the
+// next session (and true returned) with Persist while the client runs,
+// else undone.
+func (c *Client) releaseConfig(conf *appliedConfig) bool {
+	if c.cfg.VPN.Persist && c.ctx.Err() == nil {
+		c.keptMu.Lock()
+		c.kept = conf
+		c.keptMu.Unlock()
+		return true
+	}
+	c.undoConfig(conf)
+	return false
+}
+
+// takeKept removes and returns the kept configuration, if any.
+func (c *Client) takeKept() *appliedConfig {
+	c.keptMu.Lock()
+	defer c.keptMu.Unlock()
+	conf := c.kept
+	c.kept = nil
+	return conf
+}
+
+// releaseKeptFor undoes the kept configuration when a dial to addr would
+// go into the tunnel it routes to, where nothing answers until a session
+// is up. It runs in the dialer (net.Dialer.ControlContext), possibly for
+// several addresses at once.
+func (c *Client) releaseKeptFor(addr netip.Addr) {
+	c.keptMu.Lock()
+	defer c.keptMu.Unlock()
+	if c.kept == nil || !c.kept.blocks(addr) {
+		return
+	}
+	c.log.Warn("undoing the kept VPN configuration: the gateway to dial is inside its routes", "gateway", addr)
+	c.undoConfig(c.kept)
+	c.kept = nil
+}
+
+func (c *Client) undoConfig(conf *appliedConfig) {
+	if conf == nil {
+		return
+	}
+	if err := conf.undo(); err != nil {
+		c.log.Warn("undoing the TUN configuration", "err", err)
 	}
 }
 
