@@ -24,6 +24,7 @@ import (
 
 	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/daemon"
+	"github.com/twoway/twoway/lan"
 	"github.com/twoway/twoway/pki/pkitest"
 )
 
@@ -210,6 +211,7 @@ func serveSource(ln net.Listener) {
 		if err != nil {
 			return
 		}
+		fmt.Fprintln(os.Stderr, "source: connection from", c.RemoteAddr())
 		go func() {
 			defer c.Close()
 			var req [8]byte
@@ -433,8 +435,9 @@ func routes(t *testing.T, ns string) string {
 // TestNetnsVPN is the whole story: ping and TCP through the tunnel over
 // IPv4 and IPv6 with NAT to the LAN, a port forward on the same client,
 // policy per packet, anti-spoofing, two clients without client-to-client,
-// a gateway restart that keeps addresses, and a client that restores
-// routes and DNS when it exits or after it crashed.
+// a gateway restart that keeps addresses (and a client with persist that
+// keeps its routes meanwhile), routed forwarding without NAT, and a client
+// that restores routes and DNS when it exits or after it crashed.
 func TestNetnsVPN(t *testing.T) {
 	if testing.Short() {
 		t.Skip("network namespace test skipped with -short")
@@ -469,7 +472,7 @@ func TestNetnsVPN(t *testing.T) {
 		writeFile(t, filepath.Join(dir, name+".key"), string(pkitest.KeyPEM(t, l.Key)))
 	}
 
-	serverConf := writeFile(t, filepath.Join(dir, "server.toml"), `listen = ":8443"
+	serverText := `listen = ":8443"
 [tls]
 cert = "gw.crt"
 key = "gw.key"
@@ -498,7 +501,8 @@ mtu = 1400
 forwarding = "nat"
 lan_interface = "lan0"
 state_dir = "gwstate"
-`)
+`
+	serverConf := writeFile(t, filepath.Join(dir, "server.toml"), serverText)
 	origResolv := "nameserver 198.18.0.1\n"
 	clientConf := func(name, server string, extra ...string) (string, string) {
 		resolv := writeFile(t, filepath.Join(dir, name+"-resolv.conf"), origResolv)
@@ -664,6 +668,32 @@ resolv_conf = %[3]q
 		}
 		if err := ping(tp.c1, "198.18.0.10"); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("routed", func(t *testing.T) {
+		// The LAN knows the pools' routes (via the gateway), so the
+		// gateway forwards without NAT: the corporate host sees the
+		// clients' own addresses, and no nftables table is made.
+		run(t, "ip", "-n", tp.corp, "route", "add", "198.18.100.0/24", "via", "198.18.0.1")
+		run(t, "ip", "-n", tp.corp, "-6", "route", "add", "2001:db8:100::/64", "via", "2001:db8:1::1")
+		routedConf := writeFile(t, filepath.Join(dir, "server-routed.toml"),
+			strings.Replace(serverText, `forwarding = "nat"`, `forwarding = "routed"`, 1))
+		n := alice.count()
+		gw.stop(t)
+		gw = startRole(top, tp.gw, "server", routedConf)
+		alice.waitLine(t, n, "VPN up")
+		if gw.has(0, "masquerading") {
+			t.Error("the routed gateway set up masquerading")
+		}
+		if out, err := try("ip", "netns", "exec", tp.gw, "nft", "list", "tables"); err == nil && strings.Contains(out, lan.TableName) {
+			t.Errorf("nftables table %q in the routed gateway's namespace:\n%s", lan.TableName, out)
+		}
+		for i, addr := range []string{"198.18.0.10:9000", "[2001:db8:1::10]:9000"} {
+			ns := source.count()
+			checkFetch(tp.c1, addr, 16<<20)
+			own, _, _ := strings.Cut(aliceAddrs[i], "/")
+			source.waitLine(t, ns, "source: connection from "+net.JoinHostPort(own, ""))
 		}
 	})
 
