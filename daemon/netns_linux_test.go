@@ -24,6 +24,7 @@ import (
 
 	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/daemon"
+	"github.com/twoway/twoway/internal/nstest"
 	"github.com/twoway/twoway/lan"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -39,47 +40,6 @@ import (
 // the gateway namespace and DNS goes to temp resolv.conf files.
 
 const roleEnv = "TWOWAY_DAEMON_TEST_ROLE"
-
-// userNSEnv marks the test re-run in a user namespace (rerunAsNamespaceRoot).
-const userNSEnv = "TWOWAY_DAEMON_TEST_USERNS"
-
-// rerunAsNamespaceRoot runs TestNetnsVPN again for a user without root: in
-// a new user namespace where it is root, with its own mount namespace (for
-// "ip netns add") and network namespace, so that the namespaces, devices
-// and rules it creates belong to it alone. It skips, saying why, where
-// unprivileged user namespaces are off or /dev/net/tun is not open to the
-// user.
-func rerunAsNamespaceRoot(t *testing.T) {
-	if f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0); err != nil {
-		t.Skipf("needs root, or /dev/net/tun open to this user for a user namespace: %v", err)
-	} else {
-		f.Close()
-	}
-	args := []string{"-test.run=^TestNetnsVPN$", "-test.count=1", "-test.timeout=10m"}
-	if testing.Verbose() {
-		args = append(args, "-test.v")
-	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), userNSEnv+"=1")
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-	}
-	if err := cmd.Start(); err != nil {
-		t.Skipf("needs root, or unprivileged user namespaces: %v", err)
-	}
-	err := cmd.Wait()
-	t.Logf("re-run as root of a new user namespace:\n%s", out.String())
-	if err != nil {
-		t.Fatalf("TestNetnsVPN in a user namespace: %v", err)
-	}
-	if strings.Contains(out.String(), "--- SKIP") && !strings.Contains(out.String(), "--- PASS") {
-		t.Skip("skipped in the user namespace (see the log)")
-	}
-}
 
 // privateRun gives the re-run a /run of its own: "ip netns add" keeps its
 // namespaces under /run/netns, which a user namespace may not write. The
@@ -446,10 +406,15 @@ func TestNetnsVPN(t *testing.T) {
 		t.Skip("needs the ip command (iproute2)")
 	}
 	if os.Geteuid() != 0 {
-		rerunAsNamespaceRoot(t)
+		// As root of a new user namespace, with a mount namespace of its
+		// own for "ip netns add" (privateRun).
+		if err := nstest.CanOpenTUN(); err != nil {
+			t.Skipf("needs root, or /dev/net/tun open to this user for a user namespace: %v", err)
+		}
+		nstest.Rerun(t, "TestNetnsVPN", syscall.CLONE_NEWUSER|syscall.CLONE_NEWNS|syscall.CLONE_NEWNET)
 		return
 	}
-	if os.Getenv(userNSEnv) != "" {
+	if nstest.Inside() {
 		privateRun(t)
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {

@@ -5,18 +5,27 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
+
+	"github.com/twoway/twoway/internal/nstest"
 )
 
 // inNewNetns runs f on a thread moved into a fresh network namespace, so
-// that nothing of the host's firewall or sysctls is touched.
+// that nothing of the host's firewall or sysctls is touched. Without root,
+// it re-runs the calling test in a new user namespace instead, where f then
+// runs as root; a test using it must be nothing but the call.
 func inNewNetns(t *testing.T, f func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace (the netns tests in tunnel/ re-exec under unshare instead)")
+		// Root of a new user namespace may make network namespaces and
+		// nftables tables in them.
+		// The test is the whole closure, so the re-run is the test.
+		nstest.Rerun(t, t.Name(), syscall.CLONE_NEWUSER|syscall.CLONE_NEWNET)
+		return
 	}
 	runtime.LockOSThread()
 	orig, err := netns.Get()

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/twoway/twoway/internal/nstest"
 	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tun/tuntest"
 )
@@ -31,14 +31,12 @@ import (
 // touches the host's interfaces, routes or DNS; addresses come from
 // 198.18.0.0/15 and 2001:db8::/32 only, and the resolv.conf is a temp file.
 
-const netnsChildEnv = "TWOWAY_TUN_NETNS_CHILD"
-
 // waitLimit bounds every wait for the kernel; it only matters when a test is
 // failing anyway.
 const waitLimit = 10 * time.Second
 
 func TestNetns(t *testing.T) {
-	if os.Getenv(netnsChildEnv) == "" {
+	if !nstest.Inside() {
 		runInNewNetns(t)
 		return
 	}
@@ -62,50 +60,11 @@ func runInNewNetns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("network namespace tests are skipped with -short")
 	}
-	args := []string{"-test.run=^TestNetns$", "-test.count=1", "-test.timeout=5m"}
-	if testing.Verbose() {
-		args = append(args, "-test.v")
+	flags := uintptr(syscall.CLONE_NEWNET)
+	if os.Geteuid() != 0 {
+		flags |= syscall.CLONE_NEWUSER
 	}
-	attempts := []struct {
-		how  string
-		attr *syscall.SysProcAttr
-	}{{
-		how: "user namespace",
-		attr: &syscall.SysProcAttr{
-			Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-		},
-	}}
-	if os.Geteuid() == 0 {
-		attempts = append([]struct {
-			how  string
-			attr *syscall.SysProcAttr
-		}{{how: "root", attr: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}}}, attempts...)
-	}
-	var startErrs []string
-	for _, a := range attempts {
-		var out bytes.Buffer
-		cmd := exec.Command(os.Args[0], args...)
-		cmd.Env = append(os.Environ(), netnsChildEnv+"=1")
-		cmd.Stdout, cmd.Stderr = &out, &out
-		cmd.SysProcAttr = a.attr
-		if err := cmd.Start(); err != nil {
-			startErrs = append(startErrs, fmt.Sprintf("%s: %v", a.how, err))
-			continue
-		}
-		err := cmd.Wait()
-		t.Logf("in a new network namespace (%s):\n%s", a.how, out.String())
-		if err != nil {
-			t.Fatalf("network namespace tests failed: %v", err)
-		}
-		if strings.Contains(out.String(), "--- SKIP") && !strings.Contains(out.String(), "--- PASS") {
-			t.Skip("skipped in the namespace")
-		}
-		return
-	}
-	t.Skipf("cannot create a network namespace (%s); run as root or enable unprivileged user namespaces",
-		strings.Join(startErrs, "; "))
+	nstest.Rerun(t, "TestNetns", flags)
 }
 
 // requireFreshNetns refuses to go on unless this process is in a namespace
