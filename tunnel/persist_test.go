@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tun/tuntest"
@@ -70,15 +71,38 @@ func TestVPNPersist(t *testing.T) {
 	}
 }
 
-// TestVPNPersistStopWhileReconnecting: a configuration kept while the
-// client reconnects is undone by Stop.
-func TestVPNPersistStopWhileReconnecting(t *testing.T) {
+// TestVPNPersistFailsClosed: a configuration kept while the client
+// reconnects stays in place through a session without VPN (a gateway that
+// no longer offers it), and is undone by Stop.
+func TestVPNPersistFailsClosed(t *testing.T) {
 	f := newFixture(t)
 	gw := startVPNGateway(t, f, nil, false, "", "")
-	alice := startPersistentClient(t, f, gw.srv.Addr().String())
+	addr := gw.srv.Addr().String()
+	alice := startPersistentClient(t, f, addr)
 	waitFor(t, alice.up, "alice up")
 	gw.srv.Stop()
 	waitFor(t, alice.down, "alice's VPN down")
+
+	cfg := f.serverConfig(nil)
+	cfg.Listen = addr
+	startServer(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cs, err := alice.c.session(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs.info.VPN == nil {
+			break // the session at the gateway without VPN
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no session at the gateway without VPN")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if applied, undone, active := alice.conf.state(); applied != 1 || undone != 0 || !active {
+		t.Fatalf("at a gateway without VPN: %d applies, %d undos, active %v; want the configuration kept", applied, undone, active)
+	}
 	alice.c.Stop()
 	if applied, undone, active := alice.conf.state(); applied != 1 || undone != 1 || active {
 		t.Fatalf("after Stop: %d applies, %d undos, active %v", applied, undone, active)

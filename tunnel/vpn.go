@@ -466,6 +466,7 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 			msg = "gateway assigned no VPN address: " + cs.vpnErr
 		}
 		cs.log.Error("VPN not available; port forwards still work", "reason", msg)
+		c.noteKept(cs)
 		return nil
 	}
 	var gateway netip.Addr
@@ -475,6 +476,7 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 	tc := clientTunConfig(pushed, gateway)
 	if err := tc.Validate(); err != nil {
 		cs.log.Error("gateway pushed an unusable VPN configuration", "err", err)
+		c.noteKept(cs)
 		return nil
 	}
 	conf := c.takeKept()
@@ -568,6 +570,17 @@ func (c *Client) releaseConfig(conf *appliedConfig) bool {
 	}
 	c.undoConfig(conf)
 	return false
+}
+
+// noteKept says, for a session without VPN, that a kept configuration
+// stays: the client fails closed until a session brings the VPN back.
+func (c *Client) noteKept(cs *clientSession) {
+	c.keptMu.Lock()
+	kept := c.kept != nil
+	c.keptMu.Unlock()
+	if kept {
+		cs.log.Warn("the kept VPN configuration stays in place: packets for the tunnel are dropped until a session with VPN")
+	}
 }
 
 // takeKept removes and returns the kept configuration, if any.
