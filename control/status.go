@@ -46,8 +46,18 @@ type Status struct {
 	Sessions []Session `json:"sessions"`
 	// Forwards are a client's configured forwards.
 	Forwards []Forward `json:"forwards,omitempty"`
+	// KeptVPN is the VPN configuration a client with [vpn] persist keeps
+	// in place while it has no session: packets for the tunnel are dropped
+	// until one is back.
+	KeptVPN *KeptVPN `json:"kept_vpn,omitempty"`
 	// Totals are daemon-wide counters, including sessions that have ended.
 	Totals Totals `json:"totals"`
+}
+
+// KeptVPN is a device configuration kept between sessions.
+type KeptVPN struct {
+	Addresses []string `json:"addresses"`
+	Routes    []string `json:"routes"`
 }
 
 // Uptime is how long the daemon had been running when the snapshot was

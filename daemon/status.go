@@ -4,6 +4,7 @@ package daemon
 // running gateway or client in the control package's form.
 
 import (
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -33,9 +34,7 @@ func sessionStatus(info tunnel.SessionInfo, now time.Time) control.Session {
 	}
 	cs.Since = info.Established
 	if info.VPN != nil {
-		for _, p := range info.VPN.Addresses {
-			cs.Addresses = append(cs.Addresses, p.String())
-		}
+		cs.Addresses = stringsOf(info.VPN.Addresses)
 		cs.GSO = info.GSO
 	}
 	applyStats(&cs, info.Stats)
@@ -166,6 +165,9 @@ func (c *clientState) status(tc *tunnel.Client, creds expiry.Credentials) contro
 		cs.LastError = c.lastErr
 		st.Sessions = append(st.Sessions, cs)
 	}
+	if kept, ok := tc.KeptVPN(); ok {
+		st.KeptVPN = &control.KeptVPN{Addresses: stringsOf(kept.Addresses), Routes: stringsOf(kept.Routes)}
+	}
 	rfail := make(map[string]string, len(c.rfail))
 	for k, v := range c.rfail {
 		rfail[k] = v
@@ -204,4 +206,13 @@ func applyStats(cs *control.Session, st tunnel.SessionStats) {
 	if st.RTT > 0 {
 		cs.RTTMillis = float64(st.RTT) / float64(time.Millisecond)
 	}
+}
+
+// stringsOf formats each element with its String method.
+func stringsOf[T fmt.Stringer](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
+	}
+	return out
 }

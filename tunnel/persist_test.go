@@ -35,6 +35,9 @@ func TestVPNPersist(t *testing.T) {
 	if applied, undone, active := alice.conf.state(); applied != 1 || undone != 0 || !active {
 		t.Fatalf("while reconnecting: %d applies, %d undos, active %v; want the configuration kept", applied, undone, active)
 	}
+	if kept, ok := alice.c.KeptVPN(); !ok || !sameConfig(kept, first) {
+		t.Fatalf("KeptVPN while reconnecting: %+v, %v; want %+v", kept, ok, first)
+	}
 
 	// Same gateway, same lease: the kept configuration is used as it is.
 	gw2 := startVPNGateway(t, f, nil, false, state, addr)
@@ -44,6 +47,9 @@ func TestVPNPersist(t *testing.T) {
 	}
 	if applied, undone, _ := alice.conf.state(); applied != 1 || undone != 0 {
 		t.Fatalf("same configuration: %d applies, %d undos; want 1, 0", applied, undone)
+	}
+	if _, ok := alice.c.KeptVPN(); ok {
+		t.Fatal("KeptVPN reports a kept configuration while the session uses it")
 	}
 	ping := tuntest.ICMPEcho(addrOf(second, false), lanHost, 9, 9, nil)
 	alice.dev.Inbound <- ping

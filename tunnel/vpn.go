@@ -583,6 +583,17 @@ func (c *Client) noteKept(cs *clientSession) {
 	}
 }
 
+// KeptVPN is the configuration kept on the device between sessions
+// (ClientVPN.Persist), if there is one now.
+func (c *Client) KeptVPN() (tun.Config, bool) {
+	c.keptMu.Lock()
+	defer c.keptMu.Unlock()
+	if c.kept == nil {
+		return tun.Config{}, false
+	}
+	return c.kept.cfg, true
+}
+
 // takeKept removes and returns the kept configuration, if any.
 func (c *Client) takeKept() *appliedConfig {
 	c.keptMu.Lock()

@@ -161,6 +161,10 @@ func printStatus(w io.Writer, st control.Status) {
 	if st.Endpoint != "" {
 		fmt.Fprintf(w, "gateway %s\n", st.Endpoint)
 	}
+	if k := st.KeptVPN; k != nil {
+		fmt.Fprintf(w, "VPN configuration kept while reconnecting (persist): addresses %s, routes %s; packets for the tunnel are dropped\n",
+			strings.Join(k.Addresses, " "), strings.Join(k.Routes, " "))
+	}
 	t := st.Totals
 	line := fmt.Sprintf("traffic: in %s, out %s, streams opened %d", traffic(t.BytesIn, t.PacketsIn), traffic(t.BytesOut, t.PacketsOut), t.StreamsOpened)
 	if len(t.Dropped) > 0 {

@@ -150,6 +150,28 @@ func TestStatusClientTable(t *testing.T) {
 			t.Errorf("output does not match %s:\n%s", re, out)
 		}
 	}
+	if strings.Contains(out, "kept") {
+		t.Errorf("a kept VPN configuration shown without one:\n%s", out)
+	}
+
+	// Reconnecting with [vpn] persist: no session, the configuration kept.
+	st.Sessions = []control.Session{}
+	st.KeptVPN = &control.KeptVPN{Addresses: []string{"198.18.100.2/24", "2001:db8:100::2/64"}, Routes: []string{"0.0.0.0/0"}}
+	path = startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: st})
+	out, err = runCLI(t, "status", "--socket", path, "--role", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if re := `(?m)^VPN configuration kept while reconnecting \(persist\): addresses 198\.18\.100\.2/24 2001:db8:100::2/64, routes 0\.0\.0\.0/0; packets for the tunnel are dropped$`; !regexp.MustCompile(re).MatchString(out) {
+		t.Errorf("output does not match %s:\n%s", re, out)
+	}
+	out, err = runCLI(t, "status", "--socket", path, "--role", "client", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"kept_vpn": {`) || !strings.Contains(out, `"routes": [`) {
+		t.Errorf("--json lacks kept_vpn:\n%s", out)
+	}
 }
 
 func TestStatusJSON(t *testing.T) {
