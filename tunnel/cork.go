@@ -19,17 +19,14 @@ type corkConn struct {
 	net.Conn
 	mu     sync.Mutex
 	corked bool
-	buf    *[]byte // collected records while corked; from corkPool
+	buf    []byte // collected records while corked; from batchPool, so an idle session keeps none
 }
-
-// corkPool holds the buffers of corked batches; an idle session keeps none.
-var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
 
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.corked {
-		*c.buf = append(*c.buf, p...)
+		c.buf = append(c.buf, p...)
 		return len(p), nil
 	}
 	return c.Conn.Write(p)
@@ -40,7 +37,7 @@ func (c *corkConn) cork() {
 	c.mu.Lock()
 	c.corked = true
 	if c.buf == nil {
-		c.buf = corkPool.Get().(*[]byte)
+		c.buf = (*batchPool.Get().(*[]byte))[:0]
 	}
 	c.mu.Unlock()
 }
@@ -57,12 +54,9 @@ func (c *corkConn) uncork() error {
 		return nil
 	}
 	var err error
-	if len(*b) > 0 {
-		_, err = c.Conn.Write(*b)
+	if len(b) > 0 {
+		_, err = c.Conn.Write(b)
 	}
-	if cap(*b) <= 1<<20 {
-		*b = (*b)[:0]
-		corkPool.Put(b)
-	}
+	recycle(b)
 	return err
 }
