@@ -3,6 +3,7 @@ package tunnel
 import (
 	"encoding/binary"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,14 @@ func newMuxConn(tc, raw net.Conn, stall time.Duration, maxPending int) *muxConn 
 }
 
 func (c *muxConn) Read(p []byte) (int, error) {
+	// Yield first. The caller is yamux's receive loop, which has usually
+	// just handed a frame to a stream's reader: a channel send that queues
+	// the reader behind this goroutine. Reading on at once would put a
+	// read that finds the socket empty, and the park after it, ahead of
+	// that frame's delivery (an idle ping's reply, say); yielding lets the
+	// reader deliver first. Under load it costs one scheduler pass per
+	// TLS record.
+	runtime.Gosched()
 	n, err := c.tc.Read(p)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"time"
 
@@ -158,6 +159,10 @@ func (s *Server) readLAN() {
 		}
 		if n > 0 {
 			s.router.FromLAN(pkts[:n], tun.Offset, nil)
+			// Let the session writers just woken for these packets
+			// send them before this loop's next read, which on an
+			// idle device only fails and parks (see muxConn.Read).
+			runtime.Gosched()
 		}
 		if errors.Is(err, tun.ErrClosed) {
 			return
