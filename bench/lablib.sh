@@ -1,4 +1,4 @@
-# Shared by bench/vpn-loaded.sh and bench/vpn-paired.sh (sourced, not run): brings up the anchor lab's
+# Shared by bench/vpn-loaded.sh, vpn-paired.sh and vpn-hops.sh (sourced, not run): brings up the anchor lab's
 # three namespaces in a temp copy, measures one tunnel at a time through the route lab-client has to the
 # corp LAN, and removes everything at exit.
 #
@@ -7,7 +7,7 @@
 #   with_tw FUNC ARGS...    the same for twoway (bench/lab-twoway-vpn.sh, TW_* knobs apply; twoway is
 #                           built once, by lab_start, from this checkout)
 #   with_raw FUNC ARGS...   the same for the raw routed path
-#   pstats FILE         "avg p50 p90 p99" of the ping times in FILE (ms)
+#   pstats FILE             "avg p50 p90 p99" of the ping times in FILE (ms)
 #   iperf_mbits FILE        received Mbit/s of an iperf3 -J result
 # $T is the temp dir (results go there; KEEP=1 keeps it).
 #

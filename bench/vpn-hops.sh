@@ -28,13 +28,13 @@ NAME=vpn-hops.sh
 . "$(dirname "$0")/lablib.sh"
 ROUNDS=${ROUNDS:-2}
 PING_COUNT=${PING_COUNT:-1000}
+HOPS_PY="$REPO/bench/hops.py"
+lab_start # checks for root first
 for b in tcpdump:tcpdump python3:python3; do
   command -v "${b%%:*}" >/dev/null && continue
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${b#*:}" >/dev/null ||
     die "apt-get install ${b#*:} failed"
 done
-HOPS_PY="$REPO/bench/hops.py"
-lab_start
 
 # hops PATH ROUND TUNDEV: capture, ping, analyse.
 hops() {
