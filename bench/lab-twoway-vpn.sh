@@ -20,8 +20,7 @@
 # via lab-gw, so the pool needs no NAT); TW_FORWARDING=nat masquerades instead (nftables table in lab-gw).
 # TW_MTU sets the tunnel MTU the gateway pushes (default: twoway's default, tun.DefaultMTU).
 # TW_GOMAXPROCS, when set, is GOMAXPROCS for the two twoway processes only (a side experiment: gateway,
-# client, iperf3 and the kernel share the lab's 2 cores; wireguard-go keeps the Go default);
-# TW_CLIENT_GOMAXPROCS the same for the client alone.
+# client, iperf3 and the kernel share the lab's 2 cores; wireguard-go keeps the Go default).
 # TW_BIN, when set, is a twoway binary used as is (scripts that bring twoway up many times build it once).
 #
 # Nothing on the host is touched: the binary, PKI, configs, state_dir and resolv_conf live in a temp dir
@@ -37,7 +36,7 @@ TWOWAY_GW_PORT=${TWOWAY_GW_PORT:-9443}
 TW_POOL=${TW_POOL:-198.18.30.0/24}   # clear of the lab's 198.18.10/20/21.0/24 tunnel subnets
 TW_FORWARDING=${TW_FORWARDING:-routed}
 TW_MTU=${TW_MTU:-}
-TW_GOMAXPROCS=${TW_GOMAXPROCS:-} TW_CLIENT_GOMAXPROCS=${TW_CLIENT_GOMAXPROCS:-}
+TW_GOMAXPROCS=${TW_GOMAXPROCS:-}
 TW_BIN=${TW_BIN:-}   # a twoway binary to use instead of building one from this checkout
 TW_GW_TUN=twg0 TW_C_TUN=twc0
 TWOWAY_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -120,14 +119,13 @@ EOF
   cp "$d/server.toml" "$RUN/twoway-vpn-gw.toml"
   cp "$d/client.toml" "$RUN/twoway-vpn-client.toml"
 
-  local envs=() cenvs=()
-  [ -n "$TW_GOMAXPROCS" ] && envs=(env "GOMAXPROCS=$TW_GOMAXPROCS") cenvs=(env "GOMAXPROCS=$TW_GOMAXPROCS")
-  [ -n "$TW_CLIENT_GOMAXPROCS" ] && cenvs=(env "GOMAXPROCS=$TW_CLIENT_GOMAXPROCS")
+  local envs=()
+  [ -n "$TW_GOMAXPROCS" ] && envs=(env "GOMAXPROCS=$TW_GOMAXPROCS")
   client_route_none
   TW_GW_PID=$(start_bg $NS_G "$RUN/twoway-vpn-gw.log" "${envs[@]}" "$tw" server -c "$d/server.toml")
   wait_for 10 nsx $NS_G bash -c "ss -ltn | grep -q '$G_IP:$TWOWAY_GW_PORT '" ||
     { log "twoway server not listening (see $RUN/twoway-vpn-gw.log)"; return 1; }
-  TW_C_PID=$(start_bg $NS_C "$RUN/twoway-vpn-client.log" "${cenvs[@]}" "$tw" client -c "$d/client.toml")
+  TW_C_PID=$(start_bg $NS_C "$RUN/twoway-vpn-client.log" "${envs[@]}" "$tw" client -c "$d/client.toml")
   # "VPN up" is logged after the address, MTU and pushed routes are applied to the TUN device.
   wait_for 15 grep -q 'VPN up' "$RUN/twoway-vpn-client.log" ||
     { log "twoway client VPN not up (see $RUN/twoway-vpn-client.log, $RUN/twoway-vpn-gw.log)"; return 1; }

@@ -26,6 +26,8 @@ lab_start() {
   export PATH="/usr/local/go/bin:$PATH"
   local b
   for b in iperf3 wg jq ping bc; do command -v $b >/dev/null || die "$b missing: run sudo bench/vpn.sh once (it installs the lab's tools)"; done
+  # Two benchmarks at once on 2 cores skew both (a zombie does not count).
+  pgrep -r R,S,D -x iperf3 >/dev/null && die "another iperf3 is running: one benchmark at a time"
   T=$(mktemp -d "/tmp/twoway-$NAME.XXXXXX") || die "mktemp failed"
   cp -r "$LAB_SRC" "$T/lab" && chmod -R u+w "$T/lab" || die "copy $LAB_SRC failed"
   cd "$T/lab" || die "cd"

@@ -28,7 +28,6 @@ NAME=vpn-paired.sh
 ROUNDS=${ROUNDS:-6}
 IPERF_TIME=${IPERF_TIME:-10}
 PING_COUNT=${PING_COUNT:-500}
-pgrep -r R,S,D -x iperf3 >/dev/null && die "another iperf3 is running: one benchmark at a time"
 lab_start
 
 # measure PATH ROUND [noiperf]: idle pings, then (unless noiperf) one iperf3 stream; appends
