@@ -144,6 +144,10 @@ type step struct {
 	BestEffort bool `json:"best_effort,omitempty"`
 
 	Cmd *Command `json:"cmd,omitempty"` // exec
+	// Gone lists what Cmd prints when the change is not there any more
+	// (a route that left with its network): that undo counts as done, or
+	// the step would be retried, and Apply refused, forever.
+	Gone []string `json:"gone,omitempty"`
 
 	Dev    string       `json:"dev,omitempty"`   // netlink: interface the change is on
 	Prefix netip.Prefix `json:"prefix,omitzero"` // addr, route
@@ -353,13 +357,28 @@ func (c *configurator) undoAll(ctx context.Context, st *state) error {
 	return errors.Join(errs...)
 }
 
+// gone reports whether msg, an undo command's output, says the change is
+// not there any more.
+func (s step) gone(msg string) bool {
+	for _, g := range s.Gone {
+		if strings.Contains(msg, g) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *configurator) undoStep(ctx context.Context, s step) error {
 	switch s.Kind {
 	case stepExec:
 		if s.Cmd == nil {
 			return errors.New("exec step without command")
 		}
-		_, err := c.opts.Run(ctx, *s.Cmd)
+		out, err := c.opts.Run(ctx, *s.Cmd)
+		if err != nil && s.gone(string(out)+" "+err.Error()) {
+			c.log.Info("tun change was already gone", "change", s.String())
+			return nil
+		}
 		return err
 	case stepResolvConf:
 		if s.ResolvConf == nil {
@@ -433,11 +452,12 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 
 // plannedCommand is a change made by running Do and undone by running Undo
 // (nil: nothing to undo). BestEffort marks an Undo tied to the tunnel
-// interface, which may be gone already.
+// interface, which may be gone already. Gone: see step.Gone.
 type plannedCommand struct {
 	Do         Command
 	Undo       *Command
 	BestEffort bool
+	Gone       []string
 }
 
 // execChanges turns planned commands into changes run by r.
@@ -453,7 +473,7 @@ func execChanges(r Runner, cmds []plannedCommand) []change {
 				if pc.Undo == nil {
 					return nil, nil
 				}
-				return &step{Kind: stepExec, Cmd: pc.Undo, BestEffort: pc.BestEffort}, nil
+				return &step{Kind: stepExec, Cmd: pc.Undo, BestEffort: pc.BestEffort, Gone: pc.Gone}, nil
 			},
 		}
 	}

@@ -29,7 +29,7 @@ func (r *recorder) run(_ context.Context, c Command) ([]byte, error) {
 	s := c.String()
 	r.cmds = append(r.cmds, s)
 	if r.fail[s] {
-		return nil, fmt.Errorf("%s: exit status 1", s)
+		return []byte(r.outputs[s]), fmt.Errorf("%s: exit status 1", s)
 	}
 	return []byte(r.outputs[s]), nil
 }

@@ -92,12 +92,21 @@ func macOSPlan(ctx context.Context, r Runner, dev string, cfg Config) ([]planned
 	return planMacOS(dev, cfg, d)
 }
 
+// macRouteGone is what route(8) says when asked to delete a route that is
+// not there.
+const macRouteGone = "not in table"
+
 // planMacOS returns the commands that apply cfg to dev given d. cfg must be
 // valid.
 func planMacOS(dev string, cfg Config, d macDiscovery) ([]plannedCommand, error) {
 	ifconfig := func(args ...string) Command { return Command{Name: "ifconfig", Args: append([]string{dev}, args...)} }
 	route := func(args ...string) Command {
 		return Command{Name: "route", Args: append([]string{"-q", "-n"}, args...)}
+	}
+	// An undo runs without -q, which would hide the "not in table" that
+	// tells a route already gone from a real failure.
+	unroute := func(args ...string) *Command {
+		return &Command{Name: "route", Args: append([]string{"-n", "delete"}, args...)}
 	}
 	fam := func(a netip.Addr) string {
 		if a.Is4() {
@@ -120,7 +129,7 @@ func planMacOS(dev string, cfg Config, d macDiscovery) ([]plannedCommand, error)
 				n := p.Masked().String()
 				out = append(out, plannedCommand{
 					Do:         route("add", "-inet", n, "-interface", dev),
-					Undo:       ptr(route("delete", "-inet", n, "-interface", dev)),
+					Undo:       unroute("-inet", n, "-interface", dev),
 					BestEffort: true,
 				})
 			}
@@ -146,13 +155,14 @@ func planMacOS(dev string, cfg Config, d macDiscovery) ([]plannedCommand, error)
 		}
 		out = append(out, plannedCommand{
 			Do:   route(append([]string{"add", fam(a), host}, via...)...),
-			Undo: ptr(route(append([]string{"delete", fam(a), host}, via...)...)),
+			Undo: unroute(append([]string{fam(a), host}, via...)...),
+			Gone: []string{macRouteGone},
 		})
 	}
 	for _, r := range cfg.KernelRoutes() {
 		out = append(out, plannedCommand{
 			Do:         route("add", fam(r.Addr()), r.String(), "-interface", dev),
-			Undo:       ptr(route("delete", fam(r.Addr()), r.String(), "-interface", dev)),
+			Undo:       unroute(fam(r.Addr()), r.String(), "-interface", dev),
 			BestEffort: true,
 		})
 	}

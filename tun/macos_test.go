@@ -2,7 +2,10 @@ package tun
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -82,14 +85,14 @@ var macFullUndo = []string{
 	"networksetup -setdnsservers USB 10/100/1000 LAN Empty",
 	"networksetup -setsearchdomains Wi-Fi Empty",
 	"networksetup -setdnsservers Wi-Fi 192.168.1.1 2001:db8:aaaa::1",
-	"route -q -n delete -inet6 8000::/1 -interface utun9",
-	"route -q -n delete -inet6 ::/1 -interface utun9",
-	"route -q -n delete -inet 128.0.0.0/1 -interface utun9",
-	"route -q -n delete -inet 0.0.0.0/1 -interface utun9",
-	"route -q -n delete -inet6 2001:db8:ffff::7/128 fe80::1%en0",
-	"route -q -n delete -inet 203.0.113.7/32 192.168.1.1",
+	"route -n delete -inet6 8000::/1 -interface utun9",
+	"route -n delete -inet6 ::/1 -interface utun9",
+	"route -n delete -inet 128.0.0.0/1 -interface utun9",
+	"route -n delete -inet 0.0.0.0/1 -interface utun9",
+	"route -n delete -inet6 2001:db8:ffff::7/128 fe80::1%en0",
+	"route -n delete -inet 203.0.113.7/32 192.168.1.1",
 	"ifconfig utun9 inet6 2001:db8::2 -alias",
-	"route -q -n delete -inet 198.18.0.0/24 -interface utun9",
+	"route -n delete -inet 198.18.0.0/24 -interface utun9",
 	"ifconfig utun9 inet 198.18.0.2 -alias",
 }
 
@@ -179,7 +182,7 @@ func TestMacOSRollbackAndCrashCleanup(t *testing.T) {
 	// Crash. In the next process utun9 is gone and one service refuses.
 	rec2 := &recorder{fail: map[string]bool{
 		"ifconfig utun9 inet6 2001:db8::2 -alias":                        true,
-		"route -q -n delete -inet6 8000::/1 -interface utun9":            true,
+		"route -n delete -inet6 8000::/1 -interface utun9":               true,
 		"networksetup -setdnsservers Wi-Fi 192.168.1.1 2001:db8:aaaa::1": true,
 	}}
 	next := newMacConfigurator(t, stateFile, rec2)
@@ -235,5 +238,55 @@ func TestParseMacRouteGet(t *testing.T) {
 	}
 	if _, err := parseMacList("** Error: The parameters were not valid.\n", true); err == nil {
 		t.Fatal("no error for networksetup error output")
+	}
+}
+
+// TestMacOSCleanupShrugsOffVanishedBypassRoute: the host route that keeps
+// the gateway outside the tunnel is bound to the physical network, not to
+// utun, so a crash followed by a network change leaves nothing to delete.
+// route(8) saying "not in table" then counts as undone; any other failure
+// is kept for the next attempt, or every later Apply would fail on it.
+func TestMacOSCleanupShrugsOffVanishedBypassRoute(t *testing.T) {
+	ctx := context.Background()
+	const del = "route -n delete -inet 203.0.113.7/32 192.168.1.1"
+	for _, tc := range []struct {
+		name, out string
+		wantErr   bool
+	}{
+		{"gone", "route: writing to routing socket: not in table\ndelete net 203.0.113.7: gateway 192.168.1.1: not in table", false},
+		{"refused", "route: must be root to alter routing table", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stateFile := filepath.Join(t.TempDir(), "state.json")
+			c := newMacConfigurator(t, stateFile, &recorder{outputs: macOutputs})
+			if _, err := c.Apply(ctx, "utun9", fullConfig()); err != nil {
+				t.Fatal(err)
+			}
+			// Crash; the next process finds the route gone (or cannot touch it).
+			rec := &recorder{outputs: map[string]string{del: tc.out}, fail: map[string]bool{del: true}}
+			next := newMacConfigurator(t, stateFile, rec)
+			err := next.Cleanup(ctx)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "203.0.113.7") {
+					t.Fatalf("Cleanup = %v, want the failed route delete reported", err)
+				}
+				rec.take()
+				rec.fail = nil
+				if err := next.Cleanup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				assertCommands(t, "retry", rec.take(), []string{del})
+				return
+			}
+			if err != nil {
+				t.Fatalf("Cleanup = %v, want a route that is not there counted as removed", err)
+			}
+			if _, err := os.Stat(stateFile); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("state file left behind: %v", err)
+			}
+			if !slices.Contains(rec.take(), del) {
+				t.Fatal("the bypass route delete was not attempted")
+			}
+		})
 	}
 }

@@ -31,6 +31,10 @@ type winHop struct {
 	Metric  int
 }
 
+// netshGone is what netsh says when asked to delete something that is not
+// there (a route that left with its network adapter).
+const netshGone = "Element not found"
+
 // windowsPlan inspects the system through r and plans cfg for dev.
 func windowsPlan(ctx context.Context, r Runner, dev string, cfg Config) ([]plannedCommand, error) {
 	hops := make(map[int]winHop) // by IP version
@@ -96,6 +100,7 @@ func planWindows(dev string, cfg Config, hops map[int]winHop) ([]plannedCommand,
 		out = append(out, plannedCommand{
 			Do:   netsh(v, append([]string{"add", "route"}, args...)...),
 			Undo: ptr(netsh(v, append([]string{"delete", "route"}, args...)...)),
+			Gone: []string{netshGone},
 		})
 	}
 	for _, r := range cfg.KernelRoutes() {

@@ -2,6 +2,11 @@ package tun
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -113,5 +118,32 @@ func TestWindowsBypassNeedsDefaultRoute(t *testing.T) {
 	cfg.Addresses, cfg.Routes, cfg.Bypass = pfx("198.18.0.2/24"), pfx("0.0.0.0/0"), addrs("203.0.113.7")
 	if _, err := windowsPlan(context.Background(), rec.run, "twoway", cfg); err == nil || !strings.Contains(err.Error(), "no IPv4 default route") {
 		t.Fatalf("plan = %v", err)
+	}
+}
+
+// TestWindowsBypassUndoToleratesVanishedRoute: the bypass route lives on
+// the physical adapter; after a crash and a network change netsh answers
+// its delete with "Element not found.", which must count as undone.
+func TestWindowsBypassUndoToleratesVanishedRoute(t *testing.T) {
+	ctx := context.Background()
+	rec := &recorder{outputs: netshOutputs}
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	c := newTestConfigurator(t, stateFile, &execPlatform{run: rec.run, planCmds: windowsPlan})
+	c.opts.Run = rec.run
+	if _, err := c.Apply(ctx, "twoway", fullConfig()); err != nil {
+		t.Fatal(err)
+	}
+	const del = "netsh interface ipv4 delete route prefix=203.0.113.7/32 interface=14 nexthop=10.0.0.1 store=active"
+	next := &recorder{outputs: map[string]string{del: "Element not found.\r\n"}, fail: map[string]bool{del: true}}
+	nc := newTestConfigurator(t, stateFile, &execPlatform{run: next.run, planCmds: windowsPlan})
+	nc.opts.Run = next.run
+	if err := nc.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup = %v, want a route that is not there counted as removed", err)
+	}
+	if !slices.Contains(next.take(), del) {
+		t.Fatal("the bypass route delete was not attempted")
+	}
+	if _, err := os.Stat(stateFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("state file left behind: %v", err)
 	}
 }
