@@ -84,8 +84,8 @@ func (c Config) Validate() error {
 
 // Apply sets up forwarding (and NAT) for cfg and returns undo, which
 // restores the previous sysctl values and removes the nftables table; undo
-// is idempotent. A table left behind by a crashed run is replaced. On error
-// nothing stays applied.
+// is idempotent. A table left behind by a crashed run is replaced (NAT) or
+// removed (routed). On error nothing stays applied.
 func Apply(cfg Config, logger *slog.Logger) (undo func() error, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

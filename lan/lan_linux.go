@@ -1,11 +1,15 @@
 package lan
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -14,11 +18,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Forwarding sysctls, per family.
+// Forwarding sysctls, per family, and the per-interface settings
+// directories.
 const (
 	sysctlForward4 = "/proc/sys/net/ipv4/ip_forward"
 	sysctlForward6 = "/proc/sys/net/ipv6/conf/all/forwarding"
+	sysctlConf4    = "/proc/sys/net/ipv4/conf"
+	sysctlConf6    = "/proc/sys/net/ipv6/conf"
 )
+
+// forwardingSideEffects lists the settings the kernel rewrites whenever a
+// family's global forwarding switch flips (inet_forward_change,
+// addrconf_fixup_forwarding): the default's and every interface's forwarding
+// flag, and for IPv4 conf/all/accept_redirects, which it sets to the
+// opposite of forwarding. Writing the old switch value back alone would
+// leave them as the kernel chose: per-interface forwarding lost, and
+// accept_redirects turned on on a host hardened with it off.
+func forwardingSideEffects(conf string) []string {
+	paths, _ := filepath.Glob(filepath.Join(conf, "*", "forwarding")) // the pattern is valid
+	paths = slices.DeleteFunc(paths, func(p string) bool { return filepath.Base(filepath.Dir(p)) == "all" })
+	if conf == sysctlConf4 {
+		paths = append(paths, filepath.Join(conf, "all", "accept_redirects"))
+	}
+	return paths
+}
 
 func apply(cfg Config, logger *slog.Logger) (func() error, error) {
 	var undos []func() error
@@ -30,11 +53,11 @@ func apply(cfg Config, logger *slog.Logger) (func() error, error) {
 		return errors.Join(errs...)
 	}
 	for _, p := range cfg.Pools {
-		path := sysctlForward6
+		path, conf := sysctlForward6, sysctlConf6
 		if p.Addr().Is4() {
-			path = sysctlForward4
+			path, conf = sysctlForward4, sysctlConf4
 		}
-		restore, err := setSysctl(path, "1")
+		restore, err := setSysctl(path, "1", forwardingSideEffects(conf))
 		if err != nil {
 			return nil, errors.Join(err, undoAll())
 		}
@@ -47,6 +70,11 @@ func apply(cfg Config, logger *slog.Logger) (func() error, error) {
 		}
 		logger.Info("masquerading client pools", "table", "inet "+TableName, "pools", cfg.Pools, "out", cmp(cfg.Interface, "any but "+cfg.TUN))
 		undos = append(undos, cleanup)
+	} else if err := cleanup(); err != nil {
+		// Routed mode needs no nftables, so a host without them must
+		// still work; but a table a crashed NAT-mode run left would
+		// masquerade the pools all through this run.
+		logger.Warn("could not remove a stale NAT table", "table", "inet "+TableName, "err", err)
 	}
 	var once sync.Once
 	var err error
@@ -63,14 +91,27 @@ func cmp(a, b string) string {
 	return b
 }
 
-// setSysctl writes value and returns how to restore the old one.
-func setSysctl(path, value string) (func() error, error) {
+// setSysctl writes value and returns how to restore the old one and, after
+// it, the old values of the sysctls in related, which the kernel rewrites
+// when path changes. A related sysctl that is gone by then (its interface
+// was removed) is skipped.
+func setSysctl(path, value string, related []string) (func() error, error) {
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("lan: read %s: %w", path, err)
 	}
 	if strings.TrimSpace(string(old)) == value {
 		return func() error { return nil }, nil
+	}
+	type saved struct {
+		path string
+		old  []byte
+	}
+	var before []saved
+	for _, p := range related {
+		if v, err := os.ReadFile(p); err == nil {
+			before = append(before, saved{p, v})
+		}
 	}
 	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
 		return nil, fmt.Errorf("lan: write %s: %w", path, err)
@@ -79,7 +120,20 @@ func setSysctl(path, value string) (func() error, error) {
 		if err := os.WriteFile(path, old, 0o644); err != nil {
 			return fmt.Errorf("lan: restore %s: %w", path, err)
 		}
-		return nil
+		var errs []error
+		for _, s := range before {
+			cur, err := os.ReadFile(s.path)
+			if errors.Is(err, fs.ErrNotExist) || err == nil && bytes.Equal(cur, s.old) {
+				continue
+			}
+			if err == nil {
+				err = os.WriteFile(s.path, s.old, 0o644)
+			}
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("lan: restore %s: %w", s.path, err))
+			}
+		}
+		return errors.Join(errs...)
 	}, nil
 }
 

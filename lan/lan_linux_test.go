@@ -149,3 +149,74 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestUndoRestoresWhatForwardingRewrote: flipping the global forwarding
+// switch makes the kernel rewrite every interface's and the default
+// forwarding flag, and for IPv4 conf/all/accept_redirects; undo must put
+// those back too, not leave what the kernel chose when the switch went back
+// (accept_redirects on, on a host hardened with it off).
+func TestUndoRestoresWhatForwardingRewrote(t *testing.T) {
+	inNewNetns(t, func() {
+		if readSysctl(t, sysctlForward4) != "0" || readSysctl(t, sysctlForward6) != "0" {
+			t.Skip("a fresh namespace should start with forwarding off")
+		}
+		want := map[string]string{
+			"/proc/sys/net/ipv4/conf/all/accept_redirects": "0",
+			"/proc/sys/net/ipv4/conf/default/forwarding":   "1",
+			"/proc/sys/net/ipv4/conf/lo/forwarding":        "1",
+			"/proc/sys/net/ipv6/conf/default/forwarding":   "1",
+			"/proc/sys/net/ipv6/conf/lo/forwarding":        "1",
+		}
+		for path, v := range want {
+			if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		undo, err := Apply(Config{Mode: Routed, TUN: "twoway0", Pools: []netip.Prefix{
+			netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("2001:db8:100::/64")}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := undo(); err != nil {
+			t.Fatal(err)
+		}
+		if readSysctl(t, sysctlForward4) != "0" || readSysctl(t, sysctlForward6) != "0" {
+			t.Error("forwarding not restored")
+		}
+		for path, v := range want {
+			if got := readSysctl(t, path); got != v {
+				t.Errorf("%s = %s after undo, want %s as before Apply", path, got, v)
+			}
+		}
+	})
+}
+
+// TestApplyRoutedRemovesStaleNATTable: a NAT table left by a crashed run in
+// NAT mode would masquerade the pools through a whole routed run.
+func TestApplyRoutedRemovesStaleNATTable(t *testing.T) {
+	inNewNetns(t, func() {
+		cfg := Config{Mode: NAT, TUN: "twoway0", Pools: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}}
+		if _, err := Apply(cfg, nil); err != nil { // the crashed run
+			t.Fatal(err)
+		}
+		cfg.Mode = Routed
+		undo, err := Apply(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer undo()
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tb := range tables {
+			if tb.Name == TableName {
+				t.Error("stale NAT table still there in routed mode")
+			}
+		}
+	})
+}
