@@ -623,6 +623,22 @@ func (ca *CA) CreateSubCA(opts SubCAOptions) (*CA, error) {
 		tmpl.PermittedDNSDomainsCritical = true
 		tmpl.PermittedDNSDomains = opts.PermittedDNS
 		tmpl.PermittedIPRanges = opts.PermittedIPs
+		// A constraint only limits names of its own type (RFC 5280
+		// 4.2.1.10): permitted DNS domains alone would leave the CA free to
+		// certify any IP address, and permitted ranges alone any host name.
+		// Exclude the type that was not named. An empty DNS constraint
+		// matches every name. (OpenSSL also holds a leaf's CN to DNS
+		// constraints when it has no DNS SAN, so `openssl verify` refuses
+		// the IP-named leaves of an IP-only CA; crypto/x509 ignores the CN.)
+		if len(opts.PermittedIPs) == 0 {
+			tmpl.ExcludedIPRanges = []*net.IPNet{
+				{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+				{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+			}
+		}
+		if len(opts.PermittedDNS) == 0 {
+			tmpl.ExcludedDNSDomains = []string{""}
+		}
 	}
 	cert, err := ca.sign(tmpl, key.Public(), x509.ExtKeyUsageAny)
 	if err != nil {

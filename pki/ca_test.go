@@ -403,6 +403,60 @@ func TestExpiredCA(t *testing.T) {
 	}
 }
 
+// TestCreateSubCAOneNameType checks that a sub-CA given only DNS domains
+// cannot certify IP addresses, and one given only IP ranges cannot certify
+// host names: a name constraint limits only names of its own type.
+func TestCreateSubCAOneNameType(t *testing.T) {
+	_, res := initPKI(t, "")
+	server := openCA(t, res.ServerCA.Dir)
+	_, ipnet, _ := net.ParseCIDR("198.18.0.0/16")
+	dnsOnly, err := server.CreateSubCA(pki.SubCAOptions{Name: "dns-only", PermittedDNS: []string{"branch.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipOnly, err := server.CreateSubCA(pki.SubCAOptions{Name: "ip-only", PermittedIPs: []*net.IPNet{ipnet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := pki.NewVerifier([]*x509.Certificate{res.ServerCA.Cert, res.Root.Cert}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		ca   *pki.CA
+		host string
+		ok   bool
+	}{
+		{"DNS-only CA, its domain", dnsOnly, "gw.branch.example.com", true},
+		{"DNS-only CA, an IPv4 address", dnsOnly, "198.18.0.1", false},
+		{"DNS-only CA, an IPv6 address", dnsOnly, "2001:db8::1", false},
+		{"IP-only CA, its range", ipOnly, "198.18.0.1", true},
+		{"IP-only CA, a host name", ipOnly, "gw.example.com", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			iss, err := tc.ca.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: tc.host, OutDir: t.TempDir()})
+			if !tc.ok {
+				if err == nil {
+					// Issued: see whether a client dialing that host accepts it.
+					certs, _ := pki.LoadCertificates(iss.CertFile)
+					_, verr := v.Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer, ServerName: tc.host})
+					t.Fatalf("CA constrained to other names issued for %s (client verdict: %v)", tc.host, verr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			certs, _ := pki.LoadCertificates(iss.CertFile)
+			if _, err := v.Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer, ServerName: tc.host}); err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+		})
+	}
+}
+
 func TestCreateSubCA(t *testing.T) {
 	dir, res := initPKI(t, "")
 	server := openCA(t, res.ServerCA.Dir)

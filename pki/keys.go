@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -125,6 +126,9 @@ func ParsePrivateKeyPEM(data, password []byte) (crypto.Signer, error) {
 			if len(password) == 0 {
 				return nil, ErrPasswordRequired
 			}
+			if err := checkEncryptedKeyParams(b.Bytes); err != nil {
+				return nil, fmt.Errorf("parse encrypted private key: %w", err)
+			}
 			key, _, err = pkcs8.ParsePrivateKey(b.Bytes, password)
 			if err != nil && !strings.Contains(err.Error(), "unsupported") {
 				// A wrong password shows up as bad padding or an
@@ -144,6 +148,85 @@ func ParsePrivateKeyPEM(data, password []byte) (crypto.Signer, error) {
 		}
 		return signer, nil
 	}
+}
+
+// Limits on the cost an encrypted key file may ask for. Real keys stay far
+// below them: ours use 600,000 PBKDF2 iterations, OpenSSL's defaults are
+// 2048 iterations or scrypt N=16384, r=8, p=1 (16 MiB).
+const (
+	maxPBKDF2Iterations = 10_000_000
+	maxScryptWork       = 1 << 30 // 128*N*r*p: bytes of memory times passes
+)
+
+// pbes2BlockSizes are the block sizes of the PBES2 ciphers
+// github.com/youmark/pkcs8 knows (AES in its CBC and GCM OIDs, 3DES).
+var pbes2BlockSizes = map[string]int{
+	"2.16.840.1.101.3.4.1.2":  16,
+	"2.16.840.1.101.3.4.1.6":  16,
+	"2.16.840.1.101.3.4.1.22": 16,
+	"2.16.840.1.101.3.4.1.26": 16,
+	"2.16.840.1.101.3.4.1.42": 16,
+	"2.16.840.1.101.3.4.1.46": 16,
+	"1.2.840.113549.3.7":      8,
+}
+
+// checkEncryptedKeyParams refuses an EncryptedPrivateKeyInfo that
+// github.com/youmark/pkcs8 would choke on before it ever looks at the
+// password: it hands the file's IV and ciphertext to crypto/cipher's CBC
+// mode unchecked, which panics on an IV that is not one block or on data
+// that is not whole blocks, and it runs whatever PBKDF2 iteration count or
+// scrypt cost the file names, so a corrupt or hostile file could hang or
+// exhaust memory. Schemes the library does not support are left to it.
+func checkEncryptedKeyParams(der []byte) error {
+	malformed := errors.New("malformed encrypted PKCS#8 structure")
+	var e encryptedPrivateKeyInfo
+	if _, err := asn1.Unmarshal(der, &e); err != nil {
+		return malformed
+	}
+	if !e.Algorithm.Algorithm.Equal(oidPBES2) {
+		return nil
+	}
+	var p pbes2Params
+	if _, err := asn1.Unmarshal(e.Algorithm.Parameters.FullBytes, &p); err != nil {
+		return malformed
+	}
+	switch {
+	case p.KDF.Algorithm.Equal(oidPBKDF2):
+		var k pbkdf2Params
+		if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &k); err != nil {
+			return malformed
+		}
+		if k.Iterations > maxPBKDF2Iterations {
+			return fmt.Errorf("PBKDF2 iteration count %d is above the limit of %d", k.Iterations, maxPBKDF2Iterations)
+		}
+	case p.KDF.Algorithm.Equal(oidScrypt):
+		var s scryptParams
+		if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &s); err != nil {
+			return malformed
+		}
+		// Non-positive values are refused by scrypt itself.
+		if s.Cost > 0 && s.BlockSize > 0 && s.Parallelism > 0 {
+			work := uint64(128)
+			for _, f := range []int{s.Cost, s.BlockSize, s.Parallelism} {
+				if uint64(f) > maxScryptWork/work {
+					return fmt.Errorf("scrypt parameters (N=%d, r=%d, p=%d) are above the limit", s.Cost, s.BlockSize, s.Parallelism)
+				}
+				work *= uint64(f)
+			}
+		}
+	}
+	block, ok := pbes2BlockSizes[p.Scheme.Algorithm.String()]
+	if !ok {
+		return nil
+	}
+	var iv []byte
+	if _, err := asn1.Unmarshal(p.Scheme.Parameters.FullBytes, &iv); err != nil {
+		return nil // the library refuses parameters that are no octet string
+	}
+	if len(iv) != block || len(e.EncryptedData) == 0 || len(e.EncryptedData)%block != 0 {
+		return malformed
+	}
+	return nil
 }
 
 // LoadPrivateKey reads and decodes a private key file.
