@@ -323,10 +323,12 @@ func (a *admission) compile(c Admission) error {
 			return &ConfigError{Rule: -1, Field: "identities", Entry: i, Err: errorf("invalid identity %q", s)}
 		default:
 			label := "admit identity " + strconv.Quote(s)
+			// An address names an IP SAN, but it is also a name a CN
+			// may carry (and what Identity.Name reports for it), so it
+			// is matched as both.
+			a.names = append(a.names, labelled{s, label})
 			if ip, err := netip.ParseAddr(s); err == nil {
 				a.ips = append(a.ips, labelledAddr{ip.Unmap(), label})
-			} else {
-				a.names = append(a.names, labelled{s, label})
 			}
 		}
 	}
@@ -368,10 +370,10 @@ func compileRule(i int, c Rule) (rule, error) {
 		case s == "" || strings.TrimSpace(s) != s:
 			return bad("identities", j, errorf("invalid identity %q", s))
 		default:
+			// As in Admission: an address matches a CN or an IP SAN.
+			r.who.names = append(r.who.names, s)
 			if ip, err := netip.ParseAddr(s); err == nil {
 				r.who.ips = append(r.who.ips, ip.Unmap())
-			} else {
-				r.who.names = append(r.who.names, s)
 			}
 		}
 	}

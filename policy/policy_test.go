@@ -374,3 +374,39 @@ func BenchmarkDial(b *testing.B) {
 		}
 	})
 }
+
+// TestAddressIdentityMatchesCommonName: an identity entry that is an IP
+// address names a certificate whose IP SAN or CN is that address (a CN-only
+// certificate for a host is common, and Identity.Name reports the CN).
+func TestAddressIdentityMatchesCommonName(t *testing.T) {
+	p := mustNew(t, Config{
+		Admit: Admission{Identities: []string{"198.18.7.7"}},
+		Rules: []Rule{{Name: "host", Identities: []string{"198.18.7.7"}, Targets: []string{"any"}}},
+	})
+	for _, id := range []*pki.Identity{
+		{CommonName: "198.18.7.7"},
+		{CommonName: "h", IPs: []net.IP{net.ParseIP("198.18.7.7")}},
+	} {
+		if d := p.Admit(id); !d.Allow {
+			t.Errorf("Admit(%+v) = %+v", id, d)
+		}
+		if d := p.Dial(id, Target{Addr: netip.MustParseAddr("198.19.0.1"), Port: 22, Proto: "tcp"}); !d.Allow {
+			t.Errorf("Dial(%+v) = %+v", id, d)
+		}
+		if g := p.Grants(id); len(g) != 1 {
+			t.Errorf("Grants(%+v) = %q", id, g)
+		}
+	}
+	if d := p.Admit(&pki.Identity{CommonName: "198.18.7.8"}); d.Allow {
+		t.Errorf("other address admitted: %+v", d)
+	}
+	// A deny rule naming the address must not be skipped for a CN-only
+	// certificate, letting a later allow rule decide.
+	p = mustNew(t, Config{Rules: []Rule{
+		{Name: "deny-host", Identities: []string{"198.18.7.7"}, Action: "deny", Targets: []string{"198.19.0.0/16"}},
+		{Name: "all", Identities: []string{"*"}, Targets: []string{"any"}},
+	}})
+	if d := p.Dial(&pki.Identity{CommonName: "198.18.7.7"}, Target{Addr: netip.MustParseAddr("198.19.0.1"), Port: 22, Proto: "tcp"}); d.Allow {
+		t.Errorf("deny rule skipped: %+v", d)
+	}
+}

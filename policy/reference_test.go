@@ -271,7 +271,7 @@ func randIdentity(r *rand.Rand) *pki.Identity {
 	id := &pki.Identity{Groups: pick(r, randGroups, 2)}
 	switch r.IntN(4) {
 	case 0:
-		id.CommonName = randNames[r.IntN(3)]
+		id.CommonName = randNames[r.IntN(len(randNames))]
 	case 1:
 		id.CommonName = "nobody"
 		id.DNSNames = []string{"GW.corp.example"}
