@@ -9,6 +9,7 @@
 #   with_raw FUNC ARGS...   the same for the raw routed path
 #   pstats FILE             "avg p50 p90 p99" of the ping times in FILE (ms)
 #   iperf_mbits FILE        received Mbit/s of an iperf3 -J result
+#   peak_rss PATH           "GW/CLIENT" peak resident memory (VmHWM, MB) of the tunnel's two daemons
 # $T is the temp dir (results go there; KEEP=1 keeps it).
 #
 # SAFETY: only the lab's 198.18.0.0/15 addresses, inside the lab's namespaces, which its netns-down.sh
@@ -56,6 +57,15 @@ pstats() {
   grep -o 'time=[0-9.]*' "$1" | cut -d= -f2 | sort -g |
     awk '{a[NR]=$1; s+=$1} END{ if (NR==0) {print "no replies"; exit}
       printf "%6.3f %6.3f %6.3f %6.3f", s/NR, a[int(NR*.5)+1], a[int(NR*.9)], a[int(NR*.99)] }'
+}
+
+peak_rss() {
+  local gw=(-f "twoway server") cl=(-f "twoway client") p out=""
+  [ "$1" = wireguard-go ] && gw=(-f "wireguard -f wgs") cl=(-f "wireguard -f wgc")
+  for p in "$(pgrep "${gw[@]}" | head -1)" "$(pgrep "${cl[@]}" | head -1)"; do
+    out+="$(awk '/^VmHWM/ { printf "%d", $2/1024 }' "/proc/$p/status" 2>/dev/null || echo -n '?')/"
+  done
+  echo "${out%/}"
 }
 
 iperf_mbits() { jq '.end.sum_received.bits_per_second/1e6|floor' "$1" 2>/dev/null; }

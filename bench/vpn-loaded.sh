@@ -8,7 +8,8 @@
 #   sudo ROUNDS=1 bench/vpn-loaded.sh
 #
 # Each measurement: 300 pings at 10 ms idle, then iperf3 -t IPERF_TIME (default 9) with 500 pings at
-# 10 ms starting 2 s in. Prints avg/p50/p90/p99 of both and the iperf3 throughput. Rounds alternate the
+# 10 ms starting 2 s in. Prints avg/p50/p90/p99 of both, the iperf3 throughput and the peak resident
+# memory of the gateway and client daemons (VmHWM, read before they stop). Rounds alternate the
 # order so that drift on the machine does not land on one side. Environment: ROUNDS, IPERF_TIME,
 # LAB_SRC (default /work/shared/lab), KEEP (1: keep the temp dir with the raw ping/iperf3 output),
 # TW_* as for bench/lab-twoway-vpn.sh.
@@ -32,11 +33,11 @@ measure() {
   sleep 2
   nsx $NS_C ping -n -c 500 -i 0.01 -W 1 $P_IP >"$f.load" 2>&1
   wait $ip
-  printf "%-14s %5s %8s   %s   %s\n" "$name" "$r" "$(iperf_mbits "$f.iperf.json")" "$(pstats "$f.idle")" "$(pstats "$f.load")"
+  printf "%-14s %5s %8s   %s   %s   %s\n" "$name" "$r" "$(iperf_mbits "$f.iperf.json")" "$(pstats "$f.idle")" "$(pstats "$f.load")" "$(peak_rss "$name")"
 }
 
 echo "ping through the tunnel, idle and while one iperf3 stream runs (ms; ${IPERF_TIME}s iperf3, pings every 10 ms)"
-printf "%-14s %5s %8s   %-27s   %s\n" path round "Mbit/s" "idle: avg p50 p90 p99" "loaded: avg p50 p90 p99"
+printf "%-14s %5s %8s   %-27s   %-27s   %s\n" path round "Mbit/s" "idle: avg p50 p90 p99" "loaded: avg p50 p90 p99" "peak RSS MB gw/client"
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then with_wg measure "$r"; sleep 2; with_tw measure "$r"; else with_tw measure "$r"; sleep 2; with_wg measure "$r"; fi
   sleep 2
