@@ -25,6 +25,10 @@ key = "gateway.key"                    # must be mode 0600
 client_ca = "pki/client-ca/bundle.crt"
 # Revocation lists for the client CA, PEM or DER; reloaded on SIGHUP.
 crls = ["pki/client-ca/crl.pem"]
+# A CRL past its next update: "warn" keeps using it (and logs, status and
+# metrics say so), "reject" refuses every client it covers until a fresh
+# one is loaded.
+# crl_stale = "warn"
 # allow_insecure_key_permissions = false
 
 [limits]

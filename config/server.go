@@ -54,10 +54,20 @@ type ServerTLS struct {
 	ClientCA string `toml:"client_ca"`
 	// CRLs are revocation lists for the CAs in ClientCA, PEM or DER.
 	CRLs []string `toml:"crls"`
+	// CRLStale is what a CRL past its next update means: CRLStaleWarn
+	// (the default: keep using it, warn) or CRLStaleReject (refuse every
+	// client it covers until a fresh one is loaded).
+	CRLStale string `toml:"crl_stale"`
 	// AllowInsecureKeyPermissions skips the group/other permission check on
 	// Key and KeyPasswordFile.
 	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
 }
+
+// Values of ServerTLS.CRLStale.
+const (
+	CRLStaleWarn   = "warn"
+	CRLStaleReject = "reject"
+)
 
 // Limits is the [limits] table of server.toml.
 type Limits struct {
@@ -171,6 +181,11 @@ func (t *ServerTLS) validate(src *source) error {
 	}
 	if _, err := checkCertificates(src, "tls.client_ca", t.ClientCA); err != nil {
 		return err
+	}
+	switch t.CRLStale {
+	case "", CRLStaleWarn, CRLStaleReject:
+	default:
+		return src.errf("tls.crl_stale", "%q: must be %q or %q", t.CRLStale, CRLStaleWarn, CRLStaleReject)
 	}
 	for i, p := range t.CRLs {
 		key := indexPath("tls.crls", i)

@@ -41,6 +41,8 @@ type Status struct {
 	// Certificates are the daemon's own certificate, the chain it presents
 	// and the CA bundle it trusts, with their expiry.
 	Certificates []Certificate `json:"certificates,omitempty"`
+	// CRLs are the revocation lists a gateway checks clients against.
+	CRLs []CRL `json:"crls,omitempty"`
 	// Sessions are the established sessions: every connected client at a
 	// gateway, at most one at a client.
 	Sessions []Session `json:"sessions"`
@@ -106,6 +108,33 @@ type Certificate struct {
 	Serial   string    `json:"serial"`
 	NotAfter time.Time `json:"not_after"`
 	DaysLeft int       `json:"days_left"`
+}
+
+// CRL is one revocation list in use. Stale means its next update has
+// passed: its issuer promised a newer list by then.
+type CRL struct {
+	Issuer     string    `json:"issuer"`
+	Number     string    `json:"number,omitempty"` // decimal
+	ThisUpdate time.Time `json:"this_update"`
+	NextUpdate time.Time `json:"next_update,omitzero"` // zero: none given
+	Revoked    int       `json:"revoked"`              // entries
+	Stale      bool      `json:"stale"`
+}
+
+// CRLOf describes crl at now.
+func CRLOf(crl *x509.RevocationList, now time.Time) CRL {
+	c := CRL{
+		Issuer: crl.Issuer.CommonName, ThisUpdate: crl.ThisUpdate, NextUpdate: crl.NextUpdate,
+		Revoked: len(crl.RevokedCertificateEntries),
+		Stale:   !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate),
+	}
+	if c.Issuer == "" {
+		c.Issuer = crl.Issuer.String()
+	}
+	if crl.Number != nil {
+		c.Number = crl.Number.String()
+	}
+	return c
 }
 
 // Forward is one of a client's forwards.

@@ -47,7 +47,7 @@ type Server struct {
 // NewServer validates cfg (loaded from path, which Reload re-reads) and
 // builds the gateway without starting it.
 func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, error) {
-	store, err := newStore(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.TLS.ClientCA, cfg.TLS.CRLs)
+	store, err := newStore(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.TLS.ClientCA, cfg.TLS.CRLs, cfg.TLS.CRLStale == config.CRLStaleReject)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +189,7 @@ type ClientHooks struct {
 
 // NewClient validates cfg and builds the client without starting it.
 func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Client, error) {
-	store, err := newStore(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.TLS.ServerCA, nil)
+	store, err := newStore(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.TLS.ServerCA, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +296,7 @@ func TunnelForward(f config.Forward) (tunnel.Forward, error) {
 	return tunnel.Forward{}, fmt.Errorf("forward %s: unknown type %q", f, f.Type)
 }
 
-func newStore(cert, key, passFile, bundle string, crls []string) (*pki.Store, error) {
+func newStore(cert, key, passFile, bundle string, crls []string, rejectStale bool) (*pki.Store, error) {
 	var pw []byte
 	if passFile != "" {
 		var err error
@@ -304,7 +304,7 @@ func newStore(cert, key, passFile, bundle string, crls []string) (*pki.Store, er
 			return nil, err
 		}
 	}
-	return pki.NewStore(pki.StoreConfig{CertFile: cert, KeyFile: key, KeyPassword: pw, CABundle: bundle, CRLFiles: crls})
+	return pki.NewStore(pki.StoreConfig{CertFile: cert, KeyFile: key, KeyPassword: pw, CABundle: bundle, CRLFiles: crls, RejectStaleCRLs: rejectStale})
 }
 
 // ReadPasswordFile returns the first line of a password file.

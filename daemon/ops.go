@@ -41,7 +41,7 @@ func newOps(role string, cc config.Control, mc config.Metrics, store *pki.Store,
 			return nil, err
 		}
 	}
-	o.expiry, err = expiry.New(expiry.Config{Certificates: expiry.FromCredentials(store), Changed: store.Subscribe()}, logger.With("component", "expiry"))
+	o.expiry, err = expiry.New(expiry.Config{Certificates: expiry.FromCredentials(store), CRLs: expiry.CRLsFromCredentials(store), Changed: store.Subscribe()}, logger.With("component", "expiry"))
 	if err != nil {
 		return nil, err
 	}

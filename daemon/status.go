@@ -50,6 +50,11 @@ func gatewayStatus(started time.Time, ts *tunnel.Server, creds expiry.Credential
 		Certificates: certificates(creds, now),
 		Sessions:     []control.Session{},
 	}
+	if v := creds.Verifier(); v != nil {
+		for _, crl := range v.CRLs() {
+			st.CRLs = append(st.CRLs, control.CRLOf(crl, now))
+		}
+	}
 	for _, info := range ts.Sessions() {
 		st.Sessions = append(st.Sessions, sessionStatus(info, now))
 	}

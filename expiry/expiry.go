@@ -2,7 +2,9 @@
 // depends on run out: its own certificate, the chain it presents and the CA
 // bundle it verifies peers with. Each certificate is warned about once per
 // threshold (30, 7 and 1 days by default) and once more when it has
-// expired; a certificate that a reload puts in place starts afresh.
+// expired; a certificate that a reload puts in place starts afresh. The
+// revocation lists in use are watched the same way, against their next
+// update (1 day before by default, and once stale).
 package expiry
 
 import (
@@ -26,6 +28,10 @@ const (
 	Own   = "own"
 	Chain = "chain"
 	CA    = "ca"
+	// CRL is the Which of a Warning about a revocation list: Subject is
+	// its issuer, Serial its CRL number (decimal) and NotAfter its next
+	// update.
+	CRL = "crl"
 )
 
 // Cert is a certificate to watch and what it is to the daemon.
@@ -53,6 +59,11 @@ func (w Warning) Expired() bool { return w.Left <= 0 }
 // DefaultThresholds are when to warn: 30, 7 and 1 days before expiry.
 var DefaultThresholds = []time.Duration{30 * 24 * time.Hour, 7 * 24 * time.Hour, 24 * time.Hour}
 
+// DefaultCRLThresholds are when to warn before a CRL's next update: a day.
+// CRLs live days, not years (twoway pki crl: 7), and are normally replaced
+// well before they are due, so an earlier warning would fire for every one.
+var DefaultCRLThresholds = []time.Duration{24 * time.Hour}
+
 // Config configures a Watcher.
 type Config struct {
 	// Certificates returns the certificates to watch. It is called at
@@ -61,6 +72,12 @@ type Config struct {
 	Certificates func() []Cert
 	// Thresholds are how long before expiry to warn (DefaultThresholds).
 	Thresholds []time.Duration
+	// CRLs, if set, returns the revocation lists to watch, at every check
+	// (see CRLsFromCredentials).
+	CRLs func() []*x509.RevocationList
+	// CRLThresholds are how long before a CRL's next update to warn
+	// (DefaultCRLThresholds).
+	CRLThresholds []time.Duration
 	// Interval is how often to check (1 h).
 	Interval time.Duration
 	// Now is the clock (time.Now).
@@ -79,9 +96,10 @@ type Config struct {
 // Watcher checks certificates at start, after each reload and
 // periodically.
 type Watcher struct {
-	cfg        Config
-	log        *slog.Logger
-	thresholds []time.Duration // longest first
+	cfg           Config
+	log           *slog.Logger
+	thresholds    []time.Duration // longest first
+	crlThresholds []time.Duration // longest first
 
 	mu     sync.Mutex
 	warned map[[32]byte]int // certificate hash -> levels warned (see level); guarded by mu
@@ -97,17 +115,14 @@ func New(cfg Config, logger *slog.Logger) (*Watcher, error) {
 	if cfg.Certificates == nil {
 		return nil, errors.New("expiry: no certificates")
 	}
-	th := slices.Clone(cfg.Thresholds)
-	if len(th) == 0 {
-		th = slices.Clone(DefaultThresholds)
+	th, err := sortThresholds(cfg.Thresholds, DefaultThresholds)
+	if err != nil {
+		return nil, err
 	}
-	for _, t := range th {
-		if t <= 0 {
-			return nil, errors.New("expiry: thresholds must be positive")
-		}
+	crlTh, err := sortThresholds(cfg.CRLThresholds, DefaultCRLThresholds)
+	if err != nil {
+		return nil, err
 	}
-	slices.SortFunc(th, func(a, b time.Duration) int { return cmp.Compare(b, a) })
-	th = slices.Compact(th)
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Hour
 	}
@@ -118,9 +133,24 @@ func New(cfg Config, logger *slog.Logger) (*Watcher, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Watcher{
-		cfg: cfg, log: logger, thresholds: th,
+		cfg: cfg, log: logger, thresholds: th, crlThresholds: crlTh,
 		warned: make(map[[32]byte]int), stopped: make(chan struct{}),
 	}, nil
+}
+
+// sortThresholds returns th (def when empty), longest first, checked.
+func sortThresholds(th, def []time.Duration) ([]time.Duration, error) {
+	th = slices.Clone(th)
+	if len(th) == 0 {
+		th = slices.Clone(def)
+	}
+	for _, t := range th {
+		if t <= 0 {
+			return nil, errors.New("expiry: thresholds must be positive")
+		}
+	}
+	slices.SortFunc(th, func(a, b time.Duration) int { return cmp.Compare(b, a) })
+	return slices.Compact(th), nil
 }
 
 // Start checks once, before returning, then keeps checking in the
@@ -170,15 +200,15 @@ func (w *Watcher) Wait() error {
 	return nil
 }
 
-// level is how urgent a certificate with left to go is: 0 when no
-// threshold is crossed, i+1 when thresholds[i] is the shortest crossed,
+// level is how urgent an item with left to go is: 0 when no threshold is
+// crossed, i+1 when thresholds[i] is the shortest crossed,
 // len(thresholds)+1 once expired.
-func (w *Watcher) level(left time.Duration) int {
+func level(thresholds []time.Duration, left time.Duration) int {
 	if left <= 0 {
-		return len(w.thresholds) + 1
+		return len(thresholds) + 1
 	}
 	lvl := 0
-	for i, t := range w.thresholds {
+	for i, t := range thresholds {
 		if left <= t {
 			lvl = i + 1
 		}
@@ -186,41 +216,75 @@ func (w *Watcher) level(left time.Duration) int {
 	return lvl
 }
 
-// Check checks every certificate now, logs what has become more urgent
-// since the last check and returns those warnings. Safe for concurrent use.
-func (w *Watcher) Check() []Warning {
-	now := w.cfg.Now()
-	certs := w.cfg.Certificates()
-	var out []Warning
+// watched is one certificate or CRL as Check sees it.
+type watched struct {
+	key        [32]byte
+	thresholds []time.Duration
+	wn         Warning // Which, Subject, Serial and NotAfter
+}
 
-	w.mu.Lock()
-	seen := make(map[[32]byte]bool, len(certs))
-	for _, c := range certs {
+// items lists what to check now.
+func (w *Watcher) items() []watched {
+	var out []watched
+	for _, c := range w.cfg.Certificates() {
 		if c.Cert == nil {
 			continue
 		}
-		key := sha256.Sum256(c.Cert.Raw)
-		if seen[key] {
+		out = append(out, watched{sha256.Sum256(c.Cert.Raw), w.thresholds, Warning{
+			Which: c.Which, Subject: subject(c.Cert), Serial: c.Cert.SerialNumber.Text(16), NotAfter: c.Cert.NotAfter,
+		}})
+	}
+	if w.cfg.CRLs != nil {
+		for _, crl := range w.cfg.CRLs() {
+			if crl == nil || crl.NextUpdate.IsZero() {
+				continue // no promise of a next list: never stale
+			}
+			serial := "-"
+			if crl.Number != nil {
+				serial = crl.Number.String()
+			}
+			issuer := crl.Issuer.CommonName
+			if issuer == "" {
+				issuer = crl.Issuer.String()
+			}
+			out = append(out, watched{sha256.Sum256(crl.Raw), w.crlThresholds, Warning{
+				Which: CRL, Subject: issuer, Serial: serial, NotAfter: crl.NextUpdate,
+			}})
+		}
+	}
+	return out
+}
+
+// Check checks every certificate and CRL now, logs what has become more
+// urgent since the last check and returns those warnings. Safe for
+// concurrent use.
+func (w *Watcher) Check() []Warning {
+	now := w.cfg.Now()
+	items := w.items()
+	var out []Warning
+
+	w.mu.Lock()
+	seen := make(map[[32]byte]bool, len(items))
+	for _, it := range items {
+		if seen[it.key] {
 			continue // the same CA in the chain and the bundle
 		}
-		seen[key] = true
-		left := c.Cert.NotAfter.Sub(now)
-		lvl := w.level(left)
-		if lvl <= w.warned[key] {
+		seen[it.key] = true
+		left := it.wn.NotAfter.Sub(now)
+		lvl := level(it.thresholds, left)
+		if lvl <= w.warned[it.key] {
 			continue
 		}
-		w.warned[key] = lvl
-		wn := Warning{
-			Which: c.Which, Subject: subject(c.Cert), Serial: c.Cert.SerialNumber.Text(16),
-			NotAfter: c.Cert.NotAfter, Left: left,
-		}
-		if lvl <= len(w.thresholds) {
-			wn.Threshold = w.thresholds[lvl-1]
+		w.warned[it.key] = lvl
+		wn := it.wn
+		wn.Left = left
+		if lvl <= len(it.thresholds) {
+			wn.Threshold = it.thresholds[lvl-1]
 		}
 		out = append(out, wn)
 	}
-	// Forget certificates no longer in use, so the map does not grow
-	// with every reload.
+	// Forget what is no longer in use, so the map does not grow with
+	// every reload.
 	for key := range w.warned {
 		if !seen[key] {
 			delete(w.warned, key)
@@ -229,19 +293,33 @@ func (w *Watcher) Check() []Warning {
 	w.mu.Unlock()
 
 	for _, wn := range out {
-		attrs := []any{"which", wn.Which, "subject", wn.Subject, "serial", wn.Serial,
-			"not_after", wn.NotAfter.UTC().Format(time.RFC3339)}
-		if wn.Expired() {
-			w.log.Error("certificate has expired", attrs...)
-		} else {
-			attrs = append(attrs, "days_left", int(wn.Left/(24*time.Hour)), "threshold_days", int(wn.Threshold/(24*time.Hour)))
-			w.log.Warn("certificate expires soon", attrs...)
-		}
+		w.logWarning(wn)
 		if w.cfg.OnWarn != nil {
 			w.cfg.OnWarn(wn)
 		}
 	}
 	return out
+}
+
+func (w *Watcher) logWarning(wn Warning) {
+	if wn.Which == CRL {
+		attrs := []any{"issuer", wn.Subject, "crl_number", wn.Serial, "next_update", wn.NotAfter.UTC().Format(time.RFC3339)}
+		if wn.Expired() {
+			w.log.Error("revocation list is stale (past its next update): publish a new one (twoway pki crl) and reload", attrs...)
+		} else {
+			attrs = append(attrs, "hours_left", int(wn.Left/time.Hour))
+			w.log.Warn("revocation list is due for replacement soon: publish a new one (twoway pki crl) and reload", attrs...)
+		}
+		return
+	}
+	attrs := []any{"which", wn.Which, "subject", wn.Subject, "serial", wn.Serial,
+		"not_after", wn.NotAfter.UTC().Format(time.RFC3339)}
+	if wn.Expired() {
+		w.log.Error("certificate has expired", attrs...)
+	} else {
+		attrs = append(attrs, "days_left", int(wn.Left/(24*time.Hour)), "threshold_days", int(wn.Threshold/(24*time.Hour)))
+		w.log.Warn("certificate expires soon", attrs...)
+	}
 }
 
 func subject(c *x509.Certificate) string {
@@ -288,5 +366,16 @@ func FromCredentials(creds Credentials) func() []Cert {
 			}
 		}
 		return out
+	}
+}
+
+// CRLsFromCredentials returns a Config.CRLs function that reads the
+// revocation lists in use from creds at every call, so a reload is seen.
+func CRLsFromCredentials(creds Credentials) func() []*x509.RevocationList {
+	return func() []*x509.RevocationList {
+		if v := creds.Verifier(); v != nil {
+			return v.CRLs()
+		}
+		return nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"strings"
 	"sync"
@@ -288,5 +289,66 @@ func TestStartChecksAtOnce(t *testing.T) {
 	defer mu.Unlock()
 	if ws := only(got, "alice"); len(ws) != 1 || ws[0].Threshold != day {
 		t.Fatalf("Start warned %+v, want the 1-day warning for alice", got)
+	}
+}
+
+// TestCRLGoesStale: a CRL is warned about a day before its next update and
+// once more when it has passed; a fresh CRL put in by a reload starts
+// afresh, and the certificate thresholds do not apply to CRLs (a 7-day CRL
+// is not "inside 30 days" from the moment it is made).
+func TestCRLGoesStale(t *testing.T) {
+	f := newFixture(t)
+	crl := f.h.ClientCA.CRL(t, 3) // next update in 24 h
+	ver, err := pki.NewVerifier(f.h.ClientBundle(), []*x509.RevocationList{crl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.creds.mu.Lock()
+	f.creds.ver = ver
+	f.creds.mu.Unlock()
+	next := crl.NextUpdate
+	clk := &clock{now: next.Add(-2 * day)}
+	w, logs := newWatcher(t, Config{Certificates: FromCredentials(f.creds), CRLs: CRLsFromCredentials(f.creds), Now: clk.Now})
+	crlWarnings := func() []Warning {
+		var out []Warning
+		for _, wn := range w.Check() {
+			if wn.Which == CRL {
+				out = append(out, wn)
+			}
+		}
+		return out
+	}
+	if ws := crlWarnings(); len(ws) != 0 {
+		t.Fatalf("two days before the next update: %+v", ws)
+	}
+	clk.Set(next.Add(-23 * time.Hour))
+	ws := crlWarnings()
+	if len(ws) != 1 || ws[0].Expired() || ws[0].Threshold != day || ws[0].Serial != "3" || ws[0].Subject != f.h.ClientCA.Cert.Subject.CommonName {
+		t.Fatalf("a day before: %+v, want one warning for CRL 3", ws)
+	}
+	if ws := crlWarnings(); len(ws) != 0 {
+		t.Fatalf("warned twice: %+v", ws)
+	}
+	clk.Set(next.Add(time.Minute))
+	if ws := crlWarnings(); len(ws) != 1 || !ws[0].Expired() {
+		t.Fatalf("after the next update: %+v, want one stale warning", ws)
+	}
+	// A reload puts in CRL 4: warned about on its own, although CRL 3
+	// already was.
+	fresh, err := pki.NewVerifier(f.h.ClientBundle(), []*x509.RevocationList{f.h.ClientCA.CRL(t, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.creds.mu.Lock()
+	f.creds.ver = fresh
+	f.creds.mu.Unlock()
+	clk.Set(time.Now().Add(23 * time.Hour))
+	if ws := crlWarnings(); len(ws) != 1 || ws[0].Serial != "4" || ws[0].Expired() {
+		t.Fatalf("after reload: %+v, want one warning for CRL 4", ws)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `level=WARN msg="revocation list is due for replacement soon`) || !strings.Contains(out, "crl_number=3") ||
+		!strings.Contains(out, `level=ERROR msg="revocation list is stale`) {
+		t.Fatalf("log:\n%s", out)
 	}
 }

@@ -261,11 +261,14 @@ var (
 	descExpiry = prometheus.NewDesc("twoway_certificate_expiry_seconds",
 		"Seconds until a certificate the daemon depends on expires (negative once expired); which is own, chain or ca.",
 		[]string{"which", "subject", "serial"}, nil)
+	descCRLNext = prometheus.NewDesc("twoway_crl_next_update_seconds",
+		"Seconds until a revocation list in use is due to be replaced (negative once stale).",
+		[]string{"issuer", "number"}, nil)
 )
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descStart, descSessions, descBytes, descPackets,
-		descDropped, descStreamsOpen, descStreamsOpened, descExpiry} {
+		descDropped, descStreamsOpen, descStreamsOpened, descExpiry, descCRLNext} {
 		ch <- d
 	}
 }
@@ -308,6 +311,15 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		seen[key] = true
 		gauge(descExpiry, cert.NotAfter.Sub(now).Seconds(), key[:]...)
+	}
+	seenCRL := make(map[[2]string]bool, len(st.CRLs))
+	for _, crl := range st.CRLs {
+		key := [2]string{crl.Issuer, crl.Number}
+		if crl.NextUpdate.IsZero() || seenCRL[key] {
+			continue
+		}
+		seenCRL[key] = true
+		gauge(descCRLNext, crl.NextUpdate.Sub(now).Seconds(), key[:]...)
 	}
 }
 

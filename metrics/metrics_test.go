@@ -73,6 +73,11 @@ func status() control.Status {
 			{Which: control.CertCA, Subject: "root", Serial: "3c", NotAfter: now.Add(-time.Hour)},
 			{Which: control.CertCA, Subject: "root", Serial: "3c", NotAfter: now.Add(-time.Hour)}, // listed twice
 		},
+		CRLs: []control.CRL{
+			{Issuer: "client CA", Number: "7", NextUpdate: now.Add(-2 * time.Hour), Stale: true},
+			{Issuer: "sub CA", Number: "2", NextUpdate: now.Add(48 * time.Hour)},
+			{Issuer: "old CA", Number: "1"}, // no next update: no series
+		},
 	}
 }
 
@@ -112,11 +117,15 @@ twoway_packets_dropped_total{reason="spoof"} 2
 twoway_certificate_expiry_seconds{serial="1a",subject="gw.example",which="own"} 864000
 twoway_certificate_expiry_seconds{serial="2b",subject="server CA",which="chain"} 8.64e+06
 twoway_certificate_expiry_seconds{serial="3c",subject="root",which="ca"} -3600
+# HELP twoway_crl_next_update_seconds Seconds until a revocation list in use is due to be replaced (negative once stale).
+# TYPE twoway_crl_next_update_seconds gauge
+twoway_crl_next_update_seconds{issuer="client CA",number="7"} -7200
+twoway_crl_next_update_seconds{issuer="sub CA",number="2"} 172800
 `
 	err := testutil.ScrapeAndCompare(url, strings.NewReader(want),
 		"twoway_info", "twoway_start_time_seconds", "twoway_sessions", "twoway_streams_open",
 		"twoway_streams_opened_total", "twoway_bytes_total", "twoway_packets_total",
-		"twoway_packets_dropped_total", "twoway_certificate_expiry_seconds")
+		"twoway_packets_dropped_total", "twoway_certificate_expiry_seconds", "twoway_crl_next_update_seconds")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,11 @@ type StoreConfig struct {
 	CABundle string
 	// CRLFiles are revocation lists, PEM or DER.
 	CRLFiles []string
+	// RejectStaleCRLs refuses every certificate a CRL covers once the
+	// CRL's next update has passed, until a fresh one is loaded. Off, a
+	// stale CRL keeps being used (and the daemon warns), so a CRL nobody
+	// republished does not lock every user out.
+	RejectStaleCRLs bool
 }
 
 // Store holds this side's certificate and the peer verifier, and swaps both
@@ -100,6 +105,7 @@ func load(cfg StoreConfig) (*tls.Certificate, *Verifier, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", cfg.CABundle, err)
 	}
+	ver.rejectStale = cfg.RejectStaleCRLs
 	if cfg.CertFile == "" && cfg.KeyFile == "" {
 		return nil, ver, nil
 	}

@@ -1,9 +1,14 @@
 package pki_test
 
 import (
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
+	"math/big"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
@@ -89,5 +94,62 @@ func TestStoreErrors(t *testing.T) {
 		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
 		}
+	}
+}
+
+// TestStaleCRL: a CRL past its next update keeps working by default (a
+// list nobody republished must not lock every user out) and refuses every
+// certificate it covers with RejectStaleCRLs; a revoked certificate is
+// still reported as revoked.
+func TestStaleCRL(t *testing.T) {
+	dir := t.TempDir()
+	h := pkitest.NewHierarchy(t)
+	alice := h.ClientCA.Client(t, "alice")
+	bob := h.ClientCA.Client(t, "bob")
+	// pkitest's leaves live a day and its CRLs too: this one is due in a
+	// minute, so it goes stale while alice is still valid.
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(7), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Minute),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: bob.Cert.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)}},
+	}, h.ClientCA.Cert, h.ClientCA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := pki.StoreConfig{
+		CABundle: pkitest.WriteFile(t, dir, "clients.crt", pkitest.PEM(h.ClientBundle()...)),
+		CRLFiles: []string{pkitest.WriteFile(t, dir, "crl.pem", pkitest.CRLPEM(crl))},
+	}
+	fresh, later := time.Now(), crl.NextUpdate.Add(time.Hour)
+	if pki.CRLStale(crl, fresh) || !pki.CRLStale(crl, later) {
+		t.Fatalf("CRLStale wrong around next update %v", crl.NextUpdate)
+	}
+
+	lenient, err := pki.NewStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lenient.Verifier().Verify(alice.Certs(), pki.VerifyOptions{Usage: pki.UsageClient, Now: later}); err != nil {
+		t.Fatalf("default: stale CRL refused alice: %v", err)
+	}
+
+	cfg.RejectStaleCRLs = true
+	strict, err := pki.NewStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strict.Verifier().Verify(alice.Certs(), pki.VerifyOptions{Usage: pki.UsageClient, Now: fresh}); err != nil {
+		t.Fatalf("strict, fresh CRL: %v", err)
+	}
+	_, err = strict.Verifier().Verify(alice.Certs(), pki.VerifyOptions{Usage: pki.UsageClient, Now: later})
+	var ve *pki.VerifyError
+	if !errors.Is(err, pki.ErrStaleCRL) || !errors.As(err, &ve) || ve.Check != "revocation" || !strings.Contains(ve.Detail, "number 7") {
+		t.Fatalf("strict, stale CRL: %v, want a revocation error naming CRL 7", err)
+	}
+	if _, err := strict.Verifier().Verify(bob.Certs(), pki.VerifyOptions{Usage: pki.UsageClient, Now: later}); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("strict, stale CRL, revoked bob: %v, want ErrRevoked", err)
 	}
 }

@@ -48,6 +48,7 @@ var (
 	ErrNotYetValid   = errors.New("certificate not yet valid")
 	ErrWrongUsage    = errors.New("certificate not valid for this usage")
 	ErrRevoked       = errors.New("certificate revoked")
+	ErrStaleCRL      = errors.New("revocation list is stale")
 	ErrNameMismatch  = errors.New("name mismatch")
 	ErrPinMismatch   = errors.New("public key pin mismatch")
 )
@@ -102,6 +103,9 @@ type Verifier struct {
 	issuing [][]byte
 	pool    *x509.CertPool
 	crls    []*crlIndex
+	// rejectStale refuses certificates covered by a CRL whose next
+	// update has passed (see StoreConfig.RejectStaleCRLs).
+	rejectStale bool
 }
 
 type crlIndex struct {
@@ -235,7 +239,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, opts VerifyOptions) (*Ident
 			}
 			continue
 		}
-		if err := v.checkRevocation(ch); err != nil {
+		if err := v.checkRevocation(ch, now); err != nil {
 			if firstErr == nil || !errors.Is(firstErr, ErrRevoked) {
 				firstErr = err
 			}
@@ -317,7 +321,7 @@ func (v *Verifier) issuingNames() string {
 
 // checkRevocation looks every certificate of the chain up in the CRLs of its
 // issuer. A CRL counts only if its signature verifies against that issuer.
-func (v *Verifier) checkRevocation(chain []*x509.Certificate) error {
+func (v *Verifier) checkRevocation(chain []*x509.Certificate, now time.Time) error {
 	for i := 0; i+1 < len(chain); i++ {
 		cert, issuer := chain[i], chain[i+1]
 		for _, idx := range v.crls {
@@ -331,9 +335,28 @@ func (v *Verifier) checkRevocation(chain []*x509.Certificate) error {
 				}
 				return &VerifyError{Check: "revocation", Subject: describe(cert), Err: ErrRevoked, Detail: detail}
 			}
+			if v.rejectStale && CRLStale(idx.crl, now) {
+				return &VerifyError{Check: "revocation", Subject: describe(cert), Err: ErrStaleCRL,
+					Detail: fmt.Sprintf("the CRL of %q (number %s) was due to be replaced %s; stale CRLs are refused", issuer.Subject.CommonName, crlNumber(idx.crl), idx.crl.NextUpdate.UTC().Format(time.RFC3339))}
+			}
 		}
 	}
 	return nil
+}
+
+// CRLStale reports whether crl's next update is past at now: its issuer
+// promised a newer list by then, so revocations made since may be missing.
+// A CRL without a next update never goes stale.
+func CRLStale(crl *x509.RevocationList, now time.Time) bool {
+	return !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate)
+}
+
+// crlNumber renders crl's number for messages ("-" when it has none).
+func crlNumber(crl *x509.RevocationList) string {
+	if crl.Number == nil {
+		return "-"
+	}
+	return crl.Number.String()
 }
 
 func sameSerial(a, b *big.Int) bool { return a != nil && b != nil && a.Cmp(b) == 0 }

@@ -279,6 +279,13 @@ type procGateway struct {
 
 func startProcGateway(t *testing.T, client, target string) *procGateway {
 	t.Helper()
+	return startProcGatewayWith(t, client, target, "", nil)
+}
+
+// startProcGatewayWith is startProcGateway with tlsExtra added to the [tls]
+// table and before run once the PKI exists, before the gateway starts.
+func startProcGatewayWith(t *testing.T, client, target, tlsExtra string, before func(*procGateway)) *procGateway {
+	t.Helper()
 	g := &procGateway{dir: t.TempDir()}
 	res, err := pki.Init(filepath.Join(g.dir, "pki"), pki.InitOptions{Org: "proc test"})
 	if err != nil {
@@ -301,6 +308,7 @@ cert = %q
 key = %q
 client_ca = "pki/client-ca/bundle.crt"
 crls = ["pki/client-ca/crl.pem"]
+%s
 [policy.admit]
 groups = ["eng"]
 [[policy.rule]]
@@ -309,7 +317,10 @@ groups = ["eng"]
 targets = [%q]
 [control]
 socket = "off"
-`, filepath.Base(srvCert.CertFile), filepath.Base(srvCert.KeyFile), target)
+`, filepath.Base(srvCert.CertFile), filepath.Base(srvCert.KeyFile), tlsExtra, target)
+	if before != nil {
+		before(g)
+	}
 	g.confPath = filepath.Join(g.dir, "server.toml")
 	if err := os.WriteFile(g.confPath, []byte(g.conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -188,6 +189,21 @@ func printStatus(w io.Writer, st control.Status) {
 		tw.Flush()
 	}
 
+	if len(st.CRLs) > 0 {
+		fmt.Fprintln(w, "\nrevocation lists:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ISSUER\tNUMBER\tREVOKED\tNEXT UPDATE\tLEFT")
+		for _, c := range st.CRLs {
+			next, left := "-", "-"
+			if !c.NextUpdate.IsZero() {
+				next = c.NextUpdate.UTC().Format("2006-01-02 15:04")
+				left = crlLeft(c.NextUpdate.Sub(st.Now))
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", c.Issuer, cmp.Or(c.Number, "-"), c.Revoked, next, left)
+		}
+		tw.Flush()
+	}
+
 	client := st.Role == control.RoleClient
 	fmt.Fprintf(w, "\n%s:\n", plural(len(st.Sessions), "session"))
 	if len(st.Sessions) > 0 {
@@ -289,6 +305,18 @@ func days(n int, notAfter time.Time) string {
 		return fmt.Sprintf("%dd (!)", n)
 	}
 	return fmt.Sprintf("%dd", n)
+}
+
+// crlLeft is how long a CRL has until its next update: STALE once past,
+// hours in its last day (marked), days before.
+func crlLeft(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "STALE"
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh (!)", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
 }
 
 // addresses is a session's VPN addresses, marked "(gso)" when superpackets

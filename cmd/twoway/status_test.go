@@ -53,6 +53,10 @@ func gatewayStatus() control.Status {
 			{Which: control.CertOwn, Subject: "gw.example", Serial: "1a", NotAfter: statusNow.Add(90 * 24 * time.Hour), DaysLeft: 90},
 			{Which: control.CertCA, Subject: "test root", Serial: "3c", NotAfter: statusNow.Add(5 * 24 * time.Hour), DaysLeft: 5},
 		},
+		CRLs: []control.CRL{
+			{Issuer: "client CA", Number: "12", Revoked: 3, NextUpdate: statusNow.Add(5 * time.Hour)},
+			{Issuer: "branch CA", Number: "4", NextUpdate: statusNow.Add(-time.Hour), Stale: true},
+		},
 		Sessions: []control.Session{{
 			ID: "s1", Identity: "alice", Groups: []string{"eng", "ops"}, Serial: "ab12", Remote: "127.0.0.1:50000",
 			Addresses: []string{"198.18.100.7/24"}, GSO: true, BytesIn: 1536, BytesOut: 3 << 20, PacketsIn: 12, PacketsOut: 34,
@@ -118,6 +122,11 @@ func TestStatusTable(t *testing.T) {
 	cert := regexp.MustCompile(`(?m)^  ca\s+test root\s+3c\s+2026-03-06\s+5d \(!\)$`)
 	if !cert.MatchString(out) {
 		t.Errorf("no matching CA certificate row:\n%s", out)
+	}
+	for _, re := range []string{`(?m)^  client CA\s+12\s+3\s+2026-03-01 17:00\s+5h \(!\)$`, `(?m)^  branch CA\s+4\s+0\s+2026-03-01 11:00\s+STALE$`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("no CRL row matching %s:\n%s", re, out)
+		}
 	}
 }
 
