@@ -411,13 +411,12 @@ func matchesPin(chain []*x509.Certificate, pins []string) bool {
 	return false
 }
 
+// hasEKU reports whether c names want among its extended key usages.
+// anyExtendedKeyUsage alone does not count (RFC 5280 4.2.1.12 lets an
+// application that needs a particular purpose refuse it): a leaf good for
+// "any purpose" could be presented as a client and as a server alike.
 func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
-	for _, u := range c.ExtKeyUsage {
-		if u == want || u == x509.ExtKeyUsageAny {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(c.ExtKeyUsage, want)
 }
 
 func ekuList(c *x509.Certificate) string {

@@ -56,6 +56,8 @@ func TestVerifyClient(t *testing.T) {
 		{"revoked by sub-CA CRL", v, engRevoked.Certs(), pki.ErrRevoked, "revocation"},
 		{"server cert used as client cert", v, h.ClientCA.Server(t, "gw.example").Certs(), pki.ErrWrongUsage, "usage"},
 		{"no EKU at all", v, h.ClientCA.Issue(t, pkitest.LeafOptions{CommonName: "noeku"}).Certs(), pki.ErrWrongUsage, "usage"},
+		{"any-purpose EKU only", v, h.ClientCA.Issue(t, pkitest.LeafOptions{CommonName: "anyeku", EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}).Certs(), pki.ErrWrongUsage, "usage"},
+		{"any-purpose EKU beside clientAuth", v, h.ClientCA.Issue(t, pkitest.LeafOptions{CommonName: "both", EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageAny, x509.ExtKeyUsageClientAuth}}).Certs(), nil, ""},
 		{"leaf valid but its CA expired", vOld, expiredCA.Client(t, "carol").Certs(), pki.ErrExpired, "validity"},
 		{"intermediate missing from presented chain", v, []*x509.Certificate{engUser.Cert}, pki.ErrUntrusted, "chain"},
 	}

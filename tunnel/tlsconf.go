@@ -92,6 +92,11 @@ func clientTLSConfig(creds Credentials, serverName string, pins []string, hs *cl
 	if ver == nil {
 		return nil, errors.New("no gateway CA bundle loaded")
 	}
+	if serverName == "" {
+		// pki.Verifier skips the name check for an empty name, which
+		// would accept any gateway certificate from the server CA.
+		return nil, errors.New("no gateway name to verify the certificate against")
+	}
 	hs.verifier = ver
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
