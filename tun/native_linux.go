@@ -69,7 +69,15 @@ func createWithoutOffload(name string, mtu int) (wgtun.Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return wgtun.CreateTUNFromFile(os.NewFile(uintptr(fd), "/dev/net/tun"), mtu)
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	dev, err := wgtun.CreateTUNFromFile(f, mtu)
+	if err != nil {
+		// CreateTUNFromFile does not close it, and an open descriptor
+		// keeps the interface alive.
+		f.Close()
+		return nil, err
+	}
+	return dev, nil
 }
 
 // groRefused reports the error a kernel gives when it refuses a coalesced

@@ -52,6 +52,7 @@ func TestNetns(t *testing.T) {
 	t.Run("FullTunnelBypassAndCrashCleanup", testFullTunnelBypassAndCrashCleanup)
 	t.Run("RollbackOnConflict", testRollbackOnConflict)
 	t.Run("NoOffload", testNoOffload)
+	t.Run("FailedOpenLeavesNothing", testFailedOpenLeavesNothing)
 	t.Run("CloseUnblocksRead", testCloseUnblocksRead)
 	t.Run("Resolved", testResolved)
 }
@@ -610,6 +611,38 @@ func testRollbackOnConflict(t *testing.T) {
 		t.Error("the pre-existing route was removed")
 	}
 	e.assertRestored(t)
+}
+
+// testFailedOpenLeavesNothing: a device the wireguard package refuses after
+// the kernel made it (here: an MTU no link takes) must not keep its
+// /dev/net/tun descriptor open, which would keep the interface alive.
+// (wireguard-go itself leaks a pipe and two goroutines on that path.)
+func testFailedOpenLeavesNothing(t *testing.T) {
+	const name = "twtest9"
+	tunFDs := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range ents {
+			if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/net/tun" {
+				n++
+			}
+		}
+		return n
+	}
+	before := tunFDs()
+	if dev, err := tun.CreateWithoutOffload(name, 1<<20); err == nil {
+		dev.Close()
+		t.Fatal("a TUN device with a 1 MiB MTU was created")
+	}
+	if after := tunFDs(); after != before {
+		t.Fatalf("/dev/net/tun descriptors %d -> %d after a failed open", before, after)
+	}
+	if _, err := netlink.LinkByName(name); err == nil {
+		t.Fatalf("%s still exists after a failed open", name)
+	}
 }
 
 func testNoOffload(t *testing.T) {

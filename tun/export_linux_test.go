@@ -1,0 +1,4 @@
+package tun
+
+// CreateWithoutOffload exposes createWithoutOffload to the namespace tests.
+var CreateWithoutOffload = createWithoutOffload
