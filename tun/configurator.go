@@ -58,7 +58,8 @@ type ConfiguratorOptions struct {
 	Run Runner
 
 	// Resolved reports whether systemd-resolved manages DNS on Linux;
-	// default checks for its runtime directory and resolvectl on PATH.
+	// default checks for its runtime directory and resolvectl on PATH, and
+	// that ResolvConf sends lookups to it (resolvedServes).
 	Resolved func() bool
 
 	// Logger receives one line per change; default discards.
@@ -240,7 +241,8 @@ func newConfigurator(opts ConfiguratorOptions) (*configurator, error) {
 		opts.Run = ExecRunner
 	}
 	if opts.Resolved == nil {
-		opts.Resolved = resolvedRunning
+		rc := opts.ResolvConf
+		opts.Resolved = func() bool { return resolvedRunning() && resolvedServes(rc) }
 	}
 	log := opts.Logger
 	if log == nil {

@@ -228,6 +228,28 @@ func restoreResolvConf(b resolvConfBackup) error {
 	return os.Remove(b.Backup)
 }
 
+// resolvedServes reports whether the resolv.conf at path hands lookups to
+// systemd-resolved: a link into its runtime directory, or a file naming its
+// stub listener. A host where resolved runs beside a static resolv.conf
+// would never see DNS set through resolvectl, so that file is edited
+// instead.
+func resolvedServes(path string) bool {
+	if target, err := os.Readlink(path); err == nil && strings.Contains(target, "/run/systemd/resolve/") {
+		return true
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" && (f[1] == "127.0.0.53" || f[1] == "127.0.0.54") {
+			return true
+		}
+	}
+	return false
+}
+
 // resolvedRunning reports whether systemd-resolved manages DNS: its runtime
 // directory exists and resolvectl is available.
 func resolvedRunning() bool {

@@ -340,3 +340,36 @@ func TestResolvedThroughEngine(t *testing.T) {
 		t.Fatalf("failed apply ran %q", got)
 	}
 }
+
+// TestResolvedServes: resolved's per-link DNS only matters when
+// resolv.conf sends lookups to it.
+func TestResolvedServes(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink("../run/systemd/resolve/stub-resolv.conf", link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, content string
+		want          bool
+	}{
+		{"stub", "# This is /run/systemd/resolve/stub-resolv.conf\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n", true},
+		{"stub 54", "nameserver 127.0.0.54\n", true},
+		{"static", "# written by hand\nnameserver 198.18.0.1\nsearch corp.example\n", false},
+		{"mentions but does not use", "# nameserver 127.0.0.53\nnameserver 198.18.0.1\n", false},
+	} {
+		p := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := resolvedServes(p); got != tc.want {
+			t.Errorf("%s: resolvedServes = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !resolvedServes(link) {
+		t.Error("a link into /run/systemd/resolve/ is resolved's")
+	}
+	if resolvedServes(filepath.Join(dir, "missing")) {
+		t.Error("a missing resolv.conf is not resolved's")
+	}
+}
