@@ -164,7 +164,11 @@ func overwriteInPlace(path string, data []byte) error {
 	return f.Close()
 }
 
-// isOurResolvConf reports whether path is a regular file twoway wrote.
+// isOurResolvConf reports whether path is a regular file twoway wrote. A
+// file that is empty or holds the start of the marker also counts: an
+// in-place write (bind-mounted resolv.conf) truncates before it writes, and
+// a crash in between must not make the original look replaced by someone
+// else, which would drop its backup.
 func isOurResolvConf(path string) (bool, error) {
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -177,7 +181,8 @@ func isOurResolvConf(path string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return bytes.HasPrefix(data, []byte(resolvConfMarker)), nil
+	marker := []byte(resolvConfMarker)
+	return bytes.HasPrefix(data, marker) || bytes.HasPrefix(marker, data), nil
 }
 
 // restoreResolvConf undoes a rewrite recorded in b. It is idempotent, and

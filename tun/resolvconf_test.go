@@ -180,6 +180,36 @@ func TestResolvConfCrashCleanup(t *testing.T) {
 	assertOnly(t, dir, "resolv.conf")
 }
 
+// TestResolvConfCrashMidWrite: an in-place write (a bind-mounted
+// resolv.conf) truncates, then writes; a crash in between leaves an empty
+// file or the start of twoway's. Cleanup must take that for twoway's and
+// put the original back, not keep it and drop the backup.
+func TestResolvConfCrashMidWrite(t *testing.T) {
+	for _, left := range []string{"", resolvConfMarker[:7]} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "resolv.conf")
+		stateFile := filepath.Join(dir, "state.json")
+		if err := os.WriteFile(path, []byte(originalResolvConf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		crashed := newTestConfigurator(t, stateFile, resolvPlatform{path})
+		if _, err := crashed.Apply(context.Background(), testDev(), dnsConfig()); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(left), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		next := newTestConfigurator(t, stateFile, &fakePlatform{})
+		if err := next.Cleanup(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := readFile(t, path); got != originalResolvConf {
+			t.Fatalf("crash leaving %q: after cleanup %q, want the original", left, got)
+		}
+		assertOnly(t, dir, "resolv.conf")
+	}
+}
+
 // TestResolvConfStaleBackup covers a crash between making the backup and
 // recording it (no state file, original still in place, backup left over),
 // and a lost state file (twoway's file in place, backup left over).
