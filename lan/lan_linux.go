@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,6 +57,8 @@ func apply(cfg Config, logger *slog.Logger) (func() error, error) {
 		path, conf := sysctlForward6, sysctlConf6
 		if p.Addr().Is4() {
 			path, conf = sysctlForward4, sysctlConf4
+		} else {
+			warnRADefaults(logger)
 		}
 		restore, err := setSysctl(path, "1", forwardingSideEffects(conf))
 		if err != nil {
@@ -82,6 +85,58 @@ func apply(cfg Config, logger *slog.Logger) (func() error, error) {
 		once.Do(func() { err = undoAll() })
 		return err
 	}, nil
+}
+
+// warnRADefaults warns about every interface whose IPv6 default route came
+// from a router advertisement and which takes them only while not
+// forwarding (accept_ra=1): with forwarding on the kernel ignores further
+// advertisements there, so that route expires during the run and the
+// gateway loses IPv6 connectivity. accept_ra=2 is the fix, and the
+// operator's call.
+func warnRADefaults(logger *slog.Logger) {
+	if strings.TrimSpace(readOr(sysctlForward6, "0")) != "0" {
+		return // forwarding is on already: nothing changes
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Protocol: unix.RTPROT_RA}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return
+	}
+	warned := map[int]bool{}
+	for _, r := range routes {
+		if !isDefault(r) || warned[r.LinkIndex] {
+			continue
+		}
+		link, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			continue
+		}
+		name := link.Attrs().Name
+		if strings.TrimSpace(readOr(filepath.Join(sysctlConf6, name, "accept_ra"), "")) != "1" {
+			continue
+		}
+		warned[r.LinkIndex] = true
+		logger.Warn("IPv6 forwarding makes this interface ignore router advertisements, and its default route came from one: it will expire; set accept_ra=2 to keep taking them",
+			"interface", name, "sysctl", "net.ipv6.conf."+name+".accept_ra")
+	}
+}
+
+// isDefault reports whether r is a default route (netlink reports one with
+// no destination or with ::/0, depending on the version).
+func isDefault(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}
+
+// readOr is the content of path, or def when it cannot be read.
+func readOr(path, def string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return def
+	}
+	return string(b)
 }
 
 func cmp(a, b string) string {

@@ -1,6 +1,9 @@
 package lan
 
 import (
+	"bytes"
+	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -9,7 +12,9 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/twoway/twoway/internal/nstest"
 )
@@ -217,6 +222,47 @@ func TestApplyRoutedRemovesStaleNATTable(t *testing.T) {
 			if tb.Name == TableName {
 				t.Error("stale NAT table still there in routed mode")
 			}
+		}
+	})
+}
+
+// TestWarnsAboutRADefaultRoute: turning IPv6 forwarding on makes an
+// interface with accept_ra=1 ignore router advertisements; when its default
+// route came from one, the gateway says so.
+func TestWarnsAboutRADefaultRoute(t *testing.T) {
+	inNewNetns(t, func() {
+		la := netlink.NewLinkAttrs()
+		la.Name = "twup0"
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "twup1"}); err != nil {
+			t.Fatal(err)
+		}
+		link, err := netlink.LinkByName("twup0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/twup0/accept_ra", []byte("1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			t.Fatal(err)
+		}
+		addr, _ := netlink.ParseAddr("2001:db8:1::2/64")
+		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: addr.IPNet, Flags: unix.IFA_F_NODAD}); err != nil {
+			t.Fatal(err)
+		}
+		_, any6, _ := net.ParseCIDR("::/0")
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: any6, Gw: net.ParseIP("2001:db8:1::1"), Protocol: unix.RTPROT_RA}); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		logger := slog.New(slog.NewTextHandler(&buf, nil))
+		undo, err := Apply(Config{Mode: Routed, TUN: "twoway0", Pools: []netip.Prefix{netip.MustParsePrefix("2001:db8:100::/64")}}, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer undo()
+		if out := buf.String(); !strings.Contains(out, "ignore router advertisements") || !strings.Contains(out, "interface=twup0") {
+			t.Fatalf("no warning about twup0's advertised default route:\n%s", out)
 		}
 	})
 }
