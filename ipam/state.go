@@ -9,8 +9,9 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
+
+	"github.com/twoway/twoway/internal/atomicfile"
 )
 
 // stateVersion is the format of the state file; a file of another version
@@ -147,30 +148,6 @@ func (p *Pool) write(snap *snapshot) {
 	}
 }
 
-func writeAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	// CreateTemp already uses 0600; Chmod makes it independent of that
-	// detail and of the umask.
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+func writeAtomic(path string, data []byte) error {
+	return atomicfile.Write(path, data, 0o600)
 }

@@ -14,10 +14,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/youmark/pkcs8"
+
+	"github.com/twoway/twoway/internal/atomicfile"
 )
 
 // KeyType names a private key algorithm twoway can generate.
@@ -268,60 +269,14 @@ func IsEncryptedKeyFile(path string) (bool, error) {
 // directory, then rename) with mode perm. It refuses to replace an existing
 // file unless force is set, so that a mistyped command never destroys a key.
 func WriteFile(path string, data []byte, perm os.FileMode, force bool) error {
-	if !force {
-		if _, err := os.Lstat(path); err == nil {
+	if force {
+		return atomicfile.Write(path, data, perm)
+	}
+	if err := atomicfile.Create(path, data, perm); err != nil {
+		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s: %w", path, ErrExists)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
 		}
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	// CreateTemp makes the file 0600, so a key is never readable by others,
-	// not even for an instant; widen only what is meant to be public.
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if !force {
-		// Link fails if path appeared meanwhile, unlike rename.
-		if err := os.Link(tmp, path); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s: %w", path, ErrExists)
-			}
-			// Filesystems without hard links: fall back to rename.
-			if err := os.Rename(tmp, path); err != nil {
-				return err
-			}
-			ok = true
-			return nil
-		}
-		os.Remove(tmp)
-		ok = true
-		return nil
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
 	return nil
 }
