@@ -140,7 +140,8 @@ by default a sibling of the parent's directory named NAME.
 --path-len sets how many CA levels may follow below the new CA (default 0:
 it issues only end-entity certificates). --permit-dns and --permit-ip add
 critical name constraints: the new CA can then only issue for those domains
-and address ranges. Validity defaults to the parent's remaining lifetime, at
+and address ranges (given only one of the two, it can issue no names of the
+other kind at all). Validity defaults to the parent's remaining lifetime, at
 most 5 years.
 
 The parent's key password comes from --password-file (or is asked for). The
