@@ -100,14 +100,17 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 }
 
 // Start starts listening, then the control socket, metrics and expiry
-// warnings; it does not block.
+// warnings; it does not block. On error everything is stopped again,
+// including the VPN setup NewServer made (forwarding sysctls, the NAT
+// table): callers return the error without calling Stop.
 func (s *Server) Start(ctx context.Context) error {
 	s.started = time.Now()
 	if err := s.tunnel.Start(ctx); err != nil {
+		s.Stop()
 		return err
 	}
 	if err := s.ops.start(ctx); err != nil {
-		s.tunnel.Stop()
+		s.Stop()
 		return err
 	}
 	return nil
@@ -246,14 +249,16 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 }
 
 // Start opens the local listeners and connects, then starts the control
-// socket, metrics and expiry warnings; it does not block.
+// socket, metrics and expiry warnings; it does not block. On error
+// everything is stopped again, the TUN device closed included.
 func (c *Client) Start(ctx context.Context) error {
 	c.state.setStarted(time.Now())
 	if err := c.tunnel.Start(ctx); err != nil {
+		c.Stop()
 		return err
 	}
 	if err := c.ops.start(ctx); err != nil {
-		c.tunnel.Stop()
+		c.Stop()
 		return err
 	}
 	return nil

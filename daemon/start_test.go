@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/pki/pkitest"
+)
+
+// serverConfig writes a gateway configuration (control socket off) with
+// the given listen and metrics addresses, and the files it names.
+func serverConfig(t *testing.T, listen, metrics string) (string, *config.Server) {
+	t.Helper()
+	dir := t.TempDir()
+	h := pkitest.NewHierarchy(t)
+	gw := h.ServerCA.Server(t, "127.0.0.1")
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("gateway.crt", pkitest.PEM(gw.Certs()...))
+	write("gateway.key", pkitest.KeyPEM(t, gw.Key))
+	write("client-ca.crt", pkitest.PEM(h.ClientBundle()...))
+	text := fmt.Sprintf(`listen = %q
+[tls]
+cert = "gateway.crt"
+key = "gateway.key"
+client_ca = "client-ca.crt"
+[control]
+socket = "off"
+[policy.admit]
+groups = ["eng"]
+`, listen)
+	if metrics != "" {
+		text += fmt.Sprintf("[metrics]\nlisten = %q\n", metrics)
+	}
+	path := filepath.Join(dir, "server.toml")
+	write("server.toml", []byte(text))
+	cfg, err := config.LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, cfg
+}
+
+// A Start that fails must undo what NewServer set up: the callers (the
+// foreground command, the service) return its error without calling Stop,
+// so VPN mode's forwarding sysctls and NAT table would otherwise outlive
+// the process.
+func TestServerStartFailureUndoesSetup(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct{ name, listen, metrics string }{
+		{"listen address taken", taken.Addr().String(), ""},
+		{"metrics address taken", "127.0.0.1:0", taken.Addr().String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, cfg := serverConfig(t, tc.listen, tc.metrics)
+			s, err := NewServer(path, cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Stand-in for the VPN setup of NewServer, which needs root.
+			undone := make(chan struct{}, 2)
+			s.vpn = &gatewayVPN{log: s.log, undoLAN: func() error { undone <- struct{}{}; return nil }}
+			if err := s.Start(context.Background()); err == nil {
+				s.Stop()
+				t.Fatal("Start succeeded on a taken address")
+			}
+			select {
+			case <-undone:
+			default:
+				t.Fatal("the VPN setup was left in place after a failed Start")
+			}
+			waited := make(chan error, 1)
+			go func() { waited <- s.Wait() }()
+			select {
+			case <-waited:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Wait blocks after a failed Start: the tunnel was left running")
+			}
+			s.Stop() // still idempotent
+			if len(undone) != 0 {
+				t.Fatal("the VPN setup was undone twice")
+			}
+		})
+	}
+}
