@@ -376,17 +376,28 @@ func checkCertificates(src *source, key, path string) ([]*x509.Certificate, erro
 // checkKeyPair checks the private key file: permissions, a PEM private key,
 // and, when it is not encrypted, that it belongs to the certificate. (An
 // encrypted key is decrypted when the credentials are loaded; doing it here
-// too would cost a second KDF run.)
-func checkKeyPair(src *source, keyKey, keyPath string, cert *x509.Certificate, allowInsecure bool) error {
+// too would cost a second KDF run, but it needs a password file.)
+func checkKeyPair(src *source, keyKey, keyPath string, cert *x509.Certificate, passFile string, allowInsecure bool) error {
 	data, err := checkSecretFile(src, keyKey, keyPath, allowInsecure)
 	if err != nil {
 		return err
 	}
-	block, _ := pem.Decode(data)
-	if block == nil || !strings.HasSuffix(block.Type, "PRIVATE KEY") {
+	// The key is the first private-key block, as pki.ParsePrivateKeyPEM
+	// finds it: other blocks may come first, such as the EC PARAMETERS
+	// that `openssl ecparam -genkey` writes.
+	var block *pem.Block
+	for rest := data; ; {
+		if block, rest = pem.Decode(rest); block == nil || strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			break
+		}
+	}
+	if block == nil {
 		return src.errf(keyKey, "%s: no PEM private key found", keyPath)
 	}
 	if block.Type == "ENCRYPTED PRIVATE KEY" {
+		if passFile == "" {
+			return src.errf(keyKey, "%s is encrypted: set tls.key_password_file to a file holding its password", keyPath)
+		}
 		return nil
 	}
 	key, err := pki.ParsePrivateKeyPEM(data, nil)

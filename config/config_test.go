@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -333,9 +334,55 @@ func TestEncryptedKeyIsNotDecrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "gateway.key"), enc, 0o600)
-	os.WriteFile(filepath.Join(dir, "server.toml"), []byte(serverTLS+minimalPolicy), 0o644)
+	// A wrong password passes: the key is not decrypted here.
+	os.WriteFile(filepath.Join(dir, "pass"), []byte("wrong\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "server.toml"), []byte(serverTLS+"key_password_file = \"pass\"\n"+minimalPolicy), 0o644)
 	if _, err := LoadServer(filepath.Join(dir, "server.toml")); err != nil {
-		t.Errorf("encrypted key without password file: %v", err)
+		t.Errorf("encrypted key with a password file: %v", err)
+	}
+}
+
+// An encrypted key without a password file cannot be loaded by the daemon
+// (pki.ErrPasswordRequired, and nothing prompts), so validation must
+// refuse it, on the key's line.
+func TestEncryptedKeyNeedsPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFixture(t, dir)
+	old := pki.KDFIterations
+	pki.KDFIterations = 1000
+	t.Cleanup(func() { pki.KDFIterations = old })
+	enc, err := pki.MarshalPrivateKeyPEM(f.gateway.Key, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "gateway.key"), enc, 0o600)
+	p := filepath.Join(dir, "server.toml")
+	os.WriteFile(p, []byte(serverTLS+minimalPolicy), 0o644)
+	_, err = LoadServer(p)
+	want := p + ":3: tls.key: " + filepath.Join(dir, "gateway.key") + " is encrypted: set tls.key_password_file to a file holding its password"
+	if err == nil || err.Error() != want {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+}
+
+// The daemon takes the first private-key block of the key file, skipping
+// others (pki.ParsePrivateKeyPEM); validation must accept the same files,
+// such as the output of `openssl ecparam -genkey`, which starts with an
+// EC PARAMETERS block.
+func TestKeyAfterOtherPEMBlocks(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFixture(t, dir)
+	keyPEM := pkitest.KeyPEM(t, f.gateway.Key)
+	params := pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}})
+	data := append(params, keyPEM...)
+	if _, err := pki.ParsePrivateKeyPEM(data, nil); err != nil {
+		t.Fatalf("the daemon's parser refuses it too: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "gateway.key"), data, 0o600)
+	p := filepath.Join(dir, "server.toml")
+	os.WriteFile(p, []byte(serverTLS+minimalPolicy), 0o644)
+	if _, err := LoadServer(p); err != nil {
+		t.Errorf("key file with EC PARAMETERS first: %v", err)
 	}
 }
 

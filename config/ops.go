@@ -59,7 +59,7 @@ func checkOwnCredentials(src *source, cert, key, passFile string, allowInsecure 
 	if err != nil {
 		return err
 	}
-	if err := checkKeyPair(src, "tls.key", key, certs[0], allowInsecure); err != nil {
+	if err := checkKeyPair(src, "tls.key", key, certs[0], passFile, allowInsecure); err != nil {
 		return err
 	}
 	if passFile != "" {
