@@ -391,6 +391,7 @@ func (m *Manager) Status() (State, error) {
 	if err := m.supported(); err != nil {
 		return StateUnknown, err
 	}
+	haveDef := false
 	if len(definitionPaths(m.sys.platform, m.cfg.Name)) > 0 {
 		def, err := m.findDefinition()
 		if err != nil {
@@ -399,6 +400,7 @@ func (m *Manager) Status() (State, error) {
 		if def == "" {
 			return StateNotInstalled, nil
 		}
+		haveDef = true
 	}
 	svc, err := m.control()
 	if err != nil {
@@ -407,6 +409,13 @@ func (m *Manager) Status() (State, error) {
 	st, err := mapStatus(svc.Status())
 	if err != nil {
 		return st, fmt.Errorf("status of %s: %w", m.cfg.Name, err)
+	}
+	if st == StateNotInstalled && haveDef {
+		// The definition is there, so it is installed: kardianos' systemd
+		// backend says "not installed" for every is-active answer it does
+		// not know, among them "deactivating" (the gateway draining for
+		// up to 35 s on stop) and "reloading".
+		return StateUnknown, nil
 	}
 	return st, nil
 }

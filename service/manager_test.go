@@ -140,6 +140,10 @@ func TestServiceStatus(t *testing.T) {
 		{"stopped", PlatformSystemd, []string{unit}, kservice.StatusStopped, nil, StateStopped, true},
 		{"running", PlatformSystemd, []string{unit}, kservice.StatusRunning, nil, StateRunning, true},
 		{"failed", PlatformSystemd, []string{unit}, kservice.StatusUnknown, errors.New("service in failed state"), StateFailed, true},
+		// kardianos answers "not installed" for is-active states it does
+		// not know, such as "deactivating" while the daemon drains: the
+		// unit file says otherwise.
+		{"deactivating", PlatformSystemd, []string{unit}, kservice.StatusUnknown, kservice.ErrNotInstalled, StateUnknown, true},
 		{"packaged unit", PlatformSystemd, []string{"/usr/lib/systemd/system/twoway-server.service"}, kservice.StatusRunning, nil, StateRunning, true},
 		{"no plist", PlatformLaunchd, nil, kservice.StatusStopped, nil, StateNotInstalled, false},
 		{"plist, stopped", PlatformLaunchd, []string{"/Library/LaunchDaemons/twoway-server.plist"}, kservice.StatusStopped, nil, StateStopped, true},
