@@ -132,8 +132,15 @@ func (s *Server) Status() control.Status { return gatewayStatus(s.started, s.tun
 // Kick ends every session of identity.
 func (s *Server) Kick(identity string) (int, error) { return s.tunnel.Kick(identity), nil }
 
-// Wait blocks until the gateway has stopped and returns the first fatal error.
-func (s *Server) Wait() error { return s.tunnel.Wait() }
+// Wait blocks until the gateway has stopped and returns the first fatal
+// error. A gateway that stopped on its own (a fatal accept error, its
+// context cancelled) is stopped completely first, so the VPN setup is
+// undone even when nobody calls Stop.
+func (s *Server) Wait() error {
+	err := s.tunnel.Wait()
+	s.Stop()
+	return err
+}
 
 // Tunnel exposes the running tunnel server (addresses, sessions).
 func (s *Server) Tunnel() *tunnel.Server { return s.tunnel }
@@ -279,7 +286,11 @@ func (c *Client) Status() control.Status { return c.state.status(c.tunnel, c.sto
 func (c *Client) Kick(string) (int, error) { return 0, errNotGateway }
 
 // Wait blocks until the client has stopped.
-func (c *Client) Wait() error { return c.tunnel.Wait() }
+func (c *Client) Wait() error {
+	err := c.tunnel.Wait()
+	c.Stop() // as for Server.Wait: the TUN device and its routes go too
+	return err
+}
 
 // Tunnel exposes the running tunnel client.
 func (c *Client) Tunnel() *tunnel.Client { return c.tunnel }

@@ -97,3 +97,37 @@ func TestServerStartFailureUndoesSetup(t *testing.T) {
 		})
 	}
 }
+
+// TestServerStoppedByContextUndoesSetup: a gateway whose context ends stops
+// by itself; whoever waits for it (the foreground command, the service) must
+// not have to call Stop for the VPN setup to be undone.
+func TestServerStoppedByContextUndoesSetup(t *testing.T) {
+	path, cfg := serverConfig(t, "127.0.0.1:0", "")
+	s, err := NewServer(path, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	undone := make(chan struct{}, 2)
+	s.vpn = &gatewayVPN{log: s.log, undoLAN: func() error { undone <- struct{}{}; return nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- s.Wait() }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after the context ended")
+	}
+	select {
+	case <-undone:
+	default:
+		t.Fatal("the VPN setup outlived a gateway that stopped on its own")
+	}
+	s.Stop()
+	if len(undone) != 0 {
+		t.Fatal("the VPN setup was undone twice")
+	}
+}
