@@ -66,6 +66,10 @@ func SystemdUnit(c Config) (string, error) {
 	// leaves /run read-only otherwise.
 	w("RuntimeDirectory=twoway")
 	w("RuntimeDirectoryMode=0750")
+	// Both units name this directory, and systemd removes a runtime
+	// directory when any unit naming it stops: restarting the client would
+	// delete the gateway's control socket (systemd/systemd#5394).
+	w("RuntimeDirectoryPreserve=yes")
 	w("UMask=0077")
 	w("")
 	w("# Privileges: TUN devices, addresses and routes; ports below 1024.")
