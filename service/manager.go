@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strings"
 
 	kservice "github.com/kardianos/service"
@@ -238,7 +239,7 @@ func (m *Manager) Install() (InstallReport, error) {
 		return rep, err
 	}
 	// Validate everything before touching the system.
-	secrets, err := CheckConfig(c.Role, c.ConfigPath)
+	files, err := CheckConfig(c.Role, c.ConfigPath)
 	if err != nil {
 		return rep, err
 	}
@@ -274,7 +275,7 @@ func (m *Manager) Install() (InstallReport, error) {
 			rep.User = "root"
 		}
 		if u, err := m.sys.lookupUser(rep.User); err == nil {
-			for _, s := range secrets {
+			for _, s := range files.Secrets {
 				if ok, err := m.sys.readable(s, u); err == nil && !ok {
 					rep.Warnings = append(rep.Warnings, fmt.Sprintf(
 						"%s is not readable by %s, whom the service runs as (without CAP_DAC_OVERRIDE); fix with 'chown %s %s'",
@@ -283,14 +284,22 @@ func (m *Manager) Install() (InstallReport, error) {
 			}
 		}
 		// ProtectHome= and PrivateTmp= hide these from the service.
-		for _, p := range []struct{ what, path string }{{"executable", c.Executable}, {"configuration", c.ConfigPath}} {
-			for _, hidden := range []string{"/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/"} {
-				if strings.HasPrefix(p.path, hidden) {
-					rep.Warnings = append(rep.Warnings, fmt.Sprintf(
-						"the %s %s is under %s, which the unit hides from the service (ProtectHome/PrivateTmp); move it, e.g. to /usr/local/bin or /etc/twoway",
-						p.what, p.path, strings.TrimSuffix(hidden, "/")))
-				}
+		var hiddenPaths []string
+		for _, p := range append(append([]string{c.Executable, c.ConfigPath}, files.Secrets...), files.Public...) {
+			if hiddenFromUnit(p) {
+				hiddenPaths = append(hiddenPaths, p)
 			}
+		}
+		if len(hiddenPaths) > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+				"the unit hides /home, /root, /run/user, /tmp and /var/tmp from the service (ProtectHome/PrivateTmp), and it needs %s; move them, e.g. to /usr/local/bin and /etc/twoway",
+				strings.Join(hiddenPaths, ", ")))
+		}
+		// ProtectSystem=strict: only StateDir is writable.
+		if d := files.StateDir; d != "" && filepath.Clean(d) != StateDir {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+				"state_dir %s is read-only for the service (ProtectSystem=strict; only %s is writable): leave state_dir unset, or allow it with 'systemctl edit %s' and ReadWritePaths=%s",
+				d, StateDir, c.Name, d))
 		}
 	case PlatformLaunchd:
 		rep.User = "root"
@@ -437,4 +446,15 @@ func mapStatus(st kservice.Status, err error) (State, error) {
 		return StateStopped, nil
 	}
 	return StateUnknown, nil
+}
+
+// hiddenFromUnit reports whether the systemd unit hides path from the
+// service (ProtectHome=, PrivateTmp=).
+func hiddenFromUnit(path string) bool {
+	for _, dir := range []string{"/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/"} {
+		if strings.HasPrefix(path, dir) {
+			return true
+		}
+	}
+	return false
 }

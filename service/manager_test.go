@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"os/user"
 	"reflect"
 	"strings"
@@ -229,9 +230,14 @@ func TestServiceInstallSystemd(t *testing.T) {
 	if rep.Path != "/etc/systemd/system/twoway-server.service" || rep.User != "twoway" || len(rep.Warnings) != 1 {
 		t.Errorf("report %+v", rep)
 	}
-	// The configuration lives in t.TempDir(), which PrivateTmp hides.
-	if len(rep.Warnings) == 1 && !strings.Contains(rep.Warnings[0], "PrivateTmp") {
-		t.Errorf("warning %q", rep.Warnings[0])
+	// The configuration and every file it names live in t.TempDir(),
+	// which PrivateTmp hides: one warning naming them all.
+	if len(rep.Warnings) == 1 {
+		for _, want := range []string{"PrivateTmp", "server.toml", "gateway.key", "gateway.crt", "client-ca.crt"} {
+			if !strings.Contains(rep.Warnings[0], want) {
+				t.Errorf("warning %q lacks %q", rep.Warnings[0], want)
+			}
+		}
 	}
 
 	// Again: it exists now.
@@ -387,5 +393,33 @@ func TestServiceControl(t *testing.T) {
 	h.svc.failOn = "start"
 	if err := m.Start(); err == nil || !strings.Contains(err.Error(), "start edge: start failed") {
 		t.Errorf("Start: %v", err)
+	}
+}
+
+// TestServiceInstallStateDirOutsideUnit: ProtectSystem=strict leaves only
+// /var/lib/twoway writable, so a VPN daemon with another state_dir could
+// not record its leases or its TUN changes.
+func TestServiceInstallStateDirOutsideUnit(t *testing.T) {
+	h := newFakeHost(PlatformSystemd)
+	h.users["twoway"] = &user.User{Username: "twoway", Uid: "998", Gid: "998"}
+	c := installConfig(t, RoleServer)
+	data, err := os.ReadFile(c.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vpn := "[vpn]\nenable = true\nipv4 = \"198.18.100.0/24\"\nstate_dir = \"/srv/twoway\"\n"
+	if err := os.WriteFile(c.ConfigPath, append(data, vpn...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := h.manager(c).Install()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, w := range rep.Warnings {
+		found = found || strings.Contains(w, "state_dir /srv/twoway is read-only") && strings.Contains(w, "ReadWritePaths=/srv/twoway")
+	}
+	if !found {
+		t.Errorf("warnings %q lack the state directory", rep.Warnings)
 	}
 }

@@ -165,27 +165,53 @@ func (c Config) Arguments() []string {
 	return []string{"service", "run", "--role", string(c.Role), "--name", c.Name, "-c", c.ConfigPath}
 }
 
+// ConfigFiles are the files and directories a configuration makes the
+// daemon use.
+type ConfigFiles struct {
+	// Secrets are keys and password files: the service account must be
+	// able to read them, and nobody else.
+	Secrets []string
+	// Public are certificates, CA bundles and CRLs.
+	Public []string
+	// StateDir is where a VPN daemon writes its state ("" without VPN).
+	StateDir string
+}
+
 // CheckConfig loads and validates the configuration file for role exactly
-// as the daemon will, without touching the system, and returns the secret
-// files it names (keys, password files) so that installers can check the
-// service account can read them. Errors name file, line and key.
-func CheckConfig(role Role, path string) (secrets []string, err error) {
+// as the daemon will, without touching the system, and returns the files it
+// names, so that installers can check the service account can reach them.
+// Errors name file, line and key.
+func CheckConfig(role Role, path string) (ConfigFiles, error) {
 	switch role {
 	case RoleServer:
 		cfg, err := config.LoadServer(path)
 		if err != nil {
-			return nil, err
+			return ConfigFiles{}, err
 		}
-		return nonEmpty(cfg.TLS.Key, cfg.TLS.KeyPasswordFile), nil
+		f := ConfigFiles{
+			Secrets: nonEmpty(cfg.TLS.Key, cfg.TLS.KeyPasswordFile),
+			Public:  nonEmpty(append([]string{cfg.TLS.Cert, cfg.TLS.ClientCA}, cfg.TLS.CRLs...)...),
+		}
+		if cfg.VPN.Enable {
+			f.StateDir = cfg.VPN.StateDir
+		}
+		return f, nil
 	case RoleClient:
 		cfg, err := config.LoadClient(path)
 		if err != nil {
-			return nil, err
+			return ConfigFiles{}, err
 		}
-		return nonEmpty(cfg.TLS.Key, cfg.TLS.KeyPasswordFile), nil
+		f := ConfigFiles{
+			Secrets: nonEmpty(cfg.TLS.Key, cfg.TLS.KeyPasswordFile, cfg.SOCKS.PasswordFile),
+			Public:  nonEmpty(cfg.TLS.Cert, cfg.TLS.ServerCA),
+		}
+		if cfg.VPN.Enable {
+			f.StateDir = cfg.VPN.StateDir
+		}
+		return f, nil
 	}
-	_, err = ParseRole(string(role))
-	return nil, err
+	_, err := ParseRole(string(role))
+	return ConfigFiles{}, err
 }
 
 func nonEmpty(ss ...string) []string {
