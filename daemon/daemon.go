@@ -40,6 +40,9 @@ type Server struct {
 
 	mu  sync.Mutex // guards cfg and serialises Reload
 	cfg *config.Server
+	// boot is the configuration the daemon started with: what a reload
+	// cannot change (listen, [limits], [tls], [vpn]) stays as it was.
+	boot *config.Server
 
 	stopOnce sync.Once
 }
@@ -73,7 +76,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	if cfg.Limits.HandshakeRate == 0 {
 		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
 	}
-	s := &Server{path: path, log: logger, store: store, cfg: cfg}
+	s := &Server{path: path, log: logger, store: store, cfg: cfg, boot: cfg}
 	if s.ops, err = newOps(control.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
 		return nil, err
 	}
@@ -167,7 +170,9 @@ func (s *Server) Reload() error {
 	if err := s.store.Reload(); err != nil {
 		return fmt.Errorf("reload credentials: %w", err)
 	}
-	if cfg.Listen != s.cfg.Listen || !reflect.DeepEqual(cfg.Limits, s.cfg.Limits) || !reflect.DeepEqual(cfg.TLS, s.cfg.TLS) || !reflect.DeepEqual(cfg.VPN, s.cfg.VPN) {
+	// Compared with the boot configuration, not the last reload's: a
+	// second reload must still say that the first one's change waits.
+	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || !reflect.DeepEqual(cfg.VPN, b.VPN) {
 		s.log.Warn("listen, [limits], [vpn] and [tls] file names take effect only after a restart; the files themselves were reloaded")
 	}
 	s.tunnel.SetPolicy(pol)

@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,4 +134,51 @@ func TestServerStoppedByContextUndoesSetup(t *testing.T) {
 	if len(undone) != 0 {
 		t.Fatal("the VPN setup was undone twice")
 	}
+}
+
+// TestReloadKeepsSayingRestartNeeded: a changed listen address waits for a
+// restart; a second reload of the same file must still say so, because the
+// gateway still listens on the old one.
+func TestReloadKeepsSayingRestartNeeded(t *testing.T) {
+	path, cfg := serverConfig(t, "127.0.0.1:0", "")
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	s, err := NewServer(path, cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.Replace(data, []byte(`listen = "127.0.0.1:0"`), []byte(`listen = "127.0.0.1:1"`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if err := s.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		n := strings.Count(buf.String(), "take effect only after a restart")
+		mu.Unlock()
+		if n != i {
+			t.Fatalf("after reload %d: %d restart warnings, want %d", i, n, i)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
