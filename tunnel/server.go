@@ -280,10 +280,19 @@ func (s *Server) Stop() {
 			s.cancel() // abandons handshakes in progress
 		}
 
-		var drained []<-chan struct{}
-		for _, ss := range sessions {
-			drained = append(drained, ss.startDrain())
+		// In parallel: the bye waits for the session's earlier writes, so
+		// a client that stopped reading would hold up every other
+		// client's bye until its own session times out.
+		drained := make([]<-chan struct{}, len(sessions))
+		var starting sync.WaitGroup
+		for i, ss := range sessions {
+			starting.Add(1)
+			go func() {
+				defer starting.Done()
+				drained[i] = ss.startDrain()
+			}()
 		}
+		starting.Wait()
 		timer := time.NewTimer(s.cfg.DrainTimeout)
 	wait:
 		for _, ch := range drained {

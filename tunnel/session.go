@@ -263,7 +263,20 @@ func (s *session) acceptLoop(handle func(*yamux.Stream)) {
 		// Counting yamux's streams, not our handlers, means half-closed
 		// and aborted streams the peer never finished still count: that
 		// is what bounds the memory a peer can make us hold.
-		if s.mux.NumStreams() > s.tuning.MaxStreams+1 { // +1: control
+		n := s.mux.NumStreams()
+		if n > s.tuning.MaxStreams+1+acceptBacklog {
+			// A refused stream stays in yamux, with the window
+			// AcceptStream granted, until the peer closes its end,
+			// which an honest peer does as soon as it reads the
+			// refusal. This many outstanding means a peer keeping
+			// them on purpose, which nothing else would bound.
+			s.log.Warn("peer keeps refused streams open; closing session", "streams", n)
+			_ = st.Close()
+			s.closeWithBye(ctlLimit, "too many refused streams left open",
+				fmt.Errorf("%w: %d streams open, limit %d", ErrLimit, n, s.tuning.MaxStreams))
+			return
+		}
+		if n > s.tuning.MaxStreams+1 { // +1: control
 			s.refuseStream(st, CodeLimit, fmt.Sprintf("session limit of %d streams reached", s.tuning.MaxStreams))
 			continue
 		}

@@ -1,0 +1,125 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestRefusedStreamsBounded: a peer that opens streams the gateway refuses
+// and never closes its end keeps each one alive in yamux (half-closed,
+// with a full receive window it may fill). Those must stay bounded too: the
+// gateway ends such a session rather than hold them without limit.
+func TestRefusedStreamsBounded(t *testing.T) {
+	f := newFixture(t)
+	scfg := f.serverConfig(nil)
+	scfg.Tuning.MaxStreams = 2
+	ended := make(chan error, 1)
+	scfg.OnSessionEnd = func(_ SessionInfo, err error) { ended <- err }
+	srv := startServer(t, scfg)
+	c, err := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ctx, c.cancel = contextWithCancel()
+	defer c.cancel()
+	cs, err := c.connect(srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cs.close(ErrStopped); cs.wait() }()
+
+	hdr, _ := streamHeader{Kind: StreamKind(99)}.marshal()
+	n := 2*acceptBacklog + 10
+	for i := range n {
+		st, err := cs.mux.OpenStream()
+		if err != nil {
+			break // the gateway ended the session: what we want
+		}
+		_ = st.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := st.Write(hdr); err != nil {
+			break
+		}
+		rep, err := readStreamReply(st)
+		if err != nil {
+			break
+		}
+		if rep.Code == CodeOK {
+			t.Fatalf("stream %d accepted", i)
+		}
+		// Hostile: never close our end.
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrLimit) {
+			t.Fatalf("session ended with %v, want ErrLimit", err)
+		}
+	case <-time.After(5 * time.Second):
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		for _, ss := range srv.sessions {
+			t.Fatalf("gateway still holds the session with %d streams (limit %d)", ss.mux.NumStreams(), scfg.Tuning.MaxStreams)
+		}
+	}
+}
+
+// TestStopDrainsPastStalledSession: one client that stopped reading (its
+// gateway session's writes are stuck) must not hold up the bye to the
+// others when the gateway stops.
+func TestStopDrainsPastStalledSession(t *testing.T) {
+	f := newFixture(t)
+	// An endless download, so that a stalled client's session has writes
+	// pending behind its full socket.
+	tgt := startTarget(t, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	const stall = 3 * time.Second
+	scfg := f.serverConfig(nil)
+	scfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: stall}
+	srv := startServer(t, scfg)
+	proxy := startFreezeProxy(t, srv.Addr().String())
+
+	// Several stalled sessions, so that Stop is unlikely to reach the
+	// healthy one first by chance.
+	for range 3 {
+		ccfg := f.clientConfig(proxy.ln.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
+		ccfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: 10 * stall}
+		var ev sessionEvents
+		ev.hook(&ccfg)
+		c := startClient(t, ccfg)
+		waitFor(t, ev.up, "stalled-to-be session")
+		conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.freeze()
+
+	ccfg := f.clientConfig(srv.Addr().String())
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	startClient(t, ccfg)
+	waitFor(t, ev.up, "healthy session")
+	// Let the stalled sessions' buffers fill.
+	time.Sleep(300 * time.Millisecond)
+
+	go srv.Stop()
+	start := time.Now()
+	if err := waitFor(t, ev.down, "bye"); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("healthy client told %v", err)
+	}
+	if took := time.Since(start); took > stall/2 {
+		t.Fatalf("healthy client got its bye after %s, behind the stalled ones", took)
+	}
+}
