@@ -312,7 +312,25 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	<-down
 	_ = st.Close()
 	ss.log.Info("VPN down")
+	ss.mu.Lock()
+	draining = ss.draining
+	ss.mu.Unlock()
+	select {
+	case <-ss.done():
+	default:
+		if !draining {
+			// The packets stream ended on its own (a malformed frame, a
+			// failed write) while the session lives on: a session
+			// keeps its one packets stream, so the client's VPN would
+			// stay dead. End the session; the client reconnects.
+			ss.close(fmt.Errorf("%w: the packets stream ended", ErrPacketsLost))
+		}
+	}
 }
+
+// ErrPacketsLost ends a VPN session whose packets stream ended while the
+// session itself was up; the client reconnects.
+var ErrPacketsLost = errors.New("VPN packets lost")
 
 func (s *session) logPacketErr(dir string, err error) {
 	if !isClosedErr(err) && !errors.Is(err, yamux.ErrTimeout) && !errors.Is(err, router.ErrPeerClosed) &&
@@ -515,6 +533,12 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 		defer c.wg.Done()
 		defer close(l.done)
 		cs.writeDevice(v.Device, st, l.gso)
+		if c.link.Load() == l && c.ctx.Err() == nil {
+			// Not vpnDown's doing: the stream ended while the session
+			// is up, and the gateway gives a session one packets
+			// stream. Reconnect rather than carry a dead VPN.
+			cs.close(fmt.Errorf("%w: the packets stream ended", ErrPacketsLost))
+		}
 	}()
 	c.link.Store(l)
 	cs.log.Info("VPN up", "addresses", tc.Addresses, "routes", tc.Routes, "dns", tc.DNS, "mtu", tc.MTU, "gso", l.gso)

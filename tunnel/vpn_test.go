@@ -453,3 +453,48 @@ func BenchmarkVPNPackets(b *testing.B) {
 		lan.Recycle(<-lan.Outbound)
 	}
 }
+
+// TestVPNPacketsStreamLossReconnects: a session keeps one packets stream,
+// so when that stream ends while the session is up (a bad frame, a failed
+// write, on either side) the session must end and the client reconnect,
+// rather than keep a session whose VPN is dead.
+func TestVPNPacketsStreamLossReconnects(t *testing.T) {
+	for _, side := range []string{"gateway", "client"} {
+		t.Run(side, func(t *testing.T) {
+			f := newFixture(t)
+			gw := startVPNGateway(t, f, nil, false, "", "")
+			vc := startVPNClient(t, f, f.clientCreds, gw.srv.Addr().String())
+			up := waitFor(t, vc.up, "VPN up")
+			me4 := addrOf(up, false)
+
+			switch side {
+			case "gateway":
+				gw.srv.mu.Lock()
+				var sessions []*serverSession
+				for _, ss := range gw.srv.sessions {
+					sessions = append(sessions, ss)
+				}
+				gw.srv.mu.Unlock()
+				if len(sessions) != 1 {
+					t.Fatalf("%d sessions at the gateway", len(sessions))
+				}
+				sessions[0].closePackets()
+			case "client":
+				l := vc.c.link.Load()
+				if l == nil {
+					t.Fatal("no VPN link at the client")
+				}
+				_ = l.st.SetReadDeadline(time.Now())
+			}
+
+			waitFor(t, vc.down, "VPN down after the packets stream ended")
+			again := waitFor(t, vc.up, "VPN up again after reconnecting")
+			if addrOf(again, false) != me4 {
+				t.Errorf("address %v after reconnecting, want %v (sticky)", addrOf(again, false), me4)
+			}
+			ping := tuntest.ICMPEcho(me4, lanHost, 9, 1, []byte("again"))
+			vc.dev.Inbound <- ping
+			expectPacket(t, gw.lan.Outbound, ping, "echo request at the LAN after reconnecting")
+		})
+	}
+}
