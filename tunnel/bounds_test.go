@@ -123,3 +123,39 @@ func TestStopDrainsPastStalledSession(t *testing.T) {
 		t.Fatalf("healthy client got its bye after %s, behind the stalled ones", took)
 	}
 }
+
+// TestPingFloodEndsSession: an authenticated peer that floods multiplexer
+// pings (each answered by a goroutine of yamux's) loses its session, and
+// the gateway says why.
+func TestPingFloodEndsSession(t *testing.T) {
+	f := newFixture(t)
+	scfg := f.serverConfig(nil)
+	ended := make(chan error, 1)
+	scfg.OnSessionEnd = func(_ SessionInfo, err error) { ended <- err }
+	srv := startServer(t, scfg)
+	c, err := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ctx, c.cancel = contextWithCancel()
+	defer c.cancel()
+	cs, err := c.connect(srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cs.close(ErrStopped); cs.wait() }()
+	// Straight into the connection under yamux, as a hostile peer would.
+	for i := range 2 * pingBurst {
+		if _, err := cs.conn.Write(pingFrame(true, uint32(i))); err != nil {
+			break
+		}
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrPingFlood) {
+			t.Fatalf("session ended with %v, want ErrPingFlood", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway kept a session flooding it with pings")
+	}
+}

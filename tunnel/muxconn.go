@@ -2,11 +2,14 @@ package tunnel
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // muxConn is the byte stream yamux runs over: the TLS connection, plus two
@@ -28,6 +31,11 @@ import (
 // maxPending: yamux blocks in Write beyond that, which is the backpressure
 // it would get from the socket anyway.
 //
+// Ping limit. yamux v0.1.2 answers every ping from a goroutine of its own,
+// which waits for the send loop; a peer that sends pings and stops reading
+// could pile them up without bound. Read counts the pings coming in and
+// fails the connection past a rate no honest peer needs (pingLimit).
+//
 // Stall and liveness accounting. Every batch is written under a deadline
 // (stall): a peer that stops reading for that long is treated as dead and
 // the session ends, instead of blocking the send loop forever. Every Read
@@ -45,6 +53,10 @@ type muxConn struct {
 	lastRead atomic.Int64          // UnixNano of the last Read that returned data
 	rx, tx   atomic.Uint64         // bytes read and accepted for writing
 	rerr     atomic.Pointer[error] // the first Read error
+
+	// Owned by the one reader.
+	rframes frameTracker  // the incoming frame structure
+	pings   *rate.Limiter // incoming ping requests
 
 	mu         sync.Mutex
 	dataCond   *sync.Cond // flusher waits here for complete frames
@@ -72,7 +84,8 @@ func init() { coalesceWrites.Store(true) }
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 func newMuxConn(tc, raw net.Conn, stall time.Duration, maxPending int) *muxConn {
-	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, done: make(chan struct{}), closeFlush: time.Second, direct: !coalesceWrites.Load()}
+	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, done: make(chan struct{}), closeFlush: time.Second, direct: !coalesceWrites.Load(),
+		pings: rate.NewLimiter(pingLimit, pingBurst)}
 	c.dataCond = sync.NewCond(&c.mu)
 	c.spaceCond = sync.NewCond(&c.mu)
 	c.lastRead.Store(time.Now().UnixNano())
@@ -93,11 +106,34 @@ func (c *muxConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
 		c.rx.Add(uint64(n))
+		if c.rframes.count(p[:n], isPingRequest) > 0 && !c.pings.AllowN(time.Now(), c.rframes.matched) {
+			// Failing the read ends the session before yamux sees them.
+			n, err = 0, ErrPingFlood
+		}
+		c.rframes.matched = 0
 	}
 	if err != nil {
 		c.rerr.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+// ErrPingFlood ends a session whose peer sends multiplexer pings faster
+// than pingLimit allows.
+var ErrPingFlood = errors.New("peer sends pings faster than allowed")
+
+// pingLimit and pingBurst bound the pings a peer may send: twoway sends
+// one per keepalive interval and one per status RTT probe; yamux's own
+// keepalive, off here, sends one every 30 s.
+const (
+	pingLimit = rate.Limit(20)
+	pingBurst = 200
+)
+
+// isPingRequest reports whether a yamux header is a ping that asks for an
+// answer (type 2 with the SYN flag).
+func isPingRequest(hdr *[12]byte) bool {
+	return hdr[1] == 2 && binary.BigEndian.Uint16(hdr[2:4])&1 != 0
 }
 
 // readErr is the first error Read returned: for a gateway that refused our
@@ -293,14 +329,29 @@ func (c *muxConn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
 // for data frames (type 0), length bytes of body. Other frame types carry
 // no body; their length field is a window delta, ping id or reason.
 type frameTracker struct {
-	hdr  [12]byte
-	have int    // header bytes seen of the current frame
-	body uint32 // body bytes still to come
+	hdr     [12]byte
+	have    int    // header bytes seen of the current frame
+	body    uint32 // body bytes still to come
+	matched int    // headers count matched since the caller reset it
 }
 
 // advance consumes p and reports whether the stream now ends exactly on a
 // frame boundary.
 func (f *frameTracker) advance(p []byte) bool {
+	f.walk(p, nil)
+	return f.have == 0 && f.body == 0
+}
+
+// count consumes p and adds to f.matched, and returns, how many of the
+// headers completed in it match.
+func (f *frameTracker) count(p []byte, match func(hdr *[12]byte) bool) int {
+	f.walk(p, match)
+	return f.matched
+}
+
+// walk consumes p; each header completed in it that match (if set)
+// accepts is counted in f.matched.
+func (f *frameTracker) walk(p []byte, match func(hdr *[12]byte) bool) {
 	for len(p) > 0 {
 		if f.body > 0 {
 			n := uint32(len(p))
@@ -319,7 +370,9 @@ func (f *frameTracker) advance(p []byte) bool {
 			if f.hdr[1] == 0 { // typeData
 				f.body = binary.BigEndian.Uint32(f.hdr[8:12])
 			}
+			if match != nil && match(&f.hdr) {
+				f.matched++
+			}
 		}
 	}
-	return f.have == 0 && f.body == 0
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -195,5 +196,77 @@ func TestMuxConnCloseFlushes(t *testing.T) {
 	mc2.Close()
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("Close took %s", took)
+	}
+}
+
+// readConn serves reads from a byte slice, in chunks of at most chunk.
+type readConn struct {
+	recConn
+	data  []byte
+	chunk int
+}
+
+func (c *readConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), c.chunk, len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// pingFrame is a yamux ping header: a request (SYN) or an answer (ACK).
+func pingFrame(syn bool, id uint32) []byte {
+	hdr := make([]byte, 12)
+	hdr[1] = 2         // typePing
+	flags := uint16(2) // ACK
+	if syn {
+		flags = 1
+	}
+	binary.BigEndian.PutUint16(hdr[2:], flags)
+	binary.BigEndian.PutUint32(hdr[8:], id)
+	return hdr
+}
+
+// TestMuxConnPingFlood: yamux answers each ping from a goroutine of its
+// own, so a peer flooding pings fails the read; answers to our pings, and
+// data that merely looks like ping headers, do not count.
+func TestMuxConnPingFlood(t *testing.T) {
+	readAll := func(data []byte, chunk int) error {
+		rc := &readConn{recConn: *newRecConn(), data: data, chunk: chunk}
+		mc := newMuxConn(rc, rc, time.Minute, 64<<10)
+		defer mc.Close()
+		buf := make([]byte, 4096)
+		for {
+			if _, err := mc.Read(buf); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	var flood, answers, inData []byte
+	for i := range 2 * pingBurst {
+		flood = append(flood, pingFrame(true, uint32(i))...)
+		answers = append(answers, pingFrame(false, uint32(i))...)
+		inData = append(inData, pingFrame(true, uint32(i))...)
+	}
+	hdr, _ := frame(0, 3, inData)
+	inData = append(hdr, inData...)
+	for _, chunk := range []int{5, 12, 4096} {
+		if err := readAll(flood, chunk); !errors.Is(err, ErrPingFlood) {
+			t.Errorf("chunk %d: %d ping requests at once: %v, want ErrPingFlood", chunk, 2*pingBurst, err)
+		}
+		if err := readAll(answers, chunk); err != nil {
+			t.Errorf("chunk %d: ping answers: %v", chunk, err)
+		}
+		if err := readAll(inData, chunk); err != nil {
+			t.Errorf("chunk %d: ping headers inside a data frame: %v", chunk, err)
+		}
+		if err := readAll(flood[:pingBurst*12], chunk); err != nil {
+			t.Errorf("chunk %d: a burst of %d pings: %v", chunk, pingBurst, err)
+		}
 	}
 }

@@ -137,6 +137,13 @@ func (s *session) done() <-chan struct{} { return s.mux.CloseChan() }
 // (see wait).
 func (s *session) close(reason error) {
 	s.closeOnce.Do(func() {
+		if errors.Is(reason, ErrClosedByPeer) {
+			// What looks like the peer's doing may be our connection
+			// refusing what the peer sent.
+			if rerr := s.conn.readErr(); errors.Is(rerr, ErrPingFlood) {
+				reason = rerr
+			}
+		}
 		s.mu.Lock()
 		if s.reason == nil {
 			s.reason = reason
