@@ -72,14 +72,7 @@ func TestStopDrainsPastStalledSession(t *testing.T) {
 	f := newFixture(t)
 	// An endless download, so that a stalled client's session has writes
 	// pending behind its full socket.
-	tgt := startTarget(t, func(c net.Conn) {
-		buf := make([]byte, 64<<10)
-		for {
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	})
+	tgt := endlessDownload(t)
 	const stall = 3 * time.Second
 	scfg := f.serverConfig(nil)
 	scfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: stall}
@@ -89,20 +82,7 @@ func TestStopDrainsPastStalledSession(t *testing.T) {
 	// Several stalled sessions, so that Stop is unlikely to reach the
 	// healthy one first by chance.
 	for range 3 {
-		ccfg := f.clientConfig(proxy.ln.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
-		ccfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: 10 * stall}
-		var ev sessionEvents
-		ev.hook(&ccfg)
-		c := startClient(t, ccfg)
-		waitFor(t, ev.up, "stalled-to-be session")
-		conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
-			t.Fatal(err)
-		}
+		downloadingClient(t, f, proxy.ln.Addr().String(), tgt, 10*stall)
 	}
 	proxy.freeze()
 
@@ -158,4 +138,63 @@ func TestPingFloodEndsSession(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the gateway kept a session flooding it with pings")
 	}
+}
+
+// TestKickStalledSessionIsPrompt: kicking a client that stopped reading
+// must not wait for its session's stall timeout; the bye gets a second,
+// then the session is closed regardless.
+func TestKickStalledSessionIsPrompt(t *testing.T) {
+	f := newFixture(t)
+	const stall = 8 * time.Second
+	scfg := f.serverConfig(nil)
+	scfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: stall}
+	srv := startServer(t, scfg)
+	proxy := startFreezeProxy(t, srv.Addr().String())
+	downloadingClient(t, f, proxy.ln.Addr().String(), endlessDownload(t), 10*stall)
+	proxy.freeze()
+	time.Sleep(300 * time.Millisecond) // let the session's buffers fill
+
+	start := time.Now()
+	if n := srv.Kick(f.clientLeaf.Cert.Subject.CommonName); n != 1 {
+		t.Fatalf("kicked %d sessions, want 1", n)
+	}
+	if took := time.Since(start); took > stall/2 {
+		t.Fatalf("Kick of a stalled session took %s (stall timeout %s)", took, stall)
+	}
+}
+
+// endlessDownload is a target that writes to each connection until it
+// fails.
+func endlessDownload(t *testing.T) *testTarget {
+	t.Helper()
+	return startTarget(t, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// downloadingClient connects a client through addr with a forward to tgt
+// and starts reading one download; it returns once data flows. The caller
+// then freezes the proxy at addr to stall the session.
+func downloadingClient(t *testing.T, f *fixture, addr string, tgt *testTarget, deadPeer time.Duration) net.Conn {
+	t.Helper()
+	ccfg := f.clientConfig(addr, mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
+	ccfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: deadPeer}
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	c := startClient(t, ccfg)
+	waitFor(t, ev.up, "session")
+	conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -156,9 +156,26 @@ func (s *session) close(reason error) {
 
 // closeWithBye tells the peer why before closing.
 func (s *session) closeWithBye(code, message string, reason error) {
-	s.sendControlTimeout(&controlMsg{Type: msgBye, Code: code, Message: message}, time.Second)
+	// The stream's write deadline bounds only the wait for window, not the
+	// wait behind the session's earlier writes: a peer that stopped reading
+	// would hold the close for the whole stall timeout. So the bye gets
+	// byeTimeout from here, and closing the session releases its writer.
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		_ = s.sendControlTimeout(&controlMsg{Type: msgBye, Code: code, Message: message}, byeTimeout)
+	}()
+	t := time.NewTimer(byeTimeout)
+	select {
+	case <-sent:
+	case <-t.C:
+	}
+	t.Stop()
 	s.close(reason)
 }
+
+// byeTimeout is how long closeWithBye waits for the bye to go out.
+const byeTimeout = time.Second
 
 // wait blocks until every goroutine of the session has returned.
 func (s *session) wait() { s.wg.Wait() }

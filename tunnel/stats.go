@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -116,10 +117,16 @@ func (s *Server) Kick(identity string) int {
 		}
 	}
 	s.mu.Unlock()
+	// In parallel, as Stop and Revalidate do: each bye may wait up to
+	// byeTimeout behind a session's earlier writes.
+	var wg sync.WaitGroup
 	for _, ss := range victims {
 		ss.log.Info("session kicked by administrator")
-		ss.closeWithBye(ctlDenied, "kicked by administrator", fmt.Errorf("%w: kicked by administrator", ErrDenied))
+		wg.Go(func() {
+			ss.closeWithBye(ctlDenied, "kicked by administrator", fmt.Errorf("%w: kicked by administrator", ErrDenied))
+		})
 	}
+	wg.Wait()
 	return len(victims)
 }
 
