@@ -428,6 +428,7 @@ func (c *Client) readDevice() {
 	pkts := make([][]byte, batch)
 	var pw packetWriter
 	var lim logLimiter
+	var failed *clientLink // a link whose stream a write failed on
 	for {
 		var (
 			n   int
@@ -443,8 +444,10 @@ func (c *Client) readDevice() {
 			n, err = dev.Read(bufs, sizes, tun.Offset)
 		}
 		if n > 0 {
-			// The session may have changed during the read.
-			if l := c.link.Load(); l != nil {
+			// The session may have changed during the read. Nothing more
+			// goes to a stream a write failed on: a partial frame there
+			// would make the rest unreadable.
+			if l := c.link.Load(); l != nil && l != failed {
 				var werr error
 				switch {
 				case gso && l.gso:
@@ -459,7 +462,9 @@ func (c *Client) readDevice() {
 					werr = pw.writeBatch(l.st, pkts[:n])
 				}
 				if werr != nil {
-					// The session is going; its owner tears the link down.
+					// The link's writer sees this and ends the session;
+					// its owner then tears the link down.
+					failed = l
 					_ = l.st.SetReadDeadline(time.Now())
 				} else {
 					l.ctr.pktsOut.Add(uint64(n))

@@ -459,7 +459,7 @@ func BenchmarkVPNPackets(b *testing.B) {
 // write, on either side) the session must end and the client reconnect,
 // rather than keep a session whose VPN is dead.
 func TestVPNPacketsStreamLossReconnects(t *testing.T) {
-	for _, side := range []string{"gateway", "client"} {
+	for _, side := range []string{"gateway", "client", "client write"} {
 		t.Run(side, func(t *testing.T) {
 			f := newFixture(t)
 			gw := startVPNGateway(t, f, nil, false, "", "")
@@ -485,6 +485,14 @@ func TestVPNPacketsStreamLossReconnects(t *testing.T) {
 					t.Fatal("no VPN link at the client")
 				}
 				_ = l.st.SetReadDeadline(time.Now())
+			case "client write":
+				// The next packet from the device fails to go out.
+				l := vc.c.link.Load()
+				if l == nil {
+					t.Fatal("no VPN link at the client")
+				}
+				_ = l.st.Close()
+				vc.dev.Inbound <- tuntest.ICMPEcho(me4, lanHost, 9, 0, []byte("lost"))
 			}
 
 			waitFor(t, vc.down, "VPN down after the packets stream ended")
