@@ -143,14 +143,15 @@ func (c ServerConfig) Validate() error {
 // Server is a twoway gateway: it accepts mTLS clients, admits them by
 // policy and serves their streams.
 type Server struct {
-	cfg     ServerConfig
-	log     *slog.Logger
-	policy  atomic.Pointer[policyBox]
-	limiter *sourceLimiter
-	hsSlots chan struct{}
-	bufs    *sync.Pool
-	router  *router.Router // VPN mode only
-	totals  serverTotals   // counters of ended sessions
+	cfg       ServerConfig
+	log       *slog.Logger
+	policy    atomic.Pointer[policyBox]
+	limiter   *sourceLimiter
+	hsSlots   chan struct{}
+	lingering chan struct{} // lingerClose slots
+	bufs      *sync.Pool
+	router    *router.Router // VPN mode only
+	totals    serverTotals   // counters of ended sessions
 
 	ln     net.Listener
 	ctx    context.Context // cancelled by Stop: ends handshakes and dials
@@ -181,13 +182,14 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      logger,
-		limiter:  newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536),
-		hsSlots:  make(chan struct{}, cfg.MaxHandshakes),
-		bufs:     newBufPool(cfg.Tuning.CopyBuffer),
-		sessions: make(map[string]*serverSession),
-		stopped:  make(chan struct{}),
+		cfg:       cfg,
+		log:       logger,
+		limiter:   newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536),
+		hsSlots:   make(chan struct{}, cfg.MaxHandshakes),
+		lingering: make(chan struct{}, maxLingering),
+		bufs:      newBufPool(cfg.Tuning.CopyBuffer),
+		sessions:  make(map[string]*serverSession),
+		stopped:   make(chan struct{}),
 	}
 	s.policy.Store(&policyBox{cfg.Policy})
 	if cfg.VPN != nil {
@@ -477,7 +479,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	ck := &corkConn{Conn: raw}
 	tc := tls.Server(ck, serverTLSConfig(s.cfg.Credentials, hs))
 	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
+		s.lingerClose(raw)
 		s.refuse(classifyHandshake(remote, hs, err), nil)
 		return
 	}
@@ -952,3 +954,42 @@ func (ss *serverSession) serveRemote(id uint32, c net.Conn) {
 	_ = st.SetDeadline(time.Time{})
 	ss.proxy(st, c)
 }
+
+// lingerClose closes a connection refused in the handshake so that its
+// alert reaches the client. A TLS 1.3 client sends its first data right
+// after its Finished, before it reads our verdict; closing with that data
+// unread (or arriving) makes the kernel answer with a reset, and the
+// client's write fails with a broken pipe before it has read why. So our
+// side is shut down first and what still arrives is read and dropped for a
+// moment, in the background, at most maxLingering connections at a time.
+func (s *Server) lingerClose(c net.Conn) {
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return
+	}
+	select {
+	case s.lingering <- struct{}{}:
+	default:
+		c.Close() // too many already: no courtesy under load
+		return
+	}
+	_ = tcp.CloseWrite()
+	// Called from serveConn, whose own wg count is still held.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.lingering }()
+		defer tcp.Close()
+		_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
+		stop := context.AfterFunc(s.ctx, func() { _ = tcp.SetReadDeadline(time.Now()) })
+		defer stop()
+		_, _ = io.Copy(io.Discard, io.LimitReader(tcp, 1<<20))
+	}()
+}
+
+// lingerTime and maxLingering bound lingerClose.
+const (
+	lingerTime   = time.Second
+	maxLingering = 256
+)
