@@ -170,16 +170,8 @@ type Totals struct {
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
 }
 
-// DaysLeft is the number of whole days from now until t: 0 on the last day,
-// negative once t has passed.
-func DaysLeft(t, now time.Time) int {
-	d := t.Sub(now)
-	days := int(d / (24 * time.Hour))
-	if d < 0 && d%(24*time.Hour) != 0 {
-		days-- // floor, so an expired certificate never shows 0
-	}
-	return days
-}
+// DaysLeft is pki.DaysLeft, for callers that describe status.
+func DaysLeft(t, now time.Time) int { return pki.DaysLeft(t, now) }
 
 // NewSession fills the identity part of a Session from the peer's verified
 // identity: name, groups, serial and the expiry of its certificate and of

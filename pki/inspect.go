@@ -101,8 +101,8 @@ type CertificateInfo struct {
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
 	Status      string    `json:"status"` // StatusValid, StatusExpired or StatusNotYetValid
-	// DaysLeft is the number of whole days until NotAfter; negative once
-	// expired.
+	// DaysLeft is the number of whole days until NotAfter, rounded down:
+	// 0 on the last day, negative once expired (-1 within the first day).
 	DaysLeft int  `json:"days_left"`
 	IsCA     bool `json:"is_ca"`
 	// MaxPathLen is the CA's path length limit; nil means no limit (or not
@@ -555,7 +555,7 @@ func certificateInfo(c *x509.Certificate, now time.Time) CertificateInfo {
 		Serial:                c.SerialNumber.Text(16),
 		NotBefore:             c.NotBefore,
 		NotAfter:              c.NotAfter,
-		DaysLeft:              int(c.NotAfter.Sub(now) / (24 * time.Hour)),
+		DaysLeft:              DaysLeft(c.NotAfter, now),
 		IsCA:                  c.BasicConstraintsValid && c.IsCA,
 		KeyUsage:              keyUsageNames(c.KeyUsage),
 		Key:                   keyInfo(c.PublicKey),
@@ -1019,4 +1019,15 @@ func describePKCS12(der []byte) (*PKCS12Info, error) {
 		}
 	}
 	return info, nil
+}
+
+// DaysLeft is the whole days from now until t, rounded down, so that a
+// certificate that expired an hour ago shows -1, never 0.
+func DaysLeft(t, now time.Time) int {
+	d := t.Sub(now)
+	days := int(d / (24 * time.Hour))
+	if d < 0 && d%(24*time.Hour) != 0 {
+		days--
+	}
+	return days
 }

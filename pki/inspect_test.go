@@ -216,6 +216,7 @@ func TestInspectValidityStatus(t *testing.T) {
 	expired := ca.leaf(t, key, testNow.Add(-30*24*time.Hour), testNow.Add(-3*24*time.Hour-time.Hour))
 	future := ca.leaf(t, key, testNow.Add(2*24*time.Hour), testNow.Add(40*24*time.Hour))
 	soon := ca.leaf(t, key, testNow.Add(-time.Hour), testNow.Add(5*time.Hour))
+	justExpired := ca.leaf(t, key, testNow.Add(-30*24*time.Hour), testNow.Add(-time.Hour))
 
 	for _, tc := range []struct {
 		name   string
@@ -223,7 +224,10 @@ func TestInspectValidityStatus(t *testing.T) {
 		status string
 		days   int
 	}{
-		{"expired", expired, StatusExpired, -3},
+		// Floored, as in twoway status: 3 days and an hour ago is -4,
+		// an hour ago -1 (never 0 once expired).
+		{"expired", expired, StatusExpired, -4},
+		{"just expired", justExpired, StatusExpired, -1},
 		{"not yet valid", future, StatusNotYetValid, 40},
 		{"expires today", soon, StatusValid, 0},
 	} {

@@ -46,7 +46,7 @@ type Cert struct {
 	DNSNames    []string  `json:"dns_names,omitempty"`
 	IPs         []string  `json:"ips,omitempty"`
 	NotAfter    time.Time `json:"not_after"`
-	DaysLeft    int       `json:"days_left"`
+	DaysLeft    int       `json:"days_left"` // whole days, negative once expired
 	Serial      string    `json:"serial"`
 	Fingerprint string    `json:"sha256_fingerprint"`
 	SPKIPin     string    `json:"spki_pin"`
@@ -187,13 +187,15 @@ func verifyServer(res *Result, chain []*x509.Certificate, opts Options) {
 	res.ServerVerified = true
 }
 
+// summarize describes c at now. DaysLeft is floored, not truncated, so a
+// certificate that expired hours ago does not read as "0 days left".
 func summarize(c *x509.Certificate, now time.Time) Cert {
 	s := Cert{
 		Subject:     c.Subject.String(),
 		Issuer:      c.Issuer.String(),
 		DNSNames:    c.DNSNames,
 		NotAfter:    c.NotAfter,
-		DaysLeft:    int(c.NotAfter.Sub(now).Hours() / 24),
+		DaysLeft:    pki.DaysLeft(c.NotAfter, now),
 		Serial:      c.SerialNumber.Text(16),
 		Fingerprint: pki.Fingerprint(c),
 		SPKIPin:     pki.SPKIPin(c),

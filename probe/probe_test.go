@@ -117,3 +117,29 @@ func TestProbeConnectError(t *testing.T) {
 		t.Fatal("probe of a closed port succeeded")
 	}
 }
+
+// A server certificate that expired hours ago must not read as "0 days
+// left": days left are floored, as in `twoway status`.
+func TestProbeRecentlyExpired(t *testing.T) {
+	h := pkitest.NewHierarchy(t)
+	srv := h.ServerCA.Issue(t, pkitest.LeafOptions{
+		CommonName: "127.0.0.1", IPs: []net.IP{net.ParseIP("127.0.0.1")},
+		EKU:       []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-5 * time.Hour),
+	})
+	addr := serve(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}})
+	ver, err := pki.NewVerifier(h.ServerBundle(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := probe.Run(context.Background(), probe.Options{Addr: addr, Verifier: ver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ServerVerified {
+		t.Errorf("expired server reported verified: %+v", r)
+	}
+	if d := r.Chain[0].DaysLeft; d >= 0 {
+		t.Errorf("certificate expired 5 hours ago has DaysLeft %d, want negative", d)
+	}
+}

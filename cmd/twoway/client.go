@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,10 +24,7 @@ func (f *forwardFlags) add(cmd *cobra.Command) {
 
 func (f *forwardFlags) parse() ([]config.Forward, error) {
 	var out []config.Forward
-	for _, group := range []struct {
-		kind  string
-		specs []string
-	}{{"L", f.local}, {"R", f.remote}, {"D", f.dynamic}} {
+	for _, group := range f.groups() {
 		for _, spec := range group.specs {
 			fw, err := config.ParseForward(group.kind, spec)
 			if err != nil {
@@ -35,6 +34,77 @@ func (f *forwardFlags) parse() ([]config.Forward, error) {
 		}
 	}
 	return out, nil
+}
+
+// forwardGroup is the specs given with one of -L, -R and -D.
+type forwardGroup struct {
+	kind  string
+	specs []string
+}
+
+func (f *forwardFlags) groups() []forwardGroup {
+	return []forwardGroup{{"L", f.local}, {"R", f.remote}, {"D", f.dynamic}}
+}
+
+// flags returns the flags as given ("-L 8080:db:5432"), in parse's order.
+func (f *forwardFlags) flags() []string {
+	var out []string
+	for _, group := range f.groups() {
+		for _, spec := range group.specs {
+			out = append(out, "-"+group.kind+" "+spec)
+		}
+	}
+	return out
+}
+
+// forwardFlagKeys are the configuration keys that forward's flags set.
+var forwardFlagKeys = map[string]string{
+	"servers":               "--server",
+	"server_name":           "--server-name",
+	"tls.cert":              "--cert",
+	"tls.key":               "--key",
+	"tls.key_password_file": "--key-password-file",
+	"tls.server_ca":         "--ca",
+	"tls.pins":              "--pin",
+	"socks.user":            "--socks-user",
+	"socks.password_file":   "--socks-password-file",
+	"control.socket":        "--control-socket",
+	"metrics.listen":        "--metrics-listen",
+}
+
+// forwardError restates a configuration error in forward's flags: forward
+// has no configuration file, so "tls.server_ca: required" or "set
+// tls.key_password_file" would name keys the user cannot set.
+func forwardError(err error, fwd *forwardFlags) error {
+	var ce *config.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	specs := fwd.flags()
+	// Only whole phrases of config's messages: a file name may well
+	// contain "tls.key".
+	olds := []string{
+		"set tls.key_password_file to", "give --key-password-file with",
+		// forward has no flag to allow readable secrets: chmod is the fix.
+		" or set tls.allow_insecure_key_permissions = true", "",
+		" or set socks.allow_insecure_permissions = true", "",
+		"password_file is set, so is a user name", "--socks-password-file is given, so is --socks-user",
+		"user is set, so is a password file", "--socks-user is given, so is --socks-password-file",
+	}
+	for i := len(specs) - 1; i >= 0; i-- { // forward[10] before forward[1]
+		olds = append(olds, fmt.Sprintf("also used by forward[%d]", i), "also used by "+specs[i])
+	}
+	msg := strings.NewReplacer(olds...).Replace(ce.Err.Error())
+	key := ce.Key
+	if base, _, _ := strings.Cut(key, "["); forwardFlagKeys[base] != "" {
+		key = forwardFlagKeys[base]
+	} else if strings.HasPrefix(key, "forward[") {
+		var i int
+		if _, err := fmt.Sscanf(key, "forward[%d]", &i); err == nil && i < len(specs) {
+			key = specs[i]
+		}
+	}
+	return fmt.Errorf("%s: %s", key, msg)
 }
 
 func newClientCmd() *cobra.Command {
@@ -115,7 +185,7 @@ proxy bound beyond loopback should require a password: --socks-user and
 			}
 			cfg.Forwards = fws
 			if err := cfg.Validate(); err != nil {
-				return err
+				return forwardError(err, &fwd)
 			}
 			return runClient(cmd, cfg)
 		},
@@ -133,6 +203,9 @@ proxy bound beyond loopback should require a password: --socks-user and
 	f.StringVar(&cfg.SOCKS.User, "socks-user", "", "SOCKS5 user name that -D proxies require (with --socks-password-file)")
 	f.StringVar(&cfg.SOCKS.PasswordFile, "socks-password-file", "", "file whose first line is the SOCKS5 password -D proxies require")
 	fwd.add(cmd)
+	for _, name := range []string{"server", "cert", "key", "ca"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
 	return cmd
 }
 

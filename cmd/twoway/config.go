@@ -15,6 +15,10 @@ func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "Print example configurations and check configuration files",
+		// Runnable, so that cobra checks the arguments: a mistyped
+		// subcommand is then an error instead of help and exit status 0.
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:       "example server|client",

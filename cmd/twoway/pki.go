@@ -46,21 +46,25 @@ peer trusts).`,
 	return cmd
 }
 
-// errNoPasswordSource is returned when a password is needed but there is
-// neither a password file nor a terminal to ask on.
-var errNoPasswordSource = errors.New("password required: use --password-file or run on a terminal")
+// errNoPasswordSource is returned (wrapped, naming the flag to use) when a
+// password is needed but there is neither a password file nor a terminal
+// to ask on.
+var errNoPasswordSource = errors.New("password required")
 
 // readPassword returns a password: the first line of passwordFile if it is
 // set, else one typed without echo on the terminal (twice, and they must
 // match, when confirm is set, because a mistyped new password would lock a
-// key away for good). Without either it fails rather than hang on a pipe.
-func readPassword(cmd *cobra.Command, passwordFile, prompt string, confirm bool) ([]byte, error) {
+// key away for good). Without either it fails rather than hang on a pipe,
+// naming fileFlag, the flag that gives passwordFile: commands that take
+// several passwords have several such flags, and naming the wrong one
+// would send the user to give, say, the CA's password for a new key.
+func readPassword(cmd *cobra.Command, passwordFile, fileFlag, prompt string, confirm bool) ([]byte, error) {
 	if passwordFile != "" {
 		return daemon.ReadPasswordFile(passwordFile)
 	}
 	in, ok := cmd.InOrStdin().(*os.File)
 	if !ok || !term.IsTerminal(int(in.Fd())) {
-		return nil, errNoPasswordSource
+		return nil, fmt.Errorf("%w: use %s or run on a terminal", errNoPasswordSource, fileFlag)
 	}
 	out := cmd.ErrOrStderr()
 	pw, err := promptPassword(in, out, prompt)

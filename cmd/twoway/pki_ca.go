@@ -23,7 +23,7 @@ func init() {
 // password only if something is signed and the key is encrypted.
 func openCA(cmd *cobra.Command, dir, passwordFile string) (*pki.CA, error) {
 	return pki.OpenCA(dir, func() ([]byte, error) {
-		return readPassword(cmd, passwordFile, "Password for CA key "+filepath.Join(dir, pki.CAKeyFile)+": ", false)
+		return readPassword(cmd, passwordFile, "--password-file", "Password for CA key "+filepath.Join(dir, pki.CAKeyFile)+": ", false)
 	})
 }
 
@@ -36,7 +36,7 @@ func newKeyPassword(cmd *cobra.Command, passwordFile string, noPassword bool, pr
 		}
 		return nil, nil
 	}
-	return readPassword(cmd, passwordFile, prompt, true)
+	return readPassword(cmd, passwordFile, "--password-file", prompt, true)
 }
 
 func newPKIInitCmd() *cobra.Command {
@@ -171,7 +171,7 @@ typed one; --no-password leaves it unencrypted.`,
 			var parentPW []byte
 			defer func() { clear(parentPW) }()
 			ca, err := pki.OpenCA(parent, func() ([]byte, error) {
-				pw, err := readPassword(cmd, passwordFile, "Password for CA key "+filepath.Join(parent, pki.CAKeyFile)+": ", false)
+				pw, err := readPassword(cmd, passwordFile, "--password-file", "Password for CA key "+filepath.Join(parent, pki.CAKeyFile)+": ", false)
 				parentPW = pw
 				return pw, err
 			})
@@ -185,7 +185,7 @@ typed one; --no-password leaves it unencrypted.`,
 			var newPW []byte
 			defer func() { clear(newPW) }()
 			if !noPassword && newPasswordFile != "" {
-				if newPW, err = readPassword(cmd, newPasswordFile, "", false); err != nil {
+				if newPW, err = readPassword(cmd, newPasswordFile, "--new-password-file", "", false); err != nil {
 					return err
 				}
 			}
@@ -199,7 +199,7 @@ typed one; --no-password leaves it unencrypted.`,
 				default:
 					// An unencrypted parent: --password-file, if given,
 					// is then meant for the new key.
-					if newPW, err = readPassword(cmd, passwordFile, "New password for the CA key of "+name+": ", true); err != nil {
+					if newPW, err = readPassword(cmd, passwordFile, "--new-password-file", "New password for the CA key of "+name+": ", true); err != nil {
 						return err
 					}
 				}

@@ -44,7 +44,7 @@ protection; never the key itself).`,
 				return err
 			}
 			password := func() ([]byte, error) {
-				pw, err := readPassword(cmd, passFile, "Password for "+path+": ", false)
+				pw, err := readPassword(cmd, passFile, "--password-file", "Password for "+path+": ", false)
 				if errors.Is(err, errNoPasswordSource) {
 					// Say so in a way Inspect understands: an encrypted
 					// key is then shown as encrypted instead of failing
@@ -178,7 +178,7 @@ that older macOS and Windows imports need.`,
 			}
 			var keyPW []byte
 			if encrypted {
-				if keyPW, err = readPassword(cmd, keyPassFile, "Password for "+keyFile+": ", false); err != nil {
+				if keyPW, err = readPassword(cmd, keyPassFile, "--key-password-file", "Password for "+keyFile+": ", false); err != nil {
 					return err
 				}
 			}
@@ -190,7 +190,7 @@ that older macOS and Windows imports need.`,
 			if err := pki.KeyMatches(chain[0], key); err != nil {
 				return fmt.Errorf("%s does not belong to the first certificate in %s: %w", keyFile, certFile, err)
 			}
-			pw, err := readPassword(cmd, passFile, "Password for "+outFile+": ", true)
+			pw, err := readPassword(cmd, passFile, "--password-file", "Password for "+outFile+": ", true)
 			if err != nil {
 				return err
 			}
@@ -410,7 +410,7 @@ func writeSANs(rw reportWriter, dns, ips, emails, uris []string) {
 func validityText(c pki.CertificateInfo, now time.Time) string {
 	switch c.Status {
 	case pki.StatusExpired:
-		return "EXPIRED " + daysAgo(-c.DaysLeft)
+		return "EXPIRED " + daysAgo(-c.DaysLeft-1) // floored: -1 is within the last day
 	case pki.StatusNotYetValid:
 		return "NOT YET VALID (starts " + daysFrom(int(c.NotBefore.Sub(now)/(24*time.Hour))) + ")"
 	}

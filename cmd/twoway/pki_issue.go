@@ -50,7 +50,7 @@ func (k *leafKeyFlags) password(cmd *cobra.Command, keyFile string) ([]byte, err
 	if !k.encrypt && k.keyPasswordFile == "" {
 		return nil, nil
 	}
-	return readPassword(cmd, k.keyPasswordFile, "New password for "+keyFile+": ", true)
+	return readPassword(cmd, k.keyPasswordFile, "--key-password-file", "New password for "+keyFile+": ", true)
 }
 
 func newPKIIssueCmd() *cobra.Command {

@@ -39,7 +39,7 @@ whether the server accepts that certificate.`,
 			if certFile != "" || keyFile != "" {
 				var pw []byte
 				if enc, err := pki.IsEncryptedKeyFile(keyFile); err == nil && enc {
-					if pw, err = readPassword(cmd, keyPassFile, "Password for "+keyFile+": ", false); err != nil {
+					if pw, err = readPassword(cmd, keyPassFile, "--key-password-file", "Password for "+keyFile+": ", false); err != nil {
 						return err
 					}
 				}
@@ -130,9 +130,11 @@ func printProbe(w io.Writer, r *probe.Result) {
 	}
 }
 
+// daysText renders a probe.Cert's DaysLeft, which is floored: -1 means
+// expired within the last day.
 func daysText(d int) string {
 	if d < 0 {
-		return fmt.Sprintf("expired %d days ago", -d)
+		return "EXPIRED " + daysAgo(-d-1)
 	}
 	return fmt.Sprintf("%d days left", d)
 }

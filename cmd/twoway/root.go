@@ -29,6 +29,16 @@ ports or IP packets from a TUN device.`,
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}
+	// cobra's own completion command is not runnable, so cobra never checks
+	// its arguments: "twoway completion fsh > twoway.fish" would write the
+	// help text into the file and exit 0. Create it now and make it
+	// runnable, as pki, config and service are.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		}
+	}
 	return root
 }
 

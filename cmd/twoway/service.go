@@ -106,6 +106,10 @@ not.`,
 		Example: `  sudo twoway service install -c /etc/twoway/server.toml
   sudo twoway service start --role server
   twoway service status`,
+		// Runnable, so that cobra checks the arguments: a mistyped
+		// subcommand is then an error instead of help and exit status 0.
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newServiceInstallCmd(), newServiceUninstallCmd(), newServiceStatusCmd(), newServiceRunCmd())
 	for _, a := range []struct {

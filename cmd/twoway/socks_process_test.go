@@ -35,8 +35,8 @@ func TestProcessSOCKSAuth(t *testing.T) {
 	if err := bad.wait(10 * time.Second); err == nil {
 		t.Fatal("forward started with a world-readable SOCKS password file")
 	}
-	if out := bad.output(); !strings.Contains(out, "socks.password_file") || !strings.Contains(out, "0644") {
-		t.Fatalf("refusal does not name the key and mode:\n%s", out)
+	if out := bad.output(); !strings.Contains(out, "--socks-password-file") || !strings.Contains(out, "0644") {
+		t.Fatalf("refusal does not name the flag and mode:\n%s", out)
 	}
 	if err := os.Chmod(pass, 0o600); err != nil {
 		t.Fatal(err)
