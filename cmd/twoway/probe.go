@@ -30,7 +30,12 @@ func newProbeCmd() *cobra.Command {
 version and cipher suite, the server's certificate chain with expiry,
 fingerprints and SPKI pins, whether the server asks for a client certificate
 (two-way TLS) and which CA names it accepts, and, given --cert and --key,
-whether the server accepts that certificate.`,
+whether the server accepts that certificate.
+
+The exit status is 1 when a check you asked for fails: the server's chain
+does not verify against --ca, or the server refuses --cert. That makes
+probe usable as a health check. Without --ca the chain is checked against
+the system roots and only reported.`,
 		Example: `  twoway probe gw.example.com:8443
   twoway probe gw.example.com:8443 --ca server-ca/bundle.crt --cert alice.crt --key alice.key`,
 		Args: cobra.ExactArgs(1),
@@ -65,10 +70,13 @@ whether the server accepts that certificate.`,
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			} else {
+				printProbe(cmd.OutOrStdout(), res)
 			}
-			printProbe(cmd.OutOrStdout(), res)
-			return nil
+			return probeVerdict(res, caFile != "", opts.ClientCert != nil)
 		},
 	}
 	f := cmd.Flags()
@@ -81,6 +89,18 @@ whether the server accepts that certificate.`,
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.DurationVar(&timeout, "timeout", 10*time.Second, "connect and handshake timeout")
 	return cmd
+}
+
+// probeVerdict is the error (exit status 1) for a check the user asked for
+// that failed: the chain against --ca, the server's answer to --cert.
+func probeVerdict(r *probe.Result, checkedCA, sentCert bool) error {
+	switch {
+	case checkedCA && !r.ServerVerified:
+		return exitError{code: 1, msg: "the server's chain does not verify against --ca: " + r.ServerError}
+	case sentCert && r.ClientCertAccepted != nil && !*r.ClientCertAccepted:
+		return exitError{code: 1, msg: "the server refused --cert: " + r.ClientCertError}
+	}
+	return nil
 }
 
 func printProbe(w io.Writer, r *probe.Result) {
