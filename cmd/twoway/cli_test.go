@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,5 +121,26 @@ func TestProbeDaysText(t *testing.T) {
 		if got := daysText(d); got != want {
 			t.Errorf("daysText(%d) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestPasswordFileModeWarning: a password file others can read works, with
+// a warning that names it and the fix.
+func TestPasswordFileModeWarning(t *testing.T) {
+	work, dir, pwFile := caPKI(t)
+	if err := os.Chmod(pwFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs([]string{"pki", "crl", "--ca", filepath.Join(dir, "client-ca"), "--password-file", pwFile, "--out", filepath.Join(work, "crl.pem")})
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetIn(strings.NewReader(""))
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if w := errOut.String(); !strings.Contains(w, pwFile+" is readable by others (mode 0644); chmod 600 it") {
+		t.Fatalf("stderr %q lacks the warning", w)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/twoway/twoway/daemon"
 
@@ -60,6 +61,11 @@ var errNoPasswordSource = errors.New("password required")
 // would send the user to give, say, the CA's password for a new key.
 func readPassword(cmd *cobra.Command, passwordFile, fileFlag, prompt string, confirm bool) ([]byte, error) {
 	if passwordFile != "" {
+		// The daemons refuse such a file (key_password_file); the CLI
+		// only warns, but the warning names the fix.
+		if fi, err := os.Stat(passwordFile); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(cmd.ErrOrStderr(), "twoway: warning: %s is readable by others (mode %04o); chmod 600 it\n", passwordFile, fi.Mode().Perm())
+		}
 		return daemon.ReadPasswordFile(passwordFile)
 	}
 	in, ok := cmd.InOrStdin().(*os.File)
