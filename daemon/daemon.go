@@ -172,8 +172,9 @@ func (s *Server) Reload() error {
 	}
 	// Compared with the boot configuration, not the last reload's: a
 	// second reload must still say that the first one's change waits.
-	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || !reflect.DeepEqual(cfg.VPN, b.VPN) {
-		s.log.Warn("listen, [limits], [vpn] and [tls] file names take effect only after a restart; the files themselves were reloaded")
+	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || !reflect.DeepEqual(cfg.VPN, b.VPN) ||
+		!reflect.DeepEqual(cfg.Control, b.Control) || !reflect.DeepEqual(cfg.Metrics, b.Metrics) || !reflect.DeepEqual(cfg.Log, b.Log) {
+		s.log.Warn("listen, [limits], [vpn], [control], [metrics], [log] and [tls] settings take effect only after a restart; the certificate, key and CRL files themselves were reloaded")
 	}
 	s.tunnel.SetPolicy(pol)
 	s.cfg = cfg

@@ -182,3 +182,36 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestReloadSaysLogChangeWaits: [log] (like [control] and [metrics]) is
+// read at start only; a reload that changes it says so rather than seem
+// to have applied it.
+func TestReloadSaysLogChangeWaits(t *testing.T) {
+	path, cfg := serverConfig(t, "127.0.0.1:0", "")
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	s, err := NewServer(path, cfg, slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("[log]\nlevel = \"debug\"\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "take effect only after a restart") {
+		t.Fatalf("no restart note after changing [log]:\n%s", buf.String())
+	}
+}
