@@ -3,6 +3,7 @@ package tun
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -157,35 +158,13 @@ func TestResolvConfChangedByOthersIsKept(t *testing.T) {
 }
 
 // TestResolvConfCrashCleanup: the process dies with twoway's resolv.conf in
-// place; the next start's Cleanup puts the original back.
+// place; the next start's Cleanup puts the original back. Also when the
+// crash came during an in-place write (a bind-mounted resolv.conf:
+// truncate, then write), which leaves an empty file or the start of
+// twoway's: that must count as twoway's, not as someone else's to keep
+// while the backup is dropped.
 func TestResolvConfCrashCleanup(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "resolv.conf")
-	stateFile := filepath.Join(dir, "state.json")
-	if err := os.WriteFile(path, []byte(originalResolvConf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	crashed := newTestConfigurator(t, stateFile, resolvPlatform{path})
-	if _, err := crashed.Apply(context.Background(), testDev(), dnsConfig()); err != nil {
-		t.Fatal(err)
-	}
-	// The next process: the engine needs no platform for a resolvconf step.
-	next := newTestConfigurator(t, stateFile, &fakePlatform{})
-	if err := next.Cleanup(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got := readFile(t, path); got != originalResolvConf {
-		t.Fatalf("after cleanup: %q", got)
-	}
-	assertOnly(t, dir, "resolv.conf")
-}
-
-// TestResolvConfCrashMidWrite: an in-place write (a bind-mounted
-// resolv.conf) truncates, then writes; a crash in between leaves an empty
-// file or the start of twoway's. Cleanup must take that for twoway's and
-// put the original back, not keep it and drop the backup.
-func TestResolvConfCrashMidWrite(t *testing.T) {
-	for _, left := range []string{"", resolvConfMarker[:7]} {
+	for _, left := range []*string{nil, ptr(""), ptr(resolvConfMarker[:7])} {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "resolv.conf")
 		stateFile := filepath.Join(dir, "state.json")
@@ -196,15 +175,20 @@ func TestResolvConfCrashMidWrite(t *testing.T) {
 		if _, err := crashed.Apply(context.Background(), testDev(), dnsConfig()); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, []byte(left), 0o644); err != nil {
-			t.Fatal(err)
+		what := "twoway's resolv.conf"
+		if left != nil {
+			what = fmt.Sprintf("%q", *left)
+			if err := os.WriteFile(path, []byte(*left), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
+		// The next process: the engine needs no platform for a resolvconf step.
 		next := newTestConfigurator(t, stateFile, &fakePlatform{})
 		if err := next.Cleanup(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if got := readFile(t, path); got != originalResolvConf {
-			t.Fatalf("crash leaving %q: after cleanup %q, want the original", left, got)
+			t.Fatalf("crash leaving %s: after cleanup %q, want the original", what, got)
 		}
 		assertOnly(t, dir, "resolv.conf")
 	}

@@ -19,17 +19,7 @@ func TestRefusedStreamsBounded(t *testing.T) {
 	ended := make(chan error, 1)
 	scfg.OnSessionEnd = func(_ SessionInfo, err error) { ended <- err }
 	srv := startServer(t, scfg)
-	c, err := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.ctx, c.cancel = contextWithCancel()
-	defer c.cancel()
-	cs, err := c.connect(srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cs.close(ErrStopped); cs.wait() }()
+	cs := connectSession(t, f, srv.Addr().String())
 
 	hdr, _ := streamHeader{Kind: StreamKind(99)}.marshal()
 	n := 2*acceptBacklog + 10
@@ -113,17 +103,7 @@ func TestPingFloodEndsSession(t *testing.T) {
 	ended := make(chan error, 1)
 	scfg.OnSessionEnd = func(_ SessionInfo, err error) { ended <- err }
 	srv := startServer(t, scfg)
-	c, err := NewClient(f.clientConfig(srv.Addr().String()), testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.ctx, c.cancel = contextWithCancel()
-	defer c.cancel()
-	cs, err := c.connect(srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cs.close(ErrStopped); cs.wait() }()
+	cs := connectSession(t, f, srv.Addr().String())
 	// Straight into the connection under yamux, as a hostile peer would.
 	for i := range 2 * pingBurst {
 		if _, err := cs.conn.Write(pingFrame(true, uint32(i))); err != nil {
@@ -197,4 +177,22 @@ func downloadingClient(t *testing.T, f *fixture, addr string, tgt *testTarget, d
 		t.Fatal(err)
 	}
 	return conn
+}
+
+// connectSession is one client session to addr, driven by the test alone
+// (no reconnects, no forwards); it is closed when the test ends.
+func connectSession(t *testing.T, f *fixture, addr string) *clientSession {
+	t.Helper()
+	c, err := NewClient(f.clientConfig(addr), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ctx, c.cancel = contextWithCancel()
+	t.Cleanup(c.cancel)
+	cs, err := c.connect(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.close(ErrStopped); cs.wait() })
+	return cs
 }
