@@ -104,6 +104,11 @@ func ParseForward(kind, spec string) (Forward, error) {
 	if err != nil {
 		return fail("%v", err)
 	}
+	if strings.HasSuffix(spec, ":") {
+		// Else "8080:db:5432:" shifts every field and reads as a bad
+		// port. (A leading colon is an empty bind address, as in ssh.)
+		return fail("trailing colon")
+	}
 	usage := "want [bind:]port:host:hostport"
 	if t == ForwardDynamic {
 		usage = "want [bind:]port"
