@@ -112,20 +112,27 @@ func (p *linuxPlatform) plan(ctx context.Context, dev string, cfg Config) ([]cha
 				r := &netlink.Route{
 					LinkIndex: h.link,
 					Dst:       ipNet(h.addr, h.addr.BitLen()),
-					Protocol:  unix.RTPROT_STATIC,
+					Protocol:  RouteProtocol,
 				}
 				if h.gw.IsValid() {
 					r.Gw = h.gw.AsSlice()
 				} else if h.addr.Is4() {
 					r.Scope = netlink.SCOPE_LINK // on-link, as `ip route add ... dev` does
 				}
+				st := &step{Kind: stepRoute, Dev: h.linkDev, Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Via: h.gw}
 				if err := netlink.RouteAdd(r); err != nil {
 					if errors.Is(err, unix.EEXIST) {
-						return nil, nil // a host route exists already
+						// Ours if it carries our protocol: a run that
+						// crashed before recording it. Anyone else's
+						// stays theirs.
+						if ownRoute(r) {
+							return st, nil
+						}
+						return nil, nil
 					}
 					return nil, err
 				}
-				return &step{Kind: stepRoute, Dev: h.linkDev, Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Via: h.gw}, nil
+				return st, nil
 			},
 		})
 	}
@@ -136,7 +143,7 @@ func (p *linuxPlatform) plan(ctx context.Context, dev string, cfg Config) ([]cha
 				route := &netlink.Route{
 					LinkIndex: tunIndex,
 					Dst:       ipNet(r.Addr(), r.Bits()),
-					Protocol:  unix.RTPROT_STATIC,
+					Protocol:  RouteProtocol,
 				}
 				if r.Addr().Is4() {
 					route.Scope = netlink.SCOPE_LINK
@@ -226,4 +233,21 @@ func (p *linuxPlatform) undo(_ context.Context, s step) error {
 // address is kept as is (an interface address, not a network).
 func ipNet(a netip.Addr, bits int) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
+}
+
+// RouteProtocol marks the routes twoway adds (`ip route` shows "proto 116"),
+// so that a bypass route a crashed run added but did not record is known as
+// twoway's at the next start, and removed with the rest.
+const RouteProtocol netlink.RouteProtocol = 116
+
+// ownRoute reports whether a route to r's destination on r's link carrying
+// RouteProtocol exists.
+func ownRoute(r *netlink.Route) bool {
+	family := netlink.FAMILY_V4
+	if r.Dst.IP.To4() == nil {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Dst: r.Dst, LinkIndex: r.LinkIndex, Protocol: RouteProtocol},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	return err == nil && len(routes) > 0
 }

@@ -50,6 +50,7 @@ func TestNetns(t *testing.T) {
 	}
 	t.Run("DeviceAndSplitConfig", testDeviceAndSplitConfig)
 	t.Run("FullTunnelBypassAndCrashCleanup", testFullTunnelBypassAndCrashCleanup)
+	t.Run("UnrecordedBypassRoute", testUnrecordedBypassRoute)
 	t.Run("RollbackOnConflict", testRollbackOnConflict)
 	t.Run("NoOffload", testNoOffload)
 	t.Run("FailedOpenLeavesNothing", testFailedOpenLeavesNothing)
@@ -507,6 +508,49 @@ func addUplink(t *testing.T, name string) {
 		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
 			t.Fatalf("default via %s: %v", gw, err)
 		}
+	}
+}
+
+// testUnrecordedBypassRoute: a run that crashed between adding a bypass
+// route and recording it left the route behind. The next run finds it in
+// place; one carrying twoway's route protocol is taken as its own and
+// removed with the rest, one that is not (the admin's) is left alone.
+func testUnrecordedBypassRoute(t *testing.T) {
+	ctx := context.Background()
+	addUplink(t, "twup0")
+	up := link(t, "twup0")
+	const name = "twtest8"
+	openTUN(t, name, tun.Options{})
+	for _, r := range []struct {
+		dst   string
+		proto netlink.RouteProtocol
+	}{
+		{"198.18.201.10/32", tun.RouteProtocol},  // the crashed run's
+		{"198.18.201.11/32", unix.RTPROT_STATIC}, // the admin's
+	} {
+		p := netip.MustParsePrefix(r.dst)
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)},
+			Gw: net.ParseIP("198.18.200.254"), Protocol: r.proto}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, tun.ConfiguratorOptions{})
+	undo, err := e.conf.Apply(ctx, name, tun.Config{
+		Addresses: mustPrefixes("198.18.0.1/24"), MTU: 1400, Routes: mustPrefixes("0.0.0.0/0"),
+		Bypass: mustAddrs("198.18.201.10", "198.18.201.11"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	routes := linkRoutes(t, "twup0")
+	if slices.Contains(routes, netip.MustParsePrefix("198.18.201.10/32")) {
+		t.Error("the crashed run's bypass route is still there")
+	}
+	if !slices.Contains(routes, netip.MustParsePrefix("198.18.201.11/32")) {
+		t.Error("the admin's host route was removed")
 	}
 }
 
