@@ -196,3 +196,42 @@ func connectSession(t *testing.T, f *fixture, addr string) *clientSession {
 	t.Cleanup(func() { cs.close(ErrStopped); cs.wait() })
 	return cs
 }
+
+// TestEarlyResetAbortsProxy: a reset can arrive for a stream before it is
+// proxied (the peer gave up while this side was still dialing). It must
+// abort the stream once proxy starts, closing the local connection,
+// rather than be lost and leave both waiting.
+func TestEarlyResetAbortsProxy(t *testing.T) {
+	f := newFixture(t)
+	srv := startServer(t, f.serverConfig(nil))
+	cs := connectSession(t, f, srv.Addr().String())
+	st, err := cs.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.abortStream(st.StreamID()) // the peer's reset, before proxy
+
+	local, remote := net.Pipe()
+	defer remote.Close()
+	done := make(chan struct{})
+	go func() { defer close(done); cs.proxy(st, local) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("proxy kept a stream the peer had reset")
+	}
+	if _, err := remote.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the local connection of a reset stream is still open")
+	}
+
+	// Bounded: resets for streams that never come do not pile up.
+	for i := range 10 * maxEarlyResets {
+		cs.abortStream(uint32(1_000_000 + i))
+	}
+	cs.mu.Lock()
+	n := len(cs.early)
+	cs.mu.Unlock()
+	if n > maxEarlyResets {
+		t.Fatalf("%d early resets kept, bound %d", n, maxEarlyResets)
+	}
+}

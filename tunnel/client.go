@@ -760,15 +760,18 @@ func (cs *clientSession) openConnect(host string, port uint16) (*yamux.Stream, s
 	cs.ctr.streamsOpened.Add(1)
 	_ = st.SetDeadline(time.Now().Add(cs.replyTimeout()))
 	if _, err := st.Write(hdr); err != nil {
-		st.Close()
+		cs.resetStream(st)
 		return nil, streamReply{}, err
 	}
 	rep, err := readStreamReply(st)
-	if err == nil {
-		err = rep.err()
-	}
 	if err != nil {
-		st.Close()
+		// No answer in time: the gateway may still be dialing, or have
+		// dialed; a reset makes it drop that connection.
+		cs.resetStream(st)
+		return nil, rep, err
+	}
+	if err := rep.err(); err != nil {
+		st.Close() // refused: the gateway holds nothing
 		return nil, rep, err
 	}
 	_ = st.SetDeadline(time.Time{})

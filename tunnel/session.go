@@ -93,15 +93,18 @@ type session struct {
 
 	wg sync.WaitGroup // every goroutine this session starts
 
-	mu        sync.Mutex
-	aborts    map[uint32]func() // live forwards by stream id; guarded by mu
-	nstreams  int               // data streams being handled; guarded by mu
-	draining  bool              // no new data streams; guarded by mu
-	drainCh   chan struct{}     // closed when nstreams reaches 0 while draining; guarded by mu
-	reason    error             // why the session ended; guarded by mu
-	peerBye   *controlMsg       // the peer's bye, if any; guarded by mu
-	byeCh     chan struct{}     // closed when a bye arrives
-	ctrlDone  chan struct{}     // closed when the control reader has returned (nil before start)
+	mu     sync.Mutex
+	aborts map[uint32]func() // live forwards by stream id; guarded by mu
+	// early are resets for streams not (yet) in aborts: a peer that gave
+	// up while we were still dialing. proxy aborts such a stream at once.
+	early     map[uint32]bool // guarded by mu
+	nstreams  int             // data streams being handled; guarded by mu
+	draining  bool            // no new data streams; guarded by mu
+	drainCh   chan struct{}   // closed when nstreams reaches 0 while draining; guarded by mu
+	reason    error           // why the session ended; guarded by mu
+	peerBye   *controlMsg     // the peer's bye, if any; guarded by mu
+	byeCh     chan struct{}   // closed when a bye arrives
+	ctrlDone  chan struct{}   // closed when the control reader has returned (nil before start)
 	byeOnce   sync.Once
 	closeOnce sync.Once
 }
@@ -412,13 +415,34 @@ func (s *session) watchdog() {
 	}
 }
 
-// abortStream handles the peer's reset for stream id.
+// abortStream handles the peer's reset for stream id. A reset for a
+// stream not being proxied yet is kept for proxy; the set is bounded, so a
+// peer resetting streams that never come cannot grow it.
 func (s *session) abortStream(id uint32) {
 	s.mu.Lock()
 	abort := s.aborts[id]
+	if abort == nil {
+		if s.early == nil || len(s.early) >= maxEarlyResets {
+			s.early = make(map[uint32]bool)
+		}
+		s.early[id] = true
+	}
 	s.mu.Unlock()
 	if abort != nil {
 		abort()
+	}
+}
+
+// maxEarlyResets bounds the resets kept for streams not proxied yet.
+const maxEarlyResets = 256
+
+// resetStream gives up on st before proxying it: closed here, and the peer
+// told to abort its end (a connection it may be dialing or have dialed),
+// which a FIN alone would leave open until the far end closes.
+func (s *session) resetStream(st *yamux.Stream) {
+	_ = st.Close()
+	if s.peerCaps[capReset] && !s.mux.IsClosed() {
+		_ = s.sendControl(&controlMsg{Type: msgReset, Stream: st.StreamID()})
 	}
 }
 
@@ -460,7 +484,12 @@ func (s *session) proxy(st *yamux.Stream, c net.Conn) {
 	}
 	s.mu.Lock()
 	s.aborts[id] = func() { abort(false) }
+	reset := s.early[id]
+	delete(s.early, id)
 	s.mu.Unlock()
+	if reset {
+		abort(false) // the peer gave up before we got here
+	}
 	// When the session dies, its streams end with a plain EOF, which
 	// must not reach the application as an orderly end; and a direction
 	// blocked reading the local side would never notice at all.

@@ -34,7 +34,7 @@ func (c *Client) serveSOCKS(f Forward, conn net.Conn) {
 	// BND.ADDR; zero if it did not say.
 	bound, _ := netip.ParseAddrPort(rep.Bound)
 	if err := req.Reply(socks5.ReplySucceeded, bound); err != nil {
-		st.Close()
+		cs.resetStream(st) // the gateway's connection to the target goes too
 		conn.Close()
 		return
 	}
