@@ -323,7 +323,10 @@ func TestKeyPermissions(t *testing.T) {
 	}
 }
 
-func TestEncryptedKeyIsNotDecrypted(t *testing.T) {
+// encryptedGatewayKey writes the fixture into a temp dir, with the
+// gateway key encrypted (password "pw"), and returns the dir.
+func encryptedGatewayKey(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	f := writeFixture(t, dir)
 	old := pki.KDFIterations
@@ -333,7 +336,14 @@ func TestEncryptedKeyIsNotDecrypted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "gateway.key"), enc, 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "gateway.key"), enc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestEncryptedKeyIsNotDecrypted(t *testing.T) {
+	dir := encryptedGatewayKey(t)
 	// A wrong password passes: the key is not decrypted here.
 	os.WriteFile(filepath.Join(dir, "pass"), []byte("wrong\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "server.toml"), []byte(serverTLS+"key_password_file = \"pass\"\n"+minimalPolicy), 0o644)
@@ -346,19 +356,10 @@ func TestEncryptedKeyIsNotDecrypted(t *testing.T) {
 // (pki.ErrPasswordRequired, and nothing prompts), so validation must
 // refuse it, on the key's line.
 func TestEncryptedKeyNeedsPasswordFile(t *testing.T) {
-	dir := t.TempDir()
-	f := writeFixture(t, dir)
-	old := pki.KDFIterations
-	pki.KDFIterations = 1000
-	t.Cleanup(func() { pki.KDFIterations = old })
-	enc, err := pki.MarshalPrivateKeyPEM(f.gateway.Key, []byte("pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "gateway.key"), enc, 0o600)
+	dir := encryptedGatewayKey(t)
 	p := filepath.Join(dir, "server.toml")
 	os.WriteFile(p, []byte(serverTLS+minimalPolicy), 0o644)
-	_, err = LoadServer(p)
+	_, err := LoadServer(p)
 	want := p + ":3: tls.key: " + filepath.Join(dir, "gateway.key") + " is encrypted: set tls.key_password_file to a file holding its password"
 	if err == nil || err.Error() != want {
 		t.Errorf("got  %v\nwant %s", err, want)

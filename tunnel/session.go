@@ -93,18 +93,16 @@ type session struct {
 
 	wg sync.WaitGroup // every goroutine this session starts
 
-	mu     sync.Mutex
-	aborts map[uint32]func() // live forwards by stream id; guarded by mu
-	// early are resets for streams not (yet) in aborts: a peer that gave
-	// up while we were still dialing. proxy aborts such a stream at once.
-	early     map[uint32]bool // guarded by mu
-	nstreams  int             // data streams being handled; guarded by mu
-	draining  bool            // no new data streams; guarded by mu
-	drainCh   chan struct{}   // closed when nstreams reaches 0 while draining; guarded by mu
-	reason    error           // why the session ended; guarded by mu
-	peerBye   *controlMsg     // the peer's bye, if any; guarded by mu
-	byeCh     chan struct{}   // closed when a bye arrives
-	ctrlDone  chan struct{}   // closed when the control reader has returned (nil before start)
+	mu        sync.Mutex
+	aborts    map[uint32]func() // live forwards by stream id; guarded by mu
+	early     map[uint32]bool   // resets for streams not yet in aborts (see abortStream); guarded by mu
+	nstreams  int               // data streams being handled; guarded by mu
+	draining  bool              // no new data streams; guarded by mu
+	drainCh   chan struct{}     // closed when nstreams reaches 0 while draining; guarded by mu
+	reason    error             // why the session ended; guarded by mu
+	peerBye   *controlMsg       // the peer's bye, if any; guarded by mu
+	byeCh     chan struct{}     // closed when a bye arrives
+	ctrlDone  chan struct{}     // closed when the control reader has returned (nil before start)
 	byeOnce   sync.Once
 	closeOnce sync.Once
 }
