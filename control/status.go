@@ -165,6 +165,9 @@ type Totals struct {
 	PacketsIn     uint64 `json:"packets_in"`
 	PacketsOut    uint64 `json:"packets_out"`
 	StreamsOpened uint64 `json:"streams_opened"`
+	// PolicyClosed counts remote listeners and forwarded streams closed
+	// because a reloaded policy no longer allowed them.
+	PolicyClosed uint64 `json:"policy_closed,omitempty"`
 	// Dropped counts packets the VPN router dropped, by reason ("policy",
 	// "spoof", "queue", ...).
 	Dropped map[string]uint64 `json:"dropped,omitempty"`

@@ -62,6 +62,7 @@ func gatewayStatus(started time.Time, ts *tunnel.Server, creds expiry.Credential
 	st.Totals.BytesIn, st.Totals.BytesOut = tot.BytesIn, tot.BytesOut
 	st.Totals.PacketsIn, st.Totals.PacketsOut = tot.PacketsIn, tot.PacketsOut
 	st.Totals.StreamsOpened = tot.StreamsOpened
+	st.Totals.PolicyClosed = tot.PolicyClosed
 	vs := ts.VPNStats()
 	st.Totals.Dropped = map[string]uint64{
 		"malformed": vs.Malformed, "link_local": vs.LinkLocal, "spoof": vs.Spoof,

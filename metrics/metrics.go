@@ -258,6 +258,8 @@ var (
 		"Data streams open now, over all sessions.", nil, nil)
 	descStreamsOpened = prometheus.NewDesc("twoway_streams_opened_total",
 		"Data streams opened since start.", nil, nil)
+	descPolicyClosed = prometheus.NewDesc("twoway_policy_closed_total",
+		"Remote listeners and forwarded streams closed because a reloaded policy no longer allowed them.", nil, nil)
 	descExpiry = prometheus.NewDesc("twoway_certificate_expiry_seconds",
 		"Seconds until a certificate the daemon depends on expires (negative once expired); which is own, chain or ca.",
 		[]string{"which", "subject", "serial"}, nil)
@@ -268,7 +270,7 @@ var (
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descStart, descSessions, descBytes, descPackets,
-		descDropped, descStreamsOpen, descStreamsOpened, descExpiry, descCRLNext} {
+		descDropped, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext} {
 		ch <- d
 	}
 }
@@ -298,6 +300,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPackets, t.PacketsIn, "in")
 	counter(descPackets, t.PacketsOut, "out")
 	counter(descStreamsOpened, t.StreamsOpened)
+	counter(descPolicyClosed, t.PolicyClosed)
 	for reason, n := range t.Dropped {
 		counter(descDropped, n, reason)
 	}

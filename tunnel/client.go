@@ -682,6 +682,8 @@ func (cs *clientSession) handleControl(m *controlMsg) {
 			f = rf.fwd
 			if m.Type == msgListenOK {
 				rf.bound = m.Bound
+			} else {
+				rf.bound = "" // refused, or closed by a policy reload
 			}
 		}
 		c.mu.Unlock()

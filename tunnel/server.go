@@ -359,6 +359,7 @@ func (s *Server) Revalidate() {
 	for _, ss := range sessions {
 		code, err := ss.recheck(ver, pol)
 		if err == nil {
+			ss.recheckForwards(pol)
 			continue
 		}
 		s.refuse(Refusal{Remote: ss.info.Remote, Stage: "revalidate", Identity: ss.peer, Err: err}, ss.log)
@@ -549,6 +550,9 @@ type serverSession struct {
 	lease *ipam.Lease
 	// packets is the session's packets stream; guarded by session.mu.
 	packets *yamux.Stream
+	// forwards are the live forwarded streams by stream id; guarded by
+	// session.mu.
+	forwards map[uint32]forwardRef
 }
 
 // hello runs the control-stream handshake: the client opens stream 1 and
@@ -715,6 +719,12 @@ func (ss *serverSession) handleConnect(st *yamux.Stream, h streamHeader) {
 	}
 	_ = st.SetWriteDeadline(time.Time{})
 	ss.log.Debug("stream open", "stream", st.StreamID(), "target", target, "addr", conn.RemoteAddr().String())
+	ref := forwardRef{addr: conn.RemoteAddr().(*net.TCPAddr).AddrPort()}
+	ref.addr = netip.AddrPortFrom(ref.addr.Addr().Unmap(), ref.addr.Port())
+	if _, err := netip.ParseAddr(h.Host); err != nil {
+		ref.host = h.Host
+	}
+	defer ss.trackForward(st.StreamID(), ref)()
 	ss.proxy(st, conn)
 }
 
@@ -785,8 +795,87 @@ func (s *Server) dial(ctx context.Context, id *pki.Identity, host string, port u
 
 // remoteListener is a listener the gateway holds for a client's -R forward.
 type remoteListener struct {
-	id uint32
-	ln net.Listener
+	id    uint32
+	ln    net.Listener
+	bound netip.AddrPort // what the policy allowed: a reload asks again
+}
+
+// forwardRef is what a live forwarded stream reaches, kept so that a policy
+// reload can ask about it again: the target the gateway dialed for a
+// connect stream, or the remote listener a reverse stream came in on.
+type forwardRef struct {
+	host     string // the host name the client asked for; "" for an address
+	addr     netip.AddrPort
+	listener uint32 // non-zero for a reverse stream
+}
+
+// trackForward records a forwarded stream until the returned func runs.
+func (ss *serverSession) trackForward(id uint32, ref forwardRef) func() {
+	ss.mu.Lock()
+	if ss.forwards == nil {
+		ss.forwards = make(map[uint32]forwardRef)
+	}
+	ss.forwards[id] = ref
+	ss.mu.Unlock()
+	return func() {
+		ss.mu.Lock()
+		delete(ss.forwards, id)
+		ss.mu.Unlock()
+	}
+}
+
+// recheckForwards asks pol again about every remote listener and every
+// forwarded stream the session holds, and closes what it no longer allows:
+// a listener with a listen_error telling the client why, a stream with a
+// reset on both sides. Without this, narrowing the policy would leave a
+// connected client with whatever it had opened before, for as long as it
+// stays connected.
+func (ss *serverSession) recheckForwards(pol Policy) {
+	var lost []*remoteListener
+	closedListener := make(map[uint32]bool)
+	ss.mu.Lock()
+	for id, rl := range ss.listeners {
+		if d := pol.Bind(ss.peer, rl.bound.Addr(), rl.bound.Port()); !d.Allow {
+			delete(ss.listeners, id)
+			closedListener[id] = true
+			lost = append(lost, rl)
+			ss.log.Info("remote listener closed: no longer allowed by policy", "id", id, "addr", rl.bound.String(), "rule", d.Rule)
+		}
+	}
+	var streams []uint32
+	for sid, f := range ss.forwards {
+		if f.listener != 0 {
+			if !closedListener[f.listener] {
+				continue
+			}
+			ss.log.Info("stream closed: its remote listener is no longer allowed", "stream", sid, "listener", f.listener)
+		} else {
+			d := pol.Dial(ss.peer, policy.Target{Host: f.host, Addr: f.addr.Addr(), Port: f.addr.Port(), Proto: "tcp"})
+			if d.Allow {
+				continue
+			}
+			target := f.addr.String()
+			if f.host != "" {
+				target = net.JoinHostPort(f.host, strconv.Itoa(int(f.addr.Port()))) + " (" + f.addr.Addr().String() + ")"
+			}
+			ss.log.Info("stream closed: target no longer allowed by policy", "stream", sid, "target", target, "rule", d.Rule)
+		}
+		streams = append(streams, sid)
+	}
+	ss.mu.Unlock()
+
+	for _, rl := range lost {
+		rl.ln.Close()
+		_ = ss.sendControl(&controlMsg{Type: msgListenError, ID: rl.id, Code: ctlDenied,
+			Message: fmt.Sprintf("%s is no longer allowed by the gateway's policy", rl.bound)})
+	}
+	for _, sid := range streams {
+		ss.abortStream(sid) // or, not proxied yet, as soon as it is
+		if ss.peerCaps[capReset] && !ss.mux.IsClosed() {
+			_ = ss.sendControl(&controlMsg{Type: msgReset, Stream: sid})
+		}
+	}
+	ss.srv.totals.policyClosed.Add(uint64(len(lost) + len(streams)))
 }
 
 // handleControl serves the client's control messages after the hello.
@@ -864,7 +953,7 @@ func (ss *serverSession) listen(id uint32, bind string) (string, string, error) 
 			return "", ctlDenied, fmt.Errorf("%w: bind %s (rule %q)", ErrDenied, bound, d.Rule)
 		}
 	}
-	rl := &remoteListener{id: id, ln: ln}
+	rl := &remoteListener{id: id, ln: ln, bound: netip.AddrPortFrom(addr, bound.Port())}
 	ss.mu.Lock()
 	if ss.draining || ss.listeners == nil {
 		ss.mu.Unlock()
@@ -952,6 +1041,7 @@ func (ss *serverSession) serveRemote(id uint32, c net.Conn) {
 		return
 	}
 	_ = st.SetDeadline(time.Time{})
+	defer ss.trackForward(st.StreamID(), forwardRef{listener: id})()
 	ss.proxy(st, c)
 }
 

@@ -63,11 +63,15 @@ type Totals struct {
 	PacketsIn     uint64
 	PacketsOut    uint64
 	StreamsOpened uint64
+	// PolicyClosed counts remote listeners and forwarded streams closed
+	// because a reloaded policy no longer allowed them.
+	PolicyClosed uint64
 }
 
 // serverTotals accumulates the counters of ended sessions.
 type serverTotals struct {
 	sessions, bytesIn, bytesOut, pktsIn, pktsOut, streams atomic.Uint64
+	policyClosed                                          atomic.Uint64
 }
 
 func (t *serverTotals) add(st SessionStats) {
@@ -93,6 +97,7 @@ func (s *Server) Totals() Totals {
 		PacketsIn:     s.totals.pktsIn.Load(),
 		PacketsOut:    s.totals.pktsOut.Load(),
 		StreamsOpened: s.totals.streams.Load(),
+		PolicyClosed:  s.totals.policyClosed.Load(),
 	}
 	for _, st := range live {
 		t.BytesIn += st.BytesIn
