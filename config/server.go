@@ -75,6 +75,10 @@ type Limits struct {
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 	// MaxSessions caps concurrent client sessions. Default 1000.
 	MaxSessions int `toml:"max_sessions"`
+	// MaxSessionsPerIdentity caps concurrent sessions of one identity
+	// (issuer and name); a new session beyond it replaces the oldest.
+	// 0 means no limit. Default 4.
+	MaxSessionsPerIdentity int `toml:"max_sessions_per_identity"`
 	// MaxStreamsPerSession caps concurrent streams (forwarded connections)
 	// per session. Default 256.
 	MaxStreamsPerSession int `toml:"max_streams_per_session"`
@@ -99,13 +103,14 @@ func DefaultServer() *Server {
 	return &Server{
 		Listen: DefaultListen,
 		Limits: Limits{
-			HandshakeTimeout:     10 * time.Second,
-			MaxSessions:          1000,
-			MaxStreamsPerSession: 256,
-			HandshakeRate:        5,
-			HandshakeBurst:       20,
-			KeepaliveInterval:    10 * time.Second,
-			DeadPeerTimeout:      25 * time.Second,
+			HandshakeTimeout:       10 * time.Second,
+			MaxSessions:            1000,
+			MaxSessionsPerIdentity: 4,
+			MaxStreamsPerSession:   256,
+			HandshakeRate:          5,
+			HandshakeBurst:         20,
+			KeepaliveInterval:      10 * time.Second,
+			DeadPeerTimeout:        25 * time.Second,
 		},
 		Log: defaultLog(),
 	}
@@ -207,6 +212,8 @@ func (l *Limits) validate(src *source) error {
 	switch {
 	case l.MaxSessions < 1:
 		return src.errf("limits.max_sessions", "%d: must be at least 1", l.MaxSessions)
+	case l.MaxSessionsPerIdentity < 0:
+		return src.errf("limits.max_sessions_per_identity", "%d: must not be negative (0 means no limit)", l.MaxSessionsPerIdentity)
 	case l.MaxStreamsPerSession < 1 || l.MaxStreamsPerSession > 65535:
 		return src.errf("limits.max_streams_per_session", "%d: must be 1-65535", l.MaxStreamsPerSession)
 	case l.HandshakeRate < 0:

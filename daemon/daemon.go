@@ -59,14 +59,15 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	tc := tunnel.ServerConfig{
-		Listen:           cfg.Listen,
-		Credentials:      store,
-		Policy:           pol,
-		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
-		MaxSessions:      cfg.Limits.MaxSessions,
-		HandshakeRate:    cfg.Limits.HandshakeRate,
-		HandshakeBurst:   cfg.Limits.HandshakeBurst,
-		Software:         software(),
+		Listen:                 cfg.Listen,
+		Credentials:            store,
+		Policy:                 pol,
+		HandshakeTimeout:       cfg.Limits.HandshakeTimeout,
+		MaxSessions:            cfg.Limits.MaxSessions,
+		MaxSessionsPerIdentity: cfg.Limits.MaxSessionsPerIdentity,
+		HandshakeRate:          cfg.Limits.HandshakeRate,
+		HandshakeBurst:         cfg.Limits.HandshakeBurst,
+		Software:               software(),
 		Tuning: tunnel.Tuning{
 			MaxStreams:        cfg.Limits.MaxStreamsPerSession,
 			KeepAliveInterval: cfg.Limits.KeepaliveInterval,

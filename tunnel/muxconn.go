@@ -72,6 +72,9 @@ type muxConn struct {
 	closeFlush time.Duration
 	direct     bool      // coalescing off: Write goes straight to tc
 	cork       *corkConn // under tc, if set: a batch of several records leaves in one syscall
+	// guard, if set (gateway side), filters what the peer sends before
+	// yamux reads it; set before yamux starts.
+	guard *streamGuard
 }
 
 // coalesceWrites can be switched off by benchmarks to measure what
@@ -102,7 +105,13 @@ func (c *muxConn) Read(p []byte) (int, error) {
 	// reader deliver first. Under load it costs one scheduler pass per
 	// TLS record.
 	runtime.Gosched()
-	n, err := c.tc.Read(p)
+	var n int
+	var err error
+	if c.guard != nil {
+		n, err = c.guard.read(c.tc, p)
+	} else {
+		n, err = c.tc.Read(p)
+	}
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
 		c.rx.Add(uint64(n))
@@ -116,6 +125,14 @@ func (c *muxConn) Read(p []byte) (int, error) {
 		c.rerr.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+// accepted tells the guard, if any, that the local side serves stream id:
+// call it before sending the answer that lets the peer send data.
+func (c *muxConn) accepted(id uint32) {
+	if c.guard != nil {
+		c.guard.accept(id)
+	}
 }
 
 // ErrPingFlood ends a session whose peer sends multiplexer pings faster

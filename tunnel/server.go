@@ -49,6 +49,10 @@ type ServerConfig struct {
 	HandshakeTimeout time.Duration
 	// MaxSessions bounds established sessions (1000).
 	MaxSessions int
+	// MaxSessionsPerIdentity bounds the sessions one identity (issuer
+	// and name) may hold at once (4); a new one beyond it replaces the
+	// oldest, which is told why. Negative means no limit.
+	MaxSessionsPerIdentity int
 	// MaxHandshakes bounds handshakes in progress at once (128).
 	MaxHandshakes int
 	// HandshakeRate and HandshakeBurst shape a token bucket per source
@@ -96,6 +100,7 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.DialTimeout, 10*time.Second)
 	def(&c.DrainTimeout, 30*time.Second)
 	defInt(&c.MaxSessions, 1000)
+	defInt(&c.MaxSessionsPerIdentity, 4)
 	defInt(&c.MaxHandshakes, 128)
 	defInt(&c.HandshakeBurst, 20)
 	defInt(&c.MaxListeners, 16)
@@ -157,9 +162,10 @@ type Server struct {
 	ctx    context.Context // cancelled by Stop: ends handshakes and dials
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	sessions map[string]*serverSession // guarded by mu
-	stopping bool                      // guarded by mu
+	mu         sync.Mutex
+	sessions   map[string]*serverSession // guarded by mu
+	byIdentity map[string]int            // sessions per identityKey; guarded by mu
+	stopping   bool                      // guarded by mu
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -182,14 +188,15 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       logger,
-		limiter:   newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536),
-		hsSlots:   make(chan struct{}, cfg.MaxHandshakes),
-		lingering: make(chan struct{}, maxLingering),
-		bufs:      newBufPool(cfg.Tuning.CopyBuffer),
-		sessions:  make(map[string]*serverSession),
-		stopped:   make(chan struct{}),
+		cfg:        cfg,
+		log:        logger,
+		limiter:    newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536),
+		hsSlots:    make(chan struct{}, cfg.MaxHandshakes),
+		lingering:  make(chan struct{}, maxLingering),
+		bufs:       newBufPool(cfg.Tuning.CopyBuffer),
+		sessions:   make(map[string]*serverSession),
+		byIdentity: make(map[string]int),
+		stopped:    make(chan struct{}),
 	}
 	s.policy.Store(&policyBox{cfg.Policy})
 	if cfg.VPN != nil {
@@ -491,6 +498,9 @@ func (s *Server) serveConn(raw net.Conn) {
 	t := s.cfg.Tuning
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
 	mc.cork = ck
+	// One more than the session's accept loop allows, so that it, which
+	// says bye, acts first (see session.acceptLoop).
+	mc.guard = newStreamGuard(t.MaxStreams + 2 + acceptBacklog)
 	mux, err := yamux.Server(mc, t.yamuxConfig(logger))
 	if err != nil { // only a config error; Validate prevents it
 		mc.Close()
@@ -527,7 +537,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	ss.closeListeners()
 	ss.wait()
 	s.mu.Lock()
-	delete(s.sessions, sid)
+	s.removeSession(ss)
 	s.totals.add(ss.stats())
 	s.mu.Unlock()
 	reason := ss.endReason()
@@ -561,6 +571,9 @@ type serverSession struct {
 func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) error {
 	s := ss.srv
 	refuse := func(stage string, err error) error {
+		if rerr := ss.conn.readErr(); isPeerAbuse(rerr) && !errors.Is(err, rerr) {
+			err = fmt.Errorf("%w: %w", rerr, err) // the real reason, not its symptom
+		}
 		s.refuse(Refusal{Remote: ss.conn.RemoteAddr(), Stage: stage, Identity: ss.peer, Err: err}, ss.log)
 		return err
 	}
@@ -634,7 +647,22 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		return refuse("capacity", fmt.Errorf("session limit %d reached", s.cfg.MaxSessions))
 	}
 	s.sessions[ss.id] = ss
+	key := identityKey(ss.peer)
+	s.byIdentity[key]++
+	var replaced *serverSession
+	if lim := s.cfg.MaxSessionsPerIdentity; lim > 0 && s.byIdentity[key] > lim {
+		replaced = s.oldestOf(key, ss)
+	}
 	s.mu.Unlock()
+	if replaced != nil {
+		replaced.log.Info("session replaced: identity is at its session limit", "limit", s.cfg.MaxSessionsPerIdentity, "by", ss.id)
+		ss.wg.Add(1)
+		go func() {
+			defer ss.wg.Done()
+			replaced.closeWithBye(ctlLimit, fmt.Sprintf("replaced by a newer session of %s (limit %d per identity)", ss.peer.Name(), s.cfg.MaxSessionsPerIdentity),
+				fmt.Errorf("%w: replaced by session %s", ErrLimit, ss.id))
+		}()
+	}
 
 	caps := []string{capForward, capReverse, capReset}
 	if s.router != nil {
@@ -643,6 +671,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 			caps = append(caps, capGSO)
 		}
 	}
+	ss.conn.guard.helloDone() // the client opens data streams once it reads this
 	ss.ctrlMu.Lock()
 	err = writeControl(st, &controlMsg{
 		Type: msgHello, Version: version, MinVersion: minProtocolVersion, Software: s.cfg.Software,
@@ -654,11 +683,46 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	_ = st.SetDeadline(time.Time{})
 	if err != nil {
 		s.mu.Lock()
-		delete(s.sessions, ss.id)
+		s.removeSession(ss)
 		s.mu.Unlock()
 		return refuse("hello", fmt.Errorf("sending hello: %w", err))
 	}
 	return nil
+}
+
+// identityKey is what the per-identity session limit counts by: the
+// issuing CA and the name, so that two CAs' certificates for the same name
+// are different identities.
+func identityKey(id *pki.Identity) string {
+	return id.Issuer + "\x00" + id.Name()
+}
+
+// removeSession forgets ss. Called with s.mu held.
+func (s *Server) removeSession(ss *serverSession) {
+	if _, ok := s.sessions[ss.id]; !ok {
+		return
+	}
+	delete(s.sessions, ss.id)
+	key := identityKey(ss.peer)
+	if s.byIdentity[key]--; s.byIdentity[key] <= 0 {
+		delete(s.byIdentity, key)
+	}
+}
+
+// oldestOf returns the longest-established live session of key other than
+// except. Called with s.mu held; it scans every session, which only
+// happens when an identity is over its limit.
+func (s *Server) oldestOf(key string, except *serverSession) *serverSession {
+	var oldest *serverSession
+	for _, o := range s.sessions {
+		if o == except || o.mux.IsClosed() || identityKey(o.peer) != key {
+			continue
+		}
+		if oldest == nil || o.info.Established.Before(oldest.info.Established) {
+			oldest = o
+		}
+	}
+	return oldest
 }
 
 func capSet(caps []string) map[string]bool {
@@ -711,6 +775,7 @@ func (ss *serverSession) handleConnect(st *yamux.Stream, h streamHeader) {
 		ss.refuseStream(st, rep.Code, rep.Message)
 		return
 	}
+	ss.conn.accepted(st.StreamID())
 	_ = st.SetWriteDeadline(time.Now().Add(ss.tuning.DeadPeerTimeout))
 	if _, err := st.Write(rep.marshal()); err != nil {
 		conn.Close()

@@ -141,7 +141,7 @@ func (s *session) close(reason error) {
 		if errors.Is(reason, ErrClosedByPeer) {
 			// What looks like the peer's doing may be our connection
 			// refusing what the peer sent.
-			if rerr := s.conn.readErr(); errors.Is(rerr, ErrPingFlood) {
+			if rerr := s.conn.readErr(); isPeerAbuse(rerr) {
 				reason = rerr
 			}
 		}
@@ -223,6 +223,8 @@ func (e *ByeError) Is(target error) bool {
 		return target == ErrShutdown
 	case ctlDenied, ctlRevoked, ctlExpired:
 		return target == ErrDenied
+	case ctlLimit:
+		return target == ErrLimit
 	}
 	return false
 }

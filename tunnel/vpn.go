@@ -256,6 +256,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 		return
 	}
 	defer s.router.RemovePeer(peer)
+	ss.conn.accepted(st.StreamID())
 	_ = st.SetWriteDeadline(time.Now().Add(ss.tuning.DeadPeerTimeout))
 	if _, err := st.Write(streamReply{Code: CodeOK}.marshal()); err != nil {
 		st.Close()
