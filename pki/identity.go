@@ -26,6 +26,10 @@ type Identity struct {
 	// ChainNotAfter is the earliest expiry of any certificate in the verified
 	// chain: the session cannot outlive it.
 	ChainNotAfter time.Time
+	// Chain is the path Verify accepted, leaf first, ending at the trust
+	// anchor from the CA bundle; nil for an identity not from Verify.
+	// Keeping it spares callers a second walk of the same signatures.
+	Chain []*x509.Certificate
 }
 
 // IdentityFromCert extracts the identity of a leaf certificate. It does not

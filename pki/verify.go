@@ -254,6 +254,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, opts VerifyOptions) (*Ident
 			return nil, &VerifyError{Check: "pin", Subject: subj, Err: ErrPinMismatch, Detail: "leaf pin " + SPKIPin(leaf)}
 		}
 		id := IdentityFromCert(leaf)
+		id.Chain = ch
 		for _, c := range ch {
 			if c.NotAfter.Before(id.ChainNotAfter) {
 				id.ChainNotAfter = c.NotAfter

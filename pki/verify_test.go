@@ -198,3 +198,24 @@ func TestVerifyErrorMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyKeepsChain: the identity carries the path Verify accepted, so
+// that nobody has to check its signatures a second time to show it.
+func TestVerifyKeepsChain(t *testing.T) {
+	h := pkitest.NewHierarchy(t)
+	eng := h.ClientCA.Sub(t, "eng CA")
+	bob := eng.Client(t, "bob", "eng")
+	v := mustVerifier(t, h.ClientBundle())
+	// bob presents only his leaf and the eng CA; the rest comes from the bundle.
+	id, err := v.Verify(bob.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range id.Chain {
+		names = append(names, c.Subject.CommonName)
+	}
+	if got := strings.Join(names, " <- "); got != "bob <- eng CA <- test client CA <- test root" {
+		t.Fatalf("chain %s", got)
+	}
+}

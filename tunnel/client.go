@@ -630,7 +630,7 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 	cs.peerCaps = capSet(m.Capabilities)
 	cs.info = SessionInfo{
 		ID: m.Session, Version: m.Version, Local: cs.conn.LocalAddr(), Remote: cs.conn.RemoteAddr(),
-		TLS: state, Peer: cs.peer, PeerChain: cs.chain, VerifiedChain: verifiedPath(cs.chain, cs.verifier),
+		TLS: state, Peer: cs.peer, PeerChain: cs.chain, VerifiedChain: cs.peer.Chain,
 		Self: m.Identity, Grants: m.Grants, VPN: m.VPN, GSO: m.VPN != nil && cs.peerCaps[capGSO],
 		PeerSoftware: m.Software, Established: time.Now(),
 	}

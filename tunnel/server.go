@@ -631,7 +631,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	ss.gso = vpn != nil && ss.peerCaps[capGSO] && s.gsoOK()
 	ss.info = SessionInfo{
 		ID: ss.id, Version: version, Local: ss.conn.LocalAddr(), Remote: ss.conn.RemoteAddr(),
-		TLS: cs, Peer: ss.peer, PeerChain: ss.chain, VerifiedChain: verifiedPath(ss.chain, ss.verifier),
+		TLS: cs, Peer: ss.peer, PeerChain: ss.chain, VerifiedChain: ss.peer.Chain,
 		Grants: grants, Params: params, VPN: vpn, GSO: ss.gso,
 		PeerSoftware: m.Software, Established: time.Now(),
 	}

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -200,45 +199,3 @@ func classifyHandshake(remote net.Addr, hs *serverHandshake, err error) Refusal 
 	return r
 }
 
-// verifiedPath rebuilds, for display, the path a verified chain took: the
-// leaf, each issuer (from what the peer presented or from our bundle), up
-// to the self-signed root or the bundle CA it ends at. It does no checking
-// of its own; it runs only on chains the verifier has accepted.
-func verifiedPath(presented []*x509.Certificate, ver *pki.Verifier) []*x509.Certificate {
-	if len(presented) == 0 || ver == nil {
-		return nil
-	}
-	cas := ver.CAs()
-	inBundle := func(c *x509.Certificate) bool {
-		for _, ca := range cas {
-			if c.Equal(ca) {
-				return true
-			}
-		}
-		return false
-	}
-	pool := append(append([]*x509.Certificate(nil), presented[1:]...), cas...)
-	path := []*x509.Certificate{presented[0]}
-	for cur := presented[0]; len(path) < 10; {
-		if cur != presented[0] && (inBundle(cur) && isSelfSigned(cur)) {
-			break
-		}
-		var next *x509.Certificate
-		for _, c := range pool {
-			if !c.Equal(cur) && bytes.Equal(c.RawSubject, cur.RawIssuer) && cur.CheckSignatureFrom(c) == nil {
-				next = c
-				break
-			}
-		}
-		if next == nil {
-			break
-		}
-		path = append(path, next)
-		cur = next
-	}
-	return path
-}
-
-func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
-}
