@@ -198,4 +198,3 @@ func classifyHandshake(remote net.Addr, hs *serverHandshake, err error) Refusal 
 	}
 	return r
 }
-
