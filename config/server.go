@@ -79,6 +79,12 @@ type Limits struct {
 	// (issuer and name); a new session beyond it replaces the oldest.
 	// 0 means no limit. Default 4.
 	MaxSessionsPerIdentity int `toml:"max_sessions_per_identity"`
+	// ReceiveBudgetMiB bounds what one session's client may have in flight
+	// to the gateway or buffered there unread, over all its streams, in
+	// MiB; ReceiveBudgetTotalMiB bounds the sum over sessions. Defaults
+	// 64 and 1024.
+	ReceiveBudgetMiB      int `toml:"receive_budget_mib"`
+	ReceiveBudgetTotalMiB int `toml:"receive_budget_total_mib"`
 	// MaxStreamsPerSession caps concurrent streams (forwarded connections)
 	// per session. Default 256.
 	MaxStreamsPerSession int `toml:"max_streams_per_session"`
@@ -106,6 +112,8 @@ func DefaultServer() *Server {
 			HandshakeTimeout:       10 * time.Second,
 			MaxSessions:            1000,
 			MaxSessionsPerIdentity: 4,
+			ReceiveBudgetMiB:       64,
+			ReceiveBudgetTotalMiB:  1024,
 			MaxStreamsPerSession:   256,
 			HandshakeRate:          5,
 			HandshakeBurst:         20,
@@ -212,6 +220,10 @@ func (l *Limits) validate(src *source) error {
 	switch {
 	case l.MaxSessions < 1:
 		return src.errf("limits.max_sessions", "%d: must be at least 1", l.MaxSessions)
+	case l.ReceiveBudgetMiB < 1:
+		return src.errf("limits.receive_budget_mib", "%d: must be at least 1", l.ReceiveBudgetMiB)
+	case l.ReceiveBudgetTotalMiB < l.ReceiveBudgetMiB:
+		return src.errf("limits.receive_budget_total_mib", "%d: must be at least receive_budget_mib (%d)", l.ReceiveBudgetTotalMiB, l.ReceiveBudgetMiB)
 	case l.MaxSessionsPerIdentity < 0:
 		return src.errf("limits.max_sessions_per_identity", "%d: must not be negative (0 means no limit)", l.MaxSessionsPerIdentity)
 	case l.MaxStreamsPerSession < 1 || l.MaxStreamsPerSession > 65535:

@@ -64,7 +64,9 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		Policy:                 pol,
 		HandshakeTimeout:       cfg.Limits.HandshakeTimeout,
 		MaxSessions:            cfg.Limits.MaxSessions,
-		MaxSessionsPerIdentity: cfg.Limits.MaxSessionsPerIdentity,
+		MaxSessionsPerIdentity: noLimitIfZero(cfg.Limits.MaxSessionsPerIdentity),
+		ReceiveBudget:          int64(cfg.Limits.ReceiveBudgetMiB) << 20,
+		ReceiveBudgetTotal:     int64(cfg.Limits.ReceiveBudgetTotalMiB) << 20,
 		HandshakeRate:          cfg.Limits.HandshakeRate,
 		HandshakeBurst:         cfg.Limits.HandshakeBurst,
 		Software:               software(),
@@ -350,3 +352,12 @@ func software() string {
 
 // ErrNoConfig is returned when a command needs a config file and got none.
 var ErrNoConfig = errors.New("no configuration file given (use -c FILE)")
+
+// noLimitIfZero maps a config limit where 0 means "none" to the tunnel's
+// convention, where 0 means the default and a negative value none.
+func noLimitIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}

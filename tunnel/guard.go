@@ -92,11 +92,14 @@ type streamGuard struct {
 	drop    bool   // the current frame's body is dropped
 	opens   int    // SYNs seen before the hello
 	strikes int
+
+	budget // the receive budget; see budget.go
 }
 
 type pendingStream struct {
-	bytes uint32 // data received so far
-	reset bool   // already turned into a reset
+	bytes    uint32 // data received so far
+	reset    bool   // already turned into a reset
+	withheld int64  // window yamux granted that the peer was not given
 }
 
 func newStreamGuard(maxPending int) *streamGuard {
@@ -106,8 +109,13 @@ func newStreamGuard(maxPending int) *streamGuard {
 // accept marks a stream the gateway serves: data may flow on it from now.
 func (g *streamGuard) accept(id uint32) {
 	g.mu.Lock()
+	var withheld int64
+	if ps := g.pending[id]; ps != nil {
+		withheld = ps.withheld
+	}
 	delete(g.pending, id)
 	g.npending.Store(int32(len(g.pending)))
+	g.openLocked(id, withheld)
 	g.mu.Unlock()
 }
 
@@ -192,8 +200,8 @@ func (g *streamGuard) check(h []byte) error {
 	if typ != frameData && typ != frameWindowUpdate {
 		return nil // ping, go away: no stream
 	}
-	if flags&flagSYN == 0 && g.npending.Load() == 0 {
-		return nil // the bulk path: every stream accepted, no lock
+	if flags&flagSYN == 0 && g.npending.Load() == 0 && !g.shaping {
+		return nil // every stream accepted and no budget: no lock
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -213,6 +221,9 @@ func (g *streamGuard) check(h []byte) error {
 	}
 	ps := g.pending[id]
 	if ps == nil {
+		if bs := g.budgeted[id]; bs != nil && typ == frameData {
+			bs.received += int64(binary.BigEndian.Uint32(h[8:12]))
+		}
 		return nil
 	}
 	if flags&(flagFIN|flagRST) != 0 {

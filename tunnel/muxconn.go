@@ -73,8 +73,39 @@ type muxConn struct {
 	direct     bool      // coalescing off: Write goes straight to tc
 	cork       *corkConn // under tc, if set: a batch of several records leaves in one syscall
 	// guard, if set (gateway side), filters what the peer sends before
-	// yamux reads it; set before yamux starts.
+	// yamux reads it and shapes the window updates we send; set before
+	// yamux starts.
 	guard *streamGuard
+	// injectQ holds window updates the guard released while a frame was
+	// half written; they go out at its end. Guarded by mu.
+	injectQ []byte
+}
+
+// injectUpdate sends a window update for stream id that yamux did not
+// write: credit the receive budget withheld earlier and now releases.
+// Frames are atomic on the wire, so it goes out at a frame boundary.
+func (c *muxConn) injectUpdate(id, delta uint32) {
+	var h [frameHeaderLen]byte
+	h[0] = 0 // yamux protocol version
+	h[1] = frameWindowUpdate
+	binary.BigEndian.PutUint32(h[4:8], id)
+	binary.BigEndian.PutUint32(h[8:12], delta)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.err != nil {
+		return
+	}
+	if c.frames.have != 0 || c.frames.body != 0 {
+		c.injectQ = append(c.injectQ, h[:]...)
+		return
+	}
+	if c.buf == nil {
+		c.buf = (*batchPool.Get().(*[]byte))[:0]
+	}
+	c.buf = append(c.buf, h[:]...)
+	c.tx.Add(frameHeaderLen)
+	c.boundary = len(c.buf)
+	c.dataCond.Signal()
 }
 
 // coalesceWrites can be switched off by benchmarks to measure what
@@ -187,12 +218,28 @@ func (c *muxConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
+	atBoundary := c.frames.have == 0 && c.frames.body == 0
+	if c.guard != nil && c.guard.shaping && atBoundary && len(p) == frameHeaderLen && p[1] == frameWindowUpdate {
+		// yamux writes every header in a Write of its own: this is
+		// a window update, which the receive budget may trim.
+		var h [frameHeaderLen]byte
+		copy(h[:], p)
+		if !c.guard.shapeUpdate(&h) {
+			c.mu.Unlock()
+			return len(p), nil // nothing to grant and no flags: not sent
+		}
+		p = h[:]
+	}
 	if c.buf == nil {
 		c.buf = (*batchPool.Get().(*[]byte))[:0]
 	}
 	c.buf = append(c.buf, p...)
 	c.tx.Add(uint64(len(p)))
 	if c.frames.advance(p) {
+		if len(c.injectQ) > 0 {
+			c.buf = append(c.buf, c.injectQ...)
+			c.injectQ = c.injectQ[:0]
+		}
 		c.boundary = len(c.buf)
 	}
 	if c.boundary > 0 && c.boundary <= inlineMax && !c.writing {

@@ -53,6 +53,13 @@ type ServerConfig struct {
 	// and name) may hold at once (4); a new one beyond it replaces the
 	// oldest, which is told why. Negative means no limit.
 	MaxSessionsPerIdentity int
+	// ReceiveBudget bounds the bytes one session's peer may have in
+	// flight to the gateway or waiting unread in its buffers, over all
+	// its streams (64 MiB), beyond the initial window each stream gets;
+	// ReceiveBudgetTotal bounds the sum over sessions (1 GiB). Negative
+	// disables either. See budget.go.
+	ReceiveBudget      int64
+	ReceiveBudgetTotal int64
 	// MaxHandshakes bounds handshakes in progress at once (128).
 	MaxHandshakes int
 	// HandshakeRate and HandshakeBurst shape a token bucket per source
@@ -101,6 +108,12 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.DrainTimeout, 30*time.Second)
 	defInt(&c.MaxSessions, 1000)
 	defInt(&c.MaxSessionsPerIdentity, 4)
+	if c.ReceiveBudget == 0 {
+		c.ReceiveBudget = 64 << 20
+	}
+	if c.ReceiveBudgetTotal == 0 {
+		c.ReceiveBudgetTotal = 1 << 30
+	}
 	defInt(&c.MaxHandshakes, 128)
 	defInt(&c.HandshakeBurst, 20)
 	defInt(&c.MaxListeners, 16)
@@ -156,6 +169,7 @@ type Server struct {
 	lingering chan struct{} // lingerClose slots
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
+	pool      *receivePool   // the gateway-wide receive budget; nil for none
 	totals    serverTotals   // counters of ended sessions
 
 	ln     net.Listener
@@ -199,6 +213,9 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		stopped:    make(chan struct{}),
 	}
 	s.policy.Store(&policyBox{cfg.Policy})
+	if cfg.ReceiveBudgetTotal > 0 {
+		s.pool = &receivePool{limit: cfg.ReceiveBudgetTotal}
+	}
 	if cfg.VPN != nil {
 		vpn := *cfg.VPN // the caller's copy stays as it was
 		s.cfg.VPN = &vpn
@@ -501,6 +518,10 @@ func (s *Server) serveConn(raw net.Conn) {
 	// One more than the session's accept loop allows, so that it, which
 	// says bye, acts first (see session.acceptLoop).
 	mc.guard = newStreamGuard(t.MaxStreams + 2 + acceptBacklog)
+	if s.cfg.ReceiveBudget > 0 && !mc.direct { // direct: benchmarks of raw yamux writes only
+		mc.guard.enableBudget(s.cfg.ReceiveBudget, s.pool, int64(t.StreamWindow), mc.injectUpdate)
+	}
+	defer mc.guard.shutdown()
 	mux, err := yamux.Server(mc, t.yamuxConfig(logger))
 	if err != nil { // only a config error; Validate prevents it
 		mc.Close()
@@ -747,6 +768,7 @@ func (ss *serverSession) startDrain() <-chan struct{} {
 
 // handleStream serves one data stream opened by the client.
 func (ss *serverSession) handleStream(st *yamux.Stream) {
+	defer ss.conn.streamClosed(st.StreamID())
 	ss.ctr.streamsOpened.Add(1)
 	_ = st.SetReadDeadline(time.Now().Add(ss.srv.cfg.HandshakeTimeout))
 	h, err := readStreamHeader(st)
@@ -1085,6 +1107,7 @@ func (ss *serverSession) serveRemote(id uint32, c net.Conn) {
 		c.Close()
 		return
 	}
+	defer ss.conn.streamClosed(st.StreamID())
 	hdr, _ := streamHeader{Kind: KindReverse, Listener: id, Host: origin.Addr().Unmap().String(), Port: origin.Port()}.marshal()
 	_ = st.SetDeadline(time.Now().Add(ss.srv.cfg.DialTimeout + ss.tuning.DeadPeerTimeout))
 	if _, err := st.Write(hdr); err != nil {

@@ -506,7 +506,7 @@ func (s *session) proxy(st *yamux.Stream, c net.Conn) {
 	down := make(chan struct{})
 	go func() {
 		defer close(down)
-		if err := s.copyBuf(c, st); err != nil || s.mux.IsClosed() {
+		if err := s.copyBuf(c, s.conn.consuming(st, id)); err != nil || s.mux.IsClosed() {
 			s.logAbort(id, "from peer", err)
 			abort(true)
 			return

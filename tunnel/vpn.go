@@ -287,7 +287,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	}()
 
 	// Client -> router.
-	pr := newPacketReader(st, ss.gso)
+	pr := newPacketReader(ss.conn.consuming(st, st.StreamID()), ss.gso)
 	max := s.cfg.VPN.Device.BatchSize()
 	var b packetBatch
 	var lim logLimiter
