@@ -60,7 +60,7 @@ type receivePool struct {
 
 // minRelease is the smallest window update the budget injects on its own,
 // so that a reader taking small bites does not cost a frame per bite.
-const minRelease = 16 << 10
+const minRelease = 256 << 10
 
 // enableBudget turns shaping on; call before yamux starts.
 func (g *streamGuard) enableBudget(limit int64, pool *receivePool, maxWindow int64, inject func(id, delta uint32)) {
