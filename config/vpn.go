@@ -48,8 +48,13 @@ type ServerVPN struct {
 	SearchDomains []string     `toml:"search_domains"`
 	// MTU of the tunnel, gateway and clients. Default tun.DefaultMTU.
 	MTU int `toml:"mtu"`
-	// ClientToClient lets clients reach each other. Default false.
+	// ClientToClient lets clients reach each other, by VPN packets and by
+	// forwards through the gateway. Default false.
 	ClientToClient bool `toml:"client_to_client"`
+	// LANToClients lets hosts on the LAN open connections to clients
+	// (e.g. IT support reaching laptops). Default false: an nftables
+	// rule drops them, in NAT and routed mode alike.
+	LANToClients bool `toml:"lan_to_clients"`
 	// Forwarding is "nat" (default) or "routed".
 	Forwarding string `toml:"forwarding"`
 	// LANInterface is the interface NAT masquerades out of; default every

@@ -64,7 +64,7 @@ func openGatewayVPN(v *config.ServerVPN, logger *slog.Logger) (_ *tunnel.ServerV
 			pools = append(pools, p)
 		}
 	}
-	gv.undoLAN, err = lan.Apply(lan.Config{Mode: lan.Mode(v.Forwarding), Pools: pools, TUN: name, Interface: v.LANInterface}, logger)
+	gv.undoLAN, err = lan.Apply(lan.Config{Mode: lan.Mode(v.Forwarding), Pools: pools, TUN: name, Interface: v.LANInterface, LANToClients: v.LANToClients}, logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpn: %w", err)
 	}

@@ -160,6 +160,18 @@ func (p *Pool) Gateway() []netip.Prefix {
 	return out
 }
 
+// Contains reports whether a lies in one of the pools: the gateway's own
+// tunnel address or a client's.
+func (p *Pool) Contains(a netip.Addr) bool {
+	a = a.WithZone("").Unmap()
+	for _, f := range p.cfg.fams {
+		if f.valid() && f.prefix.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // Acquire returns a lease for identity, a member of groups. It fails with
 // an error wrapping ErrPoolExhausted when a configured family has no
 // address left that identity may have; then nothing is assigned.

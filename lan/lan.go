@@ -1,11 +1,13 @@
 // Package lan connects the gateway's VPN to its LAN: it turns on IP
 // forwarding and, in NAT mode, masquerades the client pools to the
-// gateway's own LAN address, and undoes both on shutdown.
+// gateway's own LAN address; unless told otherwise it keeps the LAN from
+// opening connections to the clients; and it undoes all of it on shutdown.
 //
 // On Linux forwarding is the net.ipv4.ip_forward and
-// net.ipv6.conf.all.forwarding sysctls, and NAT is one nftables table
-// ("inet twoway", set up over netlink with github.com/google/nftables) with a
-// postrouting masquerade rule per pool. Owning a whole table keeps the
+// net.ipv6.conf.all.forwarding sysctls, and the rest is one nftables table
+// ("inet twoway", set up over netlink with github.com/google/nftables): a
+// postrouting masquerade rule per pool (NAT) and a forward-hook filter
+// that drops new connections toward the TUN device. Owning a whole table keeps the
 // rules apart from whatever else manages the host's firewall, and lets a
 // restart after a crash clean up by deleting it. Elsewhere Apply returns
 // ErrUnsupported.
@@ -45,6 +47,13 @@ type Config struct {
 	// Interface, if set, restricts masquerading to traffic leaving
 	// through this LAN interface.
 	Interface string
+	// LANToClients lets hosts on the LAN open connections to clients.
+	// By default a forward-hook rule drops every new connection routed
+	// out through the TUN device that did not come in through it, in
+	// both modes: masquerading is not inbound filtering, and a LAN host
+	// that routes the pools to the gateway would otherwise reach every
+	// laptop. Replies to connections the clients opened still pass.
+	LANToClients bool
 }
 
 // Sentinel errors.

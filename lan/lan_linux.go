@@ -2,6 +2,7 @@ package lan
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -67,17 +68,25 @@ func apply(cfg Config, logger *slog.Logger) (func() error, error) {
 		logger.Info("IP forwarding on", "sysctl", path)
 		undos = append(undos, restore)
 	}
-	if cfg.Mode == NAT {
-		if err := addNAT(cfg); err != nil {
+	if cfg.Mode == NAT || !cfg.LANToClients {
+		if err := addTable(cfg); err != nil {
+			if !cfg.LANToClients {
+				err = fmt.Errorf("%w (set lan_to_clients = true to run without the filter that keeps the LAN from opening connections to clients)", err)
+			}
 			return nil, errors.Join(err, undoAll())
 		}
-		logger.Info("masquerading client pools", "table", "inet "+TableName, "pools", cfg.Pools, "out", cmp(cfg.Interface, "any but "+cfg.TUN))
+		if cfg.Mode == NAT {
+			logger.Info("masquerading client pools", "table", "inet "+TableName, "pools", cfg.Pools, "out", cmp(cfg.Interface, "any but "+cfg.TUN))
+		}
+		if !cfg.LANToClients {
+			logger.Info("dropping connections the LAN opens toward clients", "table", "inet "+TableName, "tun", cfg.TUN)
+		}
 		undos = append(undos, cleanup)
 	} else if err := cleanup(); err != nil {
-		// Routed mode needs no nftables, so a host without them must
-		// still work; but a table a crashed NAT-mode run left would
-		// masquerade the pools all through this run.
-		logger.Warn("could not remove a stale NAT table", "table", "inet "+TableName, "err", err)
+		// Routed mode with lan_to_clients needs no nftables, so a host
+		// without them must still work; but a table a crashed run left
+		// would masquerade or filter all through this run.
+		logger.Warn("could not remove a stale nftables table", "table", "inet "+TableName, "err", err)
 	}
 	var once sync.Once
 	var err error
@@ -194,8 +203,10 @@ func setSysctl(path, value string, related []string) (func() error, error) {
 
 var table = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
 
-// addNAT replaces the twoway table with one masquerading every pool.
-func addNAT(cfg Config) error {
+// addTable replaces the twoway table with one masquerading every pool (NAT
+// mode) and dropping new connections toward the clients (unless
+// LANToClients).
+func addTable(cfg Config) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("lan: nftables: %w", err)
@@ -205,12 +216,24 @@ func addNAT(cfg Config) error {
 		return err
 	}
 	t := c.AddTable(table)
-	ch := c.AddChain(&nftables.Chain{
-		Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
-	})
-	for _, p := range cfg.Pools {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: masqRule(p, cfg.TUN, cfg.Interface)})
+	if cfg.Mode == NAT {
+		ch := c.AddChain(&nftables.Chain{
+			Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+		})
+		for _, p := range cfg.Pools {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: masqRule(p, cfg.TUN, cfg.Interface)})
+		}
+	}
+	if !cfg.LANToClients {
+		accept := nftables.ChainPolicyAccept
+		ch := c.AddChain(&nftables.Chain{
+			Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+		})
+		for _, r := range clientGuardRules(cfg.TUN) {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("lan: add nftables table inet %s: %w", TableName, err)
@@ -245,6 +268,36 @@ func masqRule(pool netip.Prefix, tun, lan string) []expr.Any {
 		&expr.Cmp{Op: ifOp, Register: 1, Data: ifname(ifName)},
 		&expr.Masq{},
 	}
+}
+
+// clientGuardRules are, in order:
+//
+//	oifname TUN ct state established,related accept
+//	oifname TUN iifname != TUN counter drop
+//
+// so that what goes out to the clients is either a reply to a connection
+// they opened or nothing. Traffic between clients never takes this path
+// (the router forwards it, or drops it under client_to_client = false).
+func clientGuardRules(tun string) [][]expr.Any {
+	toTUN := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
+	}
+	var est [4]byte
+	binary.NativeEndian.PutUint32(est[:], expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
+	accept := append(append([]expr.Any{}, toTUN...),
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: est[:], Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	)
+	drop := append(append([]expr.Any{}, toTUN...),
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(tun)},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+	return [][]expr.Any{accept, drop}
 }
 
 // ifname pads an interface name to IFNAMSIZ, as the kernel compares it.

@@ -118,10 +118,10 @@ func TestApplyNAT(t *testing.T) {
 	})
 }
 
-// TestApplyRouted: routed mode only turns forwarding on.
+// TestApplyRouted: routed mode with lan_to_clients only turns forwarding on.
 func TestApplyRouted(t *testing.T) {
 	inNewNetns(t, func() {
-		undo, err := Apply(Config{Mode: Routed, TUN: "twoway0", Pools: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}}, nil)
+		undo, err := Apply(Config{Mode: Routed, TUN: "twoway0", LANToClients: true, Pools: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestApplyRoutedRemovesStaleNATTable(t *testing.T) {
 		if _, err := Apply(cfg, nil); err != nil { // the crashed run
 			t.Fatal(err)
 		}
-		cfg.Mode = Routed
+		cfg.Mode, cfg.LANToClients = Routed, true
 		undo, err := Apply(cfg, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -66,6 +66,9 @@ type Rule struct {
 type Decision struct {
 	Allow bool
 	Rule  string
+	// Reason, when set, says why beyond the rule: SpecialAddress for a
+	// special address no rule named explicitly.
+	Reason string
 }
 
 // Target is what a peer wants to reach. Host is the name as requested
@@ -78,6 +81,10 @@ type Target struct {
 	Addr  netip.Addr
 	Port  uint16
 	Proto string
+	// Local says Addr is one of the gateway's own addresses: like the
+	// special ranges (see SpecialAddress), only a rule that names it
+	// exactly grants it.
+	Local bool
 }
 
 // DefaultDeny is the Decision.Rule reported when no rule matched.
@@ -194,15 +201,36 @@ func (p *Policy) Dial(id *pki.Identity, t Target) Decision {
 	proto := protoBit(t.Proto)
 	addr := t.Addr.WithZone("").Unmap()
 	host := strings.TrimSuffix(t.Host, ".")
+	block, never, special := specialBlock(addr)
+	if never {
+		return Decision{Rule: DefaultDeny, Reason: SpecialAddress}
+	}
+	guarded := special || t.Local
 	for i := range p.rules {
 		r := &p.rules[i]
 		// Target checks are cheaper than identity checks, so they go first.
 		if r.protos&proto == 0 || !matchAny(r.targets, host, addr, t.Port) || !r.who.match(id) {
 			continue
 		}
+		if guarded && r.allow && !namesAny(r.targets, host, addr, t.Port, block, special, t.Local) {
+			continue // it allows the address only by accident; see target.names
+		}
 		return Decision{Allow: r.allow, Rule: r.label}
 	}
+	if guarded {
+		return Decision{Rule: DefaultDeny, Reason: SpecialAddress}
+	}
 	return Decision{Rule: DefaultDeny}
+}
+
+// namesAny reports whether one of ts matches and names addr explicitly.
+func namesAny(ts []target, host string, addr netip.Addr, port uint16, block netip.Prefix, special, local bool) bool {
+	for i := range ts {
+		if ts[i].match(host, addr, port) && ts[i].names(addr, block, special, local) {
+			return true
+		}
+	}
+	return false
 }
 
 // Bind reports whether id may have the gateway listen on addr:port for it.

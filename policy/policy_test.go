@@ -200,16 +200,16 @@ func TestAdmit(t *testing.T) {
 		id   *pki.Identity
 		want Decision
 	}{
-		{ident("alice"), Decision{true, `admit identity "alice"`}},
-		{ident("Alice"), Decision{false, DefaultDeny}},
-		{&pki.Identity{DNSNames: []string{"GW.corp.example"}}, Decision{true, `admit identity "gw.corp.example"`}},
-		{&pki.Identity{Emails: []string{"carol@corp.example"}}, Decision{true, `admit identity "carol@corp.example"`}},
-		{&pki.Identity{URIs: []string{"spiffe://corp/bot"}}, Decision{true, `admit identity "spiffe://corp/bot"`}},
-		{&pki.Identity{IPs: []net.IP{net.ParseIP("198.18.7.7")}}, Decision{true, `admit identity "198.18.7.7"`}},
-		{&pki.Identity{IPs: []net.IP{net.ParseIP("198.18.7.8")}}, Decision{false, DefaultDeny}},
-		{ident("bob", "sales", "eng"), Decision{true, `admit group "eng"`}},
-		{ident("bob", "sales"), Decision{false, DefaultDeny}},
-		{nil, Decision{false, "no identity"}},
+		{ident("alice"), Decision{Allow: true, Rule: `admit identity "alice"`}},
+		{ident("Alice"), Decision{Allow: false, Rule: DefaultDeny}},
+		{&pki.Identity{DNSNames: []string{"GW.corp.example"}}, Decision{Allow: true, Rule: `admit identity "gw.corp.example"`}},
+		{&pki.Identity{Emails: []string{"carol@corp.example"}}, Decision{Allow: true, Rule: `admit identity "carol@corp.example"`}},
+		{&pki.Identity{URIs: []string{"spiffe://corp/bot"}}, Decision{Allow: true, Rule: `admit identity "spiffe://corp/bot"`}},
+		{&pki.Identity{IPs: []net.IP{net.ParseIP("198.18.7.7")}}, Decision{Allow: true, Rule: `admit identity "198.18.7.7"`}},
+		{&pki.Identity{IPs: []net.IP{net.ParseIP("198.18.7.8")}}, Decision{Allow: false, Rule: DefaultDeny}},
+		{ident("bob", "sales", "eng"), Decision{Allow: true, Rule: `admit group "eng"`}},
+		{ident("bob", "sales"), Decision{Allow: false, Rule: DefaultDeny}},
+		{nil, Decision{Allow: false, Rule: "no identity"}},
 	}
 	for _, tt := range tests {
 		if got := p.Admit(tt.id); got != tt.want {
@@ -250,22 +250,22 @@ func TestDial(t *testing.T) {
 		t    Target
 		want Decision
 	}{
-		{eng, tgt("wiki.corp.example", "198.18.5.5", 443, "tcp"), Decision{true, `rule "eng-web" (#2)`}},
-		{eng, tgt("wiki.corp.example", "198.18.5.5", 443, "udp"), Decision{false, DefaultDeny}},
-		{eng, tgt("", "198.18.5.5", 443, "tcp"), Decision{true, `rule "eng-web" (#2)`}},
-		{eng, tgt("", "198.18.5.5", 80, "tcp"), Decision{false, DefaultDeny}},
-		{eng, tgt("wiki.corp.example", "198.19.255.3", 443, "tcp"), Decision{false, `rule "no-mgmt" (#1)`}}, // DNS cannot widen
-		{ops, tgt("", "198.19.255.3", 22, "tcp"), Decision{false, `rule "no-mgmt" (#1)`}},
-		{ops, tgt("", "2001:db8::9", 0, "icmp"), Decision{true, `rule "ops-all" (#3)`}},
-		{ops, tgt("", "::ffff:198.19.255.3", 22, "tcp"), Decision{false, `rule "no-mgmt" (#1)`}},
-		{alice, tgt("", "198.19.1.10", 22, "tcp"), Decision{true, `rule "alice-ssh" (#4)`}},
-		{alice, tgt("", "2001:db8:1::10", 22, "tcp"), Decision{true, `rule "alice-ssh" (#4)`}},
-		{alice, tgt("", "fe80::1%eth0", 22, "tcp"), Decision{false, DefaultDeny}},
-		{alice, tgt("", "198.19.1.10", 0, "icmp"), Decision{false, DefaultDeny}}, // port rules never match icmp
-		{bob, tgt("dns.corp.example", "198.18.0.53", 53, "udp"), Decision{true, "rule #5"}},
-		{bob, tgt("dns.corp.example", "198.18.0.53", 53, "icmp"), Decision{false, DefaultDeny}},
-		{bob, tgt("", "198.18.0.53", 53, "udp"), Decision{false, DefaultDeny}},
-		{nil, tgt("", "198.18.0.53", 53, "udp"), Decision{false, "no identity"}},
+		{eng, tgt("wiki.corp.example", "198.18.5.5", 443, "tcp"), Decision{Allow: true, Rule: `rule "eng-web" (#2)`}},
+		{eng, tgt("wiki.corp.example", "198.18.5.5", 443, "udp"), Decision{Allow: false, Rule: DefaultDeny}},
+		{eng, tgt("", "198.18.5.5", 443, "tcp"), Decision{Allow: true, Rule: `rule "eng-web" (#2)`}},
+		{eng, tgt("", "198.18.5.5", 80, "tcp"), Decision{Allow: false, Rule: DefaultDeny}},
+		{eng, tgt("wiki.corp.example", "198.19.255.3", 443, "tcp"), Decision{Allow: false, Rule: `rule "no-mgmt" (#1)`}}, // DNS cannot widen
+		{ops, tgt("", "198.19.255.3", 22, "tcp"), Decision{Allow: false, Rule: `rule "no-mgmt" (#1)`}},
+		{ops, tgt("", "2001:db8::9", 0, "icmp"), Decision{Allow: true, Rule: `rule "ops-all" (#3)`}},
+		{ops, tgt("", "::ffff:198.19.255.3", 22, "tcp"), Decision{Allow: false, Rule: `rule "no-mgmt" (#1)`}},
+		{alice, tgt("", "198.19.1.10", 22, "tcp"), Decision{Allow: true, Rule: `rule "alice-ssh" (#4)`}},
+		{alice, tgt("", "2001:db8:1::10", 22, "tcp"), Decision{Allow: true, Rule: `rule "alice-ssh" (#4)`}},
+		{alice, tgt("", "fe80::1%eth0", 22, "tcp"), Decision{Allow: false, Rule: DefaultDeny, Reason: SpecialAddress}},
+		{alice, tgt("", "198.19.1.10", 0, "icmp"), Decision{Allow: false, Rule: DefaultDeny}}, // port rules never match icmp
+		{bob, tgt("dns.corp.example", "198.18.0.53", 53, "udp"), Decision{Allow: true, Rule: "rule #5"}},
+		{bob, tgt("dns.corp.example", "198.18.0.53", 53, "icmp"), Decision{Allow: false, Rule: DefaultDeny}},
+		{bob, tgt("", "198.18.0.53", 53, "udp"), Decision{Allow: false, Rule: DefaultDeny}},
+		{nil, tgt("", "198.18.0.53", 53, "udp"), Decision{Allow: false, Rule: "no identity"}},
 	}
 	for _, tt := range tests {
 		if got := p.Dial(tt.id, tt.t); got != tt.want {
@@ -286,16 +286,16 @@ func TestBind(t *testing.T) {
 		port uint16
 		want Decision
 	}{
-		{ident("alice"), "127.0.0.1", 8080, Decision{true, `rule "alice" (#2)`}},
-		{ident("alice"), "::1", 8080, Decision{true, `rule "alice" (#2)`}},
-		{ident("alice"), "0.0.0.0", 9100, Decision{true, `rule "alice" (#2)`}},
-		{ident("alice"), "0.0.0.0", 9050, Decision{false, `rule "deny-9050" (#1)`}},
-		{ident("alice"), "127.0.0.1", 9000, Decision{false, DefaultDeny}}, // 0.0.0.0 is not "any address"
-		{ident("alice"), "127.0.0.1", 0, Decision{false, DefaultDeny}},
-		{ident("eve", "eng"), "127.0.0.1", 0, Decision{true, `rule "eng" (#3)`}},
-		{ident("eve", "eng"), "127.0.0.1", 22, Decision{true, `rule "eng" (#3)`}},
-		{ident("eve", "eng"), "127.0.0.2", 22, Decision{false, DefaultDeny}},
-		{nil, "127.0.0.1", 22, Decision{false, "no identity"}},
+		{ident("alice"), "127.0.0.1", 8080, Decision{Allow: true, Rule: `rule "alice" (#2)`}},
+		{ident("alice"), "::1", 8080, Decision{Allow: true, Rule: `rule "alice" (#2)`}},
+		{ident("alice"), "0.0.0.0", 9100, Decision{Allow: true, Rule: `rule "alice" (#2)`}},
+		{ident("alice"), "0.0.0.0", 9050, Decision{Allow: false, Rule: `rule "deny-9050" (#1)`}},
+		{ident("alice"), "127.0.0.1", 9000, Decision{Allow: false, Rule: DefaultDeny}}, // 0.0.0.0 is not "any address"
+		{ident("alice"), "127.0.0.1", 0, Decision{Allow: false, Rule: DefaultDeny}},
+		{ident("eve", "eng"), "127.0.0.1", 0, Decision{Allow: true, Rule: `rule "eng" (#3)`}},
+		{ident("eve", "eng"), "127.0.0.1", 22, Decision{Allow: true, Rule: `rule "eng" (#3)`}},
+		{ident("eve", "eng"), "127.0.0.2", 22, Decision{Allow: false, Rule: DefaultDeny}},
+		{nil, "127.0.0.1", 22, Decision{Allow: false, Rule: "no identity"}},
 	}
 	for _, tt := range tests {
 		if got := p.Bind(tt.id, netip.MustParseAddr(tt.addr), tt.port); got != tt.want {

@@ -74,6 +74,10 @@ type ServerConfig struct {
 	DrainTimeout time.Duration
 	// Resolver resolves target names (net.DefaultResolver).
 	Resolver Resolver
+	// LocalAddrs lists the gateway's own addresses (default: every
+	// interface's, from the system). A forward to one of them is refused
+	// unless a rule names that address exactly.
+	LocalAddrs func() ([]netip.Addr, error)
 	// Software is announced in the hello ("twoway").
 	Software string
 	// VPN, if set, turns on VPN mode: clients that ask get addresses
@@ -170,6 +174,7 @@ type Server struct {
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
 	pool      *receivePool   // the gateway-wide receive budget; nil for none
+	local     localAddrs     // the gateway's own addresses, which forwards may not reach
 	totals    serverTotals   // counters of ended sessions
 
 	ln     net.Listener
@@ -213,6 +218,10 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		stopped:    make(chan struct{}),
 	}
 	s.policy.Store(&policyBox{cfg.Policy})
+	s.local.list = cfg.LocalAddrs
+	if s.local.list == nil {
+		s.local.list = interfaceAddrs
+	}
 	if cfg.ReceiveBudgetTotal > 0 {
 		s.pool = &receivePool{limit: cfg.ReceiveBudgetTotal}
 	}
@@ -849,7 +858,7 @@ func (s *Server) dial(ctx context.Context, id *pki.Identity, host string, port u
 	var allowed []netip.Addr
 	var denied policy.Decision
 	for _, a := range addrs {
-		d := pol.Dial(id, policy.Target{Host: name, Addr: a, Port: port, Proto: "tcp"})
+		d := s.dialDecision(pol, id, name, a, port)
 		if d.Allow {
 			allowed = append(allowed, a)
 		} else if denied.Rule == "" {
@@ -857,7 +866,11 @@ func (s *Server) dial(ctx context.Context, id *pki.Identity, host string, port u
 		}
 	}
 	if len(allowed) == 0 {
-		return nil, streamReply{Code: CodeDenied, Message: fmt.Sprintf("%s port %d (rule %q)", host, port, denied.Rule)}
+		msg := fmt.Sprintf("%s port %d (rule %q)", host, port, denied.Rule)
+		if denied.Reason != "" {
+			msg += ": " + denied.Reason
+		}
+		return nil, streamReply{Code: CodeDenied, Message: msg}
 	}
 
 	var lastErr error
@@ -878,6 +891,18 @@ func (s *Server) dial(ctx context.Context, id *pki.Identity, host string, port u
 		lastErr = err
 	}
 	return nil, dialReply(lastErr)
+}
+
+// dialDecision asks pol whether id may have the gateway connect to
+// addr:port (resolved from name, if set). Beyond the policy's own answer,
+// an address in the VPN pools is another client's, which only
+// client_to_client grants, whatever the rules say: otherwise a forward
+// would be a way around it.
+func (s *Server) dialDecision(pol Policy, id *pki.Identity, name string, addr netip.Addr, port uint16) policy.Decision {
+	if v := s.cfg.VPN; v != nil && !v.ClientToClient && v.Pool.Contains(addr) {
+		return policy.Decision{Rule: "client_to_client = false", Reason: "client-to-client"}
+	}
+	return pol.Dial(id, policy.Target{Host: name, Addr: addr, Port: port, Proto: "tcp", Local: s.local.contains(addr)})
 }
 
 // remoteListener is a listener the gateway holds for a client's -R forward.
@@ -937,7 +962,7 @@ func (ss *serverSession) recheckForwards(pol Policy) {
 			}
 			ss.log.Info("stream closed: its remote listener is no longer allowed", "stream", sid, "listener", f.listener)
 		} else {
-			d := pol.Dial(ss.peer, policy.Target{Host: f.host, Addr: f.addr.Addr(), Port: f.addr.Port(), Proto: "tcp"})
+			d := ss.srv.dialDecision(pol, ss.peer, f.host, f.addr.Addr(), f.addr.Port())
 			if d.Allow {
 				continue
 			}
