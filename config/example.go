@@ -33,12 +33,13 @@ crls = ["pki/client-ca/crl.pem"]
 
 [limits]
 handshake_timeout = "10s"       # TLS handshake and hello
-max_sessions = 1000             # concurrent client sessions
+max_sessions = 10000            # concurrent client sessions
+max_handshakes = 256            # TLS handshakes in progress; idle connections are evicted first
 max_sessions_per_identity = 4   # a new session beyond this replaces the identity's oldest (0 = no limit)
 receive_budget_mib = 64         # data one session may have in flight or unread at the gateway
 receive_budget_total_mib = 1024 # ... and all sessions together
 max_streams_per_session = 256   # concurrent forwarded connections per session
-handshake_rate = 5              # new handshakes per second per source address (0 = no limit)
+handshake_rate = 5              # failed handshakes per second per source before it is slowed (0 = no limit)
 handshake_burst = 20            # ... allowed at once before the rate applies
 keepalive_interval = "10s"      # a silent session pings after this long
 dead_peer_timeout = "25s"       # ...and is closed when nothing arrived for this long

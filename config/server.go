@@ -73,8 +73,12 @@ const (
 type Limits struct {
 	// HandshakeTimeout bounds the TLS handshake and the hello. Default 10s.
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
-	// MaxSessions caps concurrent client sessions. Default 1000.
+	// MaxSessions caps concurrent client sessions. Default 10000.
 	MaxSessions int `toml:"max_sessions"`
+	// MaxHandshakes caps TLS handshakes in progress at once; when all are
+	// taken, the oldest connection that has not sent its ClientHello is
+	// closed to make room. Default 256.
+	MaxHandshakes int `toml:"max_handshakes"`
 	// MaxSessionsPerIdentity caps concurrent sessions of one identity
 	// (issuer and name); a new session beyond it replaces the oldest.
 	// 0 means no limit. Default 4.
@@ -88,11 +92,13 @@ type Limits struct {
 	// MaxStreamsPerSession caps concurrent streams (forwarded connections)
 	// per session. Default 256.
 	MaxStreamsPerSession int `toml:"max_streams_per_session"`
-	// HandshakeRate is the sustained rate of new handshakes allowed per
-	// source address, per second; 0 disables the limit. Default 5.
+	// HandshakeRate is the sustained rate of failed handshakes allowed
+	// per source (IPv4 address, IPv6 /64), per second; past it the source
+	// may run only two handshakes at once. Successful handshakes are not
+	// counted. 0 disables the limit. Default 5.
 	HandshakeRate float64 `toml:"handshake_rate"`
-	// HandshakeBurst is how many handshakes a source address may make at
-	// once before HandshakeRate applies. Default 20.
+	// HandshakeBurst is how many failed handshakes a source may have
+	// before HandshakeRate applies. Default 20.
 	HandshakeBurst int `toml:"handshake_burst"`
 	// KeepaliveInterval is how long a silent session waits before it
 	// pings, so dead peers and silently dropped NAT mappings are noticed.
@@ -110,7 +116,8 @@ func DefaultServer() *Server {
 		Listen: DefaultListen,
 		Limits: Limits{
 			HandshakeTimeout:       10 * time.Second,
-			MaxSessions:            1000,
+			MaxSessions:            10000,
+			MaxHandshakes:          256,
 			MaxSessionsPerIdentity: 4,
 			ReceiveBudgetMiB:       64,
 			ReceiveBudgetTotalMiB:  1024,
@@ -224,6 +231,8 @@ func (l *Limits) validate(src *source) error {
 		return src.errf("limits.receive_budget_mib", "%d: must be at least 1", l.ReceiveBudgetMiB)
 	case l.ReceiveBudgetTotalMiB < l.ReceiveBudgetMiB:
 		return src.errf("limits.receive_budget_total_mib", "%d: must be at least receive_budget_mib (%d)", l.ReceiveBudgetTotalMiB, l.ReceiveBudgetMiB)
+	case l.MaxHandshakes < 1:
+		return src.errf("limits.max_handshakes", "%d: must be at least 1", l.MaxHandshakes)
 	case l.MaxSessionsPerIdentity < 0:
 		return src.errf("limits.max_sessions_per_identity", "%d: must not be negative (0 means no limit)", l.MaxSessionsPerIdentity)
 	case l.MaxStreamsPerSession < 1 || l.MaxStreamsPerSession > 65535:

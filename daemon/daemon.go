@@ -64,6 +64,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		Policy:                 pol,
 		HandshakeTimeout:       cfg.Limits.HandshakeTimeout,
 		MaxSessions:            cfg.Limits.MaxSessions,
+		MaxHandshakes:          cfg.Limits.MaxHandshakes,
 		MaxSessionsPerIdentity: noLimitIfZero(cfg.Limits.MaxSessionsPerIdentity),
 		ReceiveBudget:          int64(cfg.Limits.ReceiveBudgetMiB) << 20,
 		ReceiveBudgetTotal:     int64(cfg.Limits.ReceiveBudgetTotalMiB) << 20,

@@ -286,27 +286,44 @@ func TestLimits(t *testing.T) {
 		}
 	})
 
-	t.Run("handshake rate", func(t *testing.T) {
-		refusals := make(chan Refusal, 4)
+	t.Run("failure budget", func(t *testing.T) {
+		// Two failed handshakes spend the source's budget; from then on
+		// it may hold two handshakes at once, and a third connection
+		// evicts the oldest one that has not sent a ClientHello.
+		old := minEvictAge
+		minEvictAge = 0 // any connection without a ClientHello may go
+		t.Cleanup(func() { minEvictAge = old })
+		refusals := make(chan Refusal, 8)
 		cfg := f.serverConfig(nil)
 		cfg.HandshakeRate, cfg.HandshakeBurst = 0.001, 2
 		cfg.OnRefuse = func(r Refusal) { refusals <- r }
 		srv := startServer(t, cfg)
-		for i := range 3 {
+		for range 2 {
+			conn, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+			if r := waitFor(t, refusals, "garbage refused"); r.Stage != "tls" {
+				t.Fatalf("refusal %+v", r)
+			}
+			conn.Close()
+		}
+		var idle []net.Conn
+		for range 3 {
 			conn, err := net.Dial("tcp", srv.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			if i < 2 {
-				continue
-			}
-			if r := waitFor(t, refusals, "rate refusal"); r.Stage != "rate" {
-				t.Fatalf("refusal %+v", r)
-			}
-			if _, err := conn.Read(make([]byte, 1)); err == nil {
-				t.Fatal("rate-limited connection not closed")
-			}
+			idle = append(idle, conn)
+		}
+		r := waitFor(t, refusals, "eviction")
+		if r.Stage != "capacity" || !errors.Is(r.Err, errEvicted) || addrString(r.Remote) != idle[0].LocalAddr().String() {
+			t.Fatalf("refusal %+v, want the first idle connection evicted", r)
+		}
+		if _, err := idle[0].Read(make([]byte, 1)); err == nil {
+			t.Fatal("evicted connection not closed")
 		}
 	})
 
@@ -326,8 +343,10 @@ func TestLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer second.Close()
-		if r := waitFor(t, refusals, "capacity refusal"); r.Stage != "capacity" {
-			t.Fatalf("refusal %+v", r)
+		// The newcomer takes the slot of the connection that has not
+		// even sent a ClientHello.
+		if r := waitFor(t, refusals, "capacity refusal"); r.Stage != "capacity" || addrString(r.Remote) != stalled.LocalAddr().String() {
+			t.Fatalf("refusal %+v, want the stalled connection evicted", r)
 		}
 	})
 }

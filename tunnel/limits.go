@@ -9,9 +9,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// sourceLimiter is a token bucket per source address for incoming
+// sourceLimiter is a token bucket per source (see sourceKey) of failed
 // handshakes. A handshake costs the gateway a signature and a chain
-// verification; one address must not be able to spend all its CPU.
+// verification; one address must not be able to spend all its CPU on
+// handshakes that lead nowhere. Successful handshakes are not charged
+// (see handshakeGate).
 // Addresses are tracked in a bounded map: when it is full, entries idle
 // long enough to have refilled their bucket are dropped (they would be
 // recreated full anyway), and if that frees nothing the newcomer shares a
@@ -44,27 +46,35 @@ func newSourceLimiter(perSecond float64, burst, maxTracked int) *sourceLimiter {
 	}
 }
 
-// allow takes a token for addr's bucket.
-func (l *sourceLimiter) allow(addr net.Addr, now time.Time) bool {
-	if l == nil {
-		return true
-	}
-	ip := addrIP(addr)
+// hasBudget reports whether src may still fail a handshake.
+func (l *sourceLimiter) hasBudget(src netip.Addr, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[ip]
+	b := l.buckets[src]
+	if b == nil {
+		return len(l.buckets) < l.max || l.overflow.TokensAt(now) >= 1
+	}
+	return b.lim.TokensAt(now) >= 1
+}
+
+// charge takes a token from src's bucket for a failed handshake.
+func (l *sourceLimiter) charge(src netip.Addr, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[src]
 	if b == nil {
 		if len(l.buckets) >= l.max {
 			l.prune(now)
 		}
 		if len(l.buckets) >= l.max {
-			return l.overflow.AllowN(now, 1)
+			l.overflow.AllowN(now, 1)
+			return
 		}
 		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[ip] = b
+		l.buckets[src] = b
 	}
 	b.seen = now
-	return b.lim.AllowN(now, 1)
+	b.lim.AllowN(now, 1)
 }
 
 // prune drops buckets idle long enough to be full again. Called with mu.

@@ -47,7 +47,7 @@ type ServerConfig struct {
 
 	// HandshakeTimeout bounds the TLS handshake plus the hello (10 s).
 	HandshakeTimeout time.Duration
-	// MaxSessions bounds established sessions (1000).
+	// MaxSessions bounds established sessions (10000).
 	MaxSessions int
 	// MaxSessionsPerIdentity bounds the sessions one identity (issuer
 	// and name) may hold at once (4); a new one beyond it replaces the
@@ -60,10 +60,13 @@ type ServerConfig struct {
 	// disables either. See budget.go.
 	ReceiveBudget      int64
 	ReceiveBudgetTotal int64
-	// MaxHandshakes bounds handshakes in progress at once (128).
+	// MaxHandshakes bounds handshakes in progress at once (256); see
+	// handshakeGate for what happens when they are all taken.
 	MaxHandshakes int
 	// HandshakeRate and HandshakeBurst shape a token bucket per source
-	// IP address (5/s, burst 20). A negative rate disables the limit.
+	// (IPv4 address, IPv6 /64) charged for every handshake that fails
+	// (5/s, burst 20); a source that has spent it may run only two
+	// handshakes at once. A negative rate disables the limit.
 	HandshakeRate  float64
 	HandshakeBurst int
 	// MaxListeners bounds remote (-R) listeners per session (16).
@@ -110,7 +113,7 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.DialTimeout, 10*time.Second)
 	def(&c.DrainTimeout, 30*time.Second)
-	defInt(&c.MaxSessions, 1000)
+	defInt(&c.MaxSessions, 10000)
 	defInt(&c.MaxSessionsPerIdentity, 4)
 	if c.ReceiveBudget == 0 {
 		c.ReceiveBudget = 64 << 20
@@ -118,7 +121,7 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.ReceiveBudgetTotal == 0 {
 		c.ReceiveBudgetTotal = 1 << 30
 	}
-	defInt(&c.MaxHandshakes, 128)
+	defInt(&c.MaxHandshakes, 256)
 	defInt(&c.HandshakeBurst, 20)
 	defInt(&c.MaxListeners, 16)
 	if c.HandshakeRate == 0 {
@@ -168,8 +171,8 @@ type Server struct {
 	cfg       ServerConfig
 	log       *slog.Logger
 	policy    atomic.Pointer[policyBox]
-	limiter   *sourceLimiter
-	hsSlots   chan struct{}
+	gate      *handshakeGate
+	refusals  logBudget     // rate-limits refusal log lines
 	lingering chan struct{} // lingerClose slots
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
@@ -191,8 +194,6 @@ type Server struct {
 	stopped  chan struct{}
 	errMu    sync.Mutex
 	err      error // first fatal error; guarded by errMu
-
-	rateLogged atomic.Int64 // UnixNano of the last rate-limit log line
 }
 
 type policyBox struct{ p Policy }
@@ -209,8 +210,7 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg:        cfg,
 		log:        logger,
-		limiter:    newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536),
-		hsSlots:    make(chan struct{}, cfg.MaxHandshakes),
+		gate:       newHandshakeGate(cfg.MaxHandshakes, max(4, cfg.MaxHandshakes/2), newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 65536)),
 		lingering:  make(chan struct{}, maxLingering),
 		bufs:       newBufPool(cfg.Tuning.CopyBuffer),
 		sessions:   make(map[string]*serverSession),
@@ -424,15 +424,26 @@ func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) 
 }
 
 func (s *Server) refuse(r Refusal, logger *slog.Logger) {
-	if logger == nil {
-		s.log.Warn("connection refused", r.logAttrs(true)...)
-	} else {
-		logger.Warn("connection refused", r.logAttrs(false)...)
+	// A flood of refusals is one event, not thousands of lines: past
+	// refusalLogBurst a second, they are counted and the count logged.
+	if ok, skipped := s.refusals.allow(time.Now()); ok {
+		if skipped > 0 {
+			s.log.Warn("connection refusals not logged (rate limit)", "count", skipped)
+		}
+		if logger == nil {
+			s.log.Warn("connection refused", r.logAttrs(true)...)
+		} else {
+			logger.Warn("connection refused", r.logAttrs(false)...)
+		}
 	}
 	if s.cfg.OnRefuse != nil {
 		s.cfg.OnRefuse(r)
 	}
 }
+
+// gateWait is how long the accept loop waits for a handshake slot when
+// every one is busy with a real handshake (see handshakeGate.admitWait).
+const gateWait = time.Second
 
 func (s *Server) acceptLoop() {
 	var backoff time.Duration
@@ -460,61 +471,54 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		if !s.limiter.allow(conn.RemoteAddr(), time.Now()) {
-			s.refuseRate(conn)
-			continue
-		}
-		select {
-		case s.hsSlots <- struct{}{}:
-		default:
+		t, err := s.gate.admitWait(conn, gateWait, s.ctx.Done())
+		if err != nil {
 			conn.Close()
-			s.refuse(Refusal{Remote: conn.RemoteAddr(), Stage: "capacity", Err: fmt.Errorf("%d handshakes already in progress", s.cfg.MaxHandshakes)}, nil)
+			s.refuse(Refusal{Remote: conn.RemoteAddr(), Stage: "capacity", Err: err}, nil)
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveConn(conn)
+			s.serveConn(conn, t)
 		}()
-	}
-}
-
-// refuseRate drops a connection over its source's handshake rate. The log
-// line is itself limited to one a second: the limit exists because
-// someone is flooding us.
-func (s *Server) refuseRate(conn net.Conn) {
-	conn.Close()
-	r := Refusal{Remote: conn.RemoteAddr(), Stage: "rate", Err: errors.New("handshake rate limit for this source address exceeded")}
-	now := time.Now().UnixNano()
-	if last := s.rateLogged.Load(); now-last > int64(time.Second) && s.rateLogged.CompareAndSwap(last, now) {
-		s.log.Warn("connection refused", r.logAttrs(true)...)
-	}
-	if s.cfg.OnRefuse != nil {
-		s.cfg.OnRefuse(r)
 	}
 }
 
 // serveConn takes one accepted connection through the handshake and the
 // hello, then serves the session until it ends.
-func (s *Server) serveConn(raw net.Conn) {
+func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	slotHeld := true
-	releaseSlot := func() {
+	releaseSlot := func(ok bool) bool {
+		evicted := false
 		if slotHeld {
-			<-s.hsSlots
+			evicted = s.gate.release(ticket, ok, time.Now())
 			slotHeld = false
 		}
+		return evicted
 	}
-	defer releaseSlot()
+	defer releaseSlot(false)
 
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	remote := raw.RemoteAddr()
-	hs := &serverHandshake{}
+	hs := &serverHandshake{hello: func() bool { return s.gate.helloArrived(ticket) }}
 	ck := &corkConn{Conn: raw}
 	tc := tls.Server(ck, serverTLSConfig(s.cfg.Credentials, hs))
-	if err := tc.HandshakeContext(ctx); err != nil {
+	start := time.Now()
+	helloTimer := time.AfterFunc(clientHelloTimeout, func() { s.gate.expire(ticket) })
+	err := tc.HandshakeContext(ctx)
+	helloTimer.Stop()
+	if err != nil {
 		s.lingerClose(raw)
-		s.refuse(classifyHandshake(remote, hs, err), nil)
+		r := classifyHandshake(remote, hs, err)
+		switch {
+		case releaseSlot(false):
+			r.Stage, r.Err = "capacity", errEvicted
+		case !hs.helloSeen && time.Since(start) >= clientHelloTimeout:
+			r.Err = fmt.Errorf("no ClientHello within %s: %w", clientHelloTimeout, err)
+		}
+		s.refuse(r, nil)
 		return
 	}
 	id := hs.identity
@@ -545,7 +549,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		ss.wait()
 		return
 	}
-	releaseSlot()
+	releaseSlot(true)
 
 	logger.Info("session established", "version", ss.info.Version, "tls", tls.VersionName(ss.info.TLS.Version), "cipher", tls.CipherSuiteName(ss.info.TLS.CipherSuite))
 	if s.cfg.OnSession != nil {

@@ -151,6 +151,15 @@ func (s *session) close(reason error) {
 		}
 		s.mu.Unlock()
 		s.cancel()
+		if s.ctrl != nil {
+			// yamux closes its shutdown channel first and marks the
+			// streams closed only after the connection is down: until
+			// then a blocked Read spins, waking on the closed channel
+			// and finding its stream still open (yamux v0.1.2,
+			// Stream.Read). A deadline already past makes it return
+			// instead; what has arrived is still read first.
+			_ = s.ctrl.SetReadDeadline(time.Now())
+		}
 		s.mux.Close()
 	})
 }

@@ -25,6 +25,10 @@ var ErrALPN = errors.New("peer does not speak " + ALPN)
 // serverHandshake records what happened during one server-side handshake,
 // for the session and for the refusal log.
 type serverHandshake struct {
+	// hello, if set, is told that the ClientHello arrived; false means
+	// the connection was evicted meanwhile and must not go on.
+	hello     func() bool
+	helloSeen bool
 	verifier  *pki.Verifier
 	presented []*x509.Certificate
 	identity  *pki.Identity
@@ -39,6 +43,10 @@ func serverTLSConfig(creds Credentials, hs *serverHandshake) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			hs.helloSeen = true
+			if hs.hello != nil && !hs.hello() {
+				return nil, errEvicted
+			}
 			cert, ver := creds.Certificate(), creds.Verifier()
 			if cert == nil || ver == nil {
 				return nil, errors.New("no server certificate or client CA bundle loaded")
