@@ -193,8 +193,12 @@ func (t *ServerTLS) validate(src *source) error {
 		if err != nil {
 			return err
 		}
-		if _, err := pki.ParseCRL(data); err != nil {
+		crl, err := pki.ParseCRL(data)
+		if err != nil {
 			return src.errf(key, "%s: %v", p, err)
+		}
+		if err := pki.CheckCRLScope(crl); err != nil {
+			return src.errf(key, "%s: %w", p, err)
 		}
 	}
 	return nil

@@ -54,6 +54,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(logger, cfg.Warnings())
 	pol, err := policy.New(cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
@@ -170,6 +171,7 @@ func (s *Server) Reload() error {
 	if err := s.store.Reload(); err != nil {
 		return fmt.Errorf("reload credentials: %w", err)
 	}
+	logWarnings(s.log, cfg.Warnings())
 	// Compared with the boot configuration, not the last reload's: a
 	// second reload must still say that the first one's change waits.
 	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || !reflect.DeepEqual(cfg.VPN, b.VPN) ||
@@ -209,6 +211,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(logger, cfg.Warnings())
 	var fwds []tunnel.Forward
 	for _, f := range cfg.Forwards {
 		tf, err := TunnelForward(f)
@@ -316,6 +319,14 @@ func TunnelForward(f config.Forward) (tunnel.Forward, error) {
 		return tunnel.Forward{Kind: tunnel.ForwardDynamic, Listen: f.Local}, nil
 	}
 	return tunnel.Forward{}, fmt.Errorf("forward %s: unknown type %q", f, f.Type)
+}
+
+// logWarnings logs what `twoway config check` warns about, so an operator
+// who never runs it still sees it.
+func logWarnings(logger *slog.Logger, warnings []*config.Error) {
+	for _, w := range warnings {
+		logger.Warn("configuration: "+w.Err.Error(), "file", w.File, "line", w.Line, "key", w.Key)
+	}
 }
 
 func newStore(cert, key, passFile, bundle string, crls []string, rejectStale bool) (*pki.Store, error) {
