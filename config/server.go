@@ -37,6 +37,10 @@ type Server struct {
 	Control Control `toml:"control"`
 	Metrics Metrics `toml:"metrics"`
 
+	// User is the account a gateway started as root drops to once its
+	// listeners are open (see RunAs); "root" keeps root.
+	User string `toml:"user"`
+
 	src *source
 }
 
@@ -170,6 +174,9 @@ func (s *Server) Validate() error {
 		return err
 	}
 	if err := validateOps(src, &s.Control, &s.Metrics); err != nil {
+		return err
+	}
+	if err := validateUser(src, s.User, s.VPN.Enable); err != nil {
 		return err
 	}
 	return s.Log.validate(src)

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,55 @@ func TestScopedCRLRefused(t *testing.T) {
 	if !errors.Is(err, pki.ErrDeltaCRL) || !errors.As(err, &ce) || ce.Line != marked(t, text) || ce.Key != "tls.crls[0]" ||
 		!strings.Contains(err.Error(), filepath.Join(dir, "delta.pem")) {
 		t.Fatalf("delta CRL: %v", err)
+	}
+}
+
+// TestUserKey: `user` takes an account name; VPN mode keeps root, so a
+// user with [vpn] is an error; "root" is always allowed.
+func TestUserKey(t *testing.T) {
+	dir := t.TempDir()
+	writeFixture(t, dir)
+	t.Chdir(dir)
+	vpn := "[vpn]\nenable = true\nipv4 = \"198.18.100.0/24\"\n"
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"server user", "user = \"twoway\"\n" + serverTLS + minimalPolicy, ""},
+		{"server root with vpn", "user = \"root\"\n" + serverTLS + minimalPolicy + vpn, ""},
+		{"server bad name", "user = \"Bad User\" #<-\n" + serverTLS + minimalPolicy, `user: "Bad User": not a valid account name`},
+		{"server user with vpn", "user = \"twoway\" #<-\n" + serverTLS + minimalPolicy + vpn, `user: "twoway": VPN mode keeps root`},
+	} {
+		os.WriteFile("server.toml", []byte(tc.text), 0o644)
+		_, err := LoadServer("server.toml")
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		want := "server.toml:" + strconv.Itoa(marked(t, tc.text)) + ": " + tc.want
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: err = %v, want prefix %q", tc.name, err, want)
+		}
+	}
+	os.WriteFile("client.toml", []byte("user = \"nobody\"\n"+clientHead+clientTLS), 0o644)
+	if c, err := LoadClient("client.toml"); err != nil || c.User != "nobody" {
+		t.Errorf("client user: %v", err)
+	}
+	for _, tc := range []struct {
+		user       string
+		vpn        bool
+		want       string
+		isExplicit bool
+	}{
+		{"", false, DefaultUser, false},
+		{"svc", false, "svc", true},
+		{"root", false, "", true},
+		{"", true, "", false},
+		{"root", true, "", true},
+	} {
+		if got, explicit := RunAs(tc.user, tc.vpn); got != tc.want || explicit != tc.isExplicit {
+			t.Errorf("RunAs(%q, %v) = %q, %v; want %q, %v", tc.user, tc.vpn, got, explicit, tc.want, tc.isExplicit)
+		}
 	}
 }

@@ -120,6 +120,14 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// DropPrivileges makes a gateway started as root go on as the configured
+// user (config.RunAs), once Start has opened what needs root: the
+// listener, the control socket and metrics. The foreground command and the
+// service call it; embedders and tests need not. VPN mode stays root.
+func (s *Server) DropPrivileges() error {
+	return dropPrivileges(s.boot.User, s.boot.VPN.Enable, s.log)
+}
+
 // Stop closes the control socket, drains and closes every session, then
 // undoes the VPN setup; it is idempotent.
 func (s *Server) Stop() {
@@ -191,6 +199,10 @@ type Client struct {
 	tunnel *tunnel.Client
 	ops    *ops
 	state  *clientState
+	// user and vpn decide the privilege drop after Start (see
+	// config.RunAs).
+	user string
+	vpn  bool
 
 	stopOnce sync.Once
 }
@@ -228,7 +240,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		socksAuth = socks5.StaticCredentials(cfg.SOCKS.User, string(pw))
 	}
-	c := &Client{log: logger, store: store, state: &clientState{}}
+	c := &Client{log: logger, store: store, state: &clientState{}, user: cfg.User, vpn: cfg.VPN.Enable}
 	if c.ops, err = newOps(control.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
 		return nil, err
 	}
@@ -279,6 +291,10 @@ func (c *Client) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DropPrivileges is Server.DropPrivileges for the client: after Start has
+// opened the -L/-D listeners, the control socket and metrics.
+func (c *Client) DropPrivileges() error { return dropPrivileges(c.user, c.vpn, c.log) }
 
 // Stop closes listeners and the session; it is idempotent.
 func (c *Client) Stop() {
