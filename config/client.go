@@ -35,6 +35,9 @@ type Client struct {
 	Metrics Metrics `toml:"metrics"`
 	// Log configures logging.
 	Log Log `toml:"log"`
+	// User is the account a client started as root drops to once its
+	// listeners are open (see RunAs); "root" keeps root.
+	User string `toml:"user"`
 
 	src *source
 }
@@ -201,6 +204,9 @@ func (c *Client) Validate() error {
 		}
 	}
 	if err := validateOps(src, &c.Control, &c.Metrics); err != nil {
+		return err
+	}
+	if err := validateUser(src, c.User, c.VPN.Enable); err != nil {
 		return err
 	}
 	return c.Log.validate(src)

@@ -165,7 +165,7 @@ func TestServerErrors(t *testing.T) {
 		{"type error in second rule", serverTLS + minimalPolicy + twoRules + `targets = "any" #<-`,
 			`policy.rule[1].targets: incompatible types: TOML value has type string; destination has type slice`},
 		{"unknown table", serverTLS + minimalPolicy + "[metric] #<-\nlisten = \"127.0.0.1:9109\"",
-			`metric: unknown key (valid keys here: listen, tls, limits, policy, log, vpn, control, metrics)`},
+			`metric: unknown key (valid keys here: listen, tls, limits, policy, log, vpn, control, metrics, user)`},
 		{"unknown metrics key", serverTLS + minimalPolicy + "[metrics]\nenabled = true #<-",
 			`metrics.enabled: unknown key (valid keys here: listen)`},
 		{"bad metrics listen", serverTLS + minimalPolicy + "[metrics]\nlisten = \"9109\" #<-",

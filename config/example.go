@@ -15,6 +15,12 @@ const exampleServer = `# twoway gateway configuration (server.toml).
 # owns the host.
 listen = ":8443"
 
+# Started as root (not by the systemd unit), the gateway goes on as this
+# account once it listens. Default: "twoway" if that account exists, else
+# root. "root" keeps root; VPN mode always does (it changes routes, NAT and
+# DNS until it stops). Reloads then read the files as this user.
+# user = "twoway"
+
 [tls]
 # The gateway certificate followed by its issuing chain, and its key.
 cert = "gateway.crt"
@@ -134,6 +140,10 @@ const exampleClient = `# twoway client configuration (client.toml).
 servers = ["gw.corp.example:8443", "198.18.0.1:8443"]
 # Name the gateway certificate must carry (default: the host dialed).
 server_name = "gw.corp.example"
+# Started as root, the client goes on as this account once its listeners
+# are open (default "twoway" if it exists; "root" keeps root; VPN mode
+# always keeps root).
+# user = "twoway"
 
 [tls]
 cert = "alice.crt"                   # client certificate and its issuing chain

@@ -37,6 +37,10 @@ type Server struct {
 	Control Control `toml:"control"`
 	Metrics Metrics `toml:"metrics"`
 
+	// User is the account a gateway started as root drops to once its
+	// listeners are open (see RunAs); "root" keeps root.
+	User string `toml:"user"`
+
 	src *source
 }
 
@@ -192,6 +196,9 @@ func (s *Server) Validate() error {
 	if err := validateOps(src, &s.Control, &s.Metrics); err != nil {
 		return err
 	}
+	if err := validateUser(src, s.User, s.VPN.Enable); err != nil {
+		return err
+	}
 	return s.Log.validate(src)
 }
 
@@ -213,8 +220,12 @@ func (t *ServerTLS) validate(src *source) error {
 		if err != nil {
 			return err
 		}
-		if _, err := pki.ParseCRL(data); err != nil {
+		crl, err := pki.ParseCRL(data)
+		if err != nil {
 			return src.errf(key, "%s: %v", p, err)
+		}
+		if err := pki.CheckCRLScope(crl); err != nil {
+			return src.errf(key, "%s: %w", p, err)
 		}
 	}
 	return nil

@@ -54,6 +54,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(logger, cfg.Warnings())
 	pol, err := policy.New(cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
@@ -123,6 +124,14 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// DropPrivileges makes a gateway started as root go on as the configured
+// user (config.RunAs), once Start has opened what needs root: the
+// listener, the control socket and metrics. The foreground command and the
+// service call it; embedders and tests need not. VPN mode stays root.
+func (s *Server) DropPrivileges() error {
+	return dropPrivileges(s.boot.User, s.boot.VPN.Enable, s.log)
+}
+
 // Stop closes the control socket, drains and closes every session, then
 // undoes the VPN setup; it is idempotent.
 func (s *Server) Stop() {
@@ -174,6 +183,7 @@ func (s *Server) Reload() error {
 	if err := s.store.Reload(); err != nil {
 		return fmt.Errorf("reload credentials: %w", err)
 	}
+	logWarnings(s.log, cfg.Warnings())
 	// Compared with the boot configuration, not the last reload's: a
 	// second reload must still say that the first one's change waits.
 	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || !reflect.DeepEqual(cfg.VPN, b.VPN) ||
@@ -193,6 +203,10 @@ type Client struct {
 	tunnel *tunnel.Client
 	ops    *ops
 	state  *clientState
+	// user and vpn decide the privilege drop after Start (see
+	// config.RunAs).
+	user string
+	vpn  bool
 
 	stopOnce sync.Once
 }
@@ -213,6 +227,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(logger, cfg.Warnings())
 	var fwds []tunnel.Forward
 	for _, f := range cfg.Forwards {
 		tf, err := TunnelForward(f)
@@ -229,7 +244,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		socksAuth = socks5.StaticCredentials(cfg.SOCKS.User, string(pw))
 	}
-	c := &Client{log: logger, store: store, state: &clientState{}}
+	c := &Client{log: logger, store: store, state: &clientState{}, user: cfg.User, vpn: cfg.VPN.Enable}
 	if c.ops, err = newOps(control.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
 		return nil, err
 	}
@@ -281,6 +296,10 @@ func (c *Client) Start(ctx context.Context) error {
 	return nil
 }
 
+// DropPrivileges is Server.DropPrivileges for the client: after Start has
+// opened the -L/-D listeners, the control socket and metrics.
+func (c *Client) DropPrivileges() error { return dropPrivileges(c.user, c.vpn, c.log) }
+
 // Stop closes listeners and the session; it is idempotent.
 func (c *Client) Stop() {
 	c.stopOnce.Do(func() {
@@ -320,6 +339,14 @@ func TunnelForward(f config.Forward) (tunnel.Forward, error) {
 		return tunnel.Forward{Kind: tunnel.ForwardDynamic, Listen: f.Local}, nil
 	}
 	return tunnel.Forward{}, fmt.Errorf("forward %s: unknown type %q", f, f.Type)
+}
+
+// logWarnings logs what `twoway config check` warns about, so an operator
+// who never runs it still sees it.
+func logWarnings(logger *slog.Logger, warnings []*config.Error) {
+	for _, w := range warnings {
+		logger.Warn("configuration: "+w.Err.Error(), "file", w.File, "line", w.Line, "key", w.Key)
+	}
 }
 
 func newStore(cert, key, passFile, bundle string, crls []string, rejectStale bool) (*pki.Store, error) {

@@ -51,13 +51,20 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 }
 
 // Reload re-reads every file. It is all-or-nothing: on error the previous
-// certificate and verifier stay in use.
+// certificate and verifier stay in use. A CRL whose number is lower than
+// that of the CRL in use for the same issuer is such an error
+// (ErrCRLRollback): an old list must not bring revoked certificates back.
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cert, ver, err := load(s.cfg)
 	if err != nil {
 		return err
+	}
+	if prev := s.ver.Load(); prev != nil {
+		if err := checkCRLNumbers(prev.CRLs(), ver.CRLs()); err != nil {
+			return err
+		}
 	}
 	s.cert.Store(cert)
 	s.ver.Store(ver)

@@ -119,6 +119,7 @@ type crlIndex struct {
 // honouring crls. Every bundle entry must be a CA certificate. A CRL whose
 // issuer is a bundle CA must be signed by it; a CRL from a CA outside the
 // bundle (a sub-CA the peer presents) is checked against that CA at use.
+// Delta and scoped CRLs are refused (see CheckCRLScope).
 func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Verifier, error) {
 	if len(bundle) == 0 {
 		return nil, errors.New("CA bundle is empty")
@@ -147,6 +148,9 @@ func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Veri
 		}
 	}
 	for i, crl := range crls {
+		if err := CheckCRLScope(crl); err != nil {
+			return nil, fmt.Errorf("CRL %d (issuer %q): %w", i+1, crl.Issuer.String(), err)
+		}
 		idx := &crlIndex{crl: crl, revoked: make(map[string]x509.RevocationListEntry, len(crl.RevokedCertificateEntries)), goodSig: map[string]bool{}}
 		for _, e := range crl.RevokedCertificateEntries {
 			idx.revoked[string(e.SerialNumber.Bytes())] = e
@@ -167,6 +171,18 @@ func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Veri
 
 func isSelfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+}
+
+// RootsOnly reports whether bundle holds nothing but self-signed roots: a
+// Verifier of such a bundle has no issuing CA to require, so every CA
+// under those roots can issue peer certificates.
+func RootsOnly(bundle []*x509.Certificate) bool {
+	for _, c := range bundle {
+		if !isSelfSigned(c) {
+			return false
+		}
+	}
+	return len(bundle) > 0
 }
 
 // CAs returns the bundle's certificates.

@@ -258,6 +258,8 @@ func (m *Manager) Install() (InstallReport, error) {
 
 	switch m.sys.platform {
 	case PlatformSystemd:
+		// Without [vpn] the daemon needs no CAP_NET_ADMIN: leave it out.
+		c.NoNetAdmin = !files.VPN
 		if !c.runsAsRoot() {
 			_, err := m.sys.lookupUser(c.User)
 			var unknown user.UnknownUserError

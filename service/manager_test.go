@@ -214,6 +214,7 @@ func TestServiceInstallSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := c.WithDefaults()
+	want.NoNetAdmin = true // the configuration has no [vpn]
 	unit, err := SystemdUnit(want)
 	if err != nil {
 		t.Fatal(err)
@@ -421,5 +422,41 @@ func TestServiceInstallStateDirOutsideUnit(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("warnings %q lack the state directory", rep.Warnings)
+	}
+}
+
+// TestServiceInstallNetAdminOnlyForVPN: the unit Install writes grants
+// CAP_NET_ADMIN and /dev/net/tun only when the configuration enables
+// [vpn].
+func TestServiceInstallNetAdminOnlyForVPN(t *testing.T) {
+	for _, vpn := range []bool{false, true} {
+		h := newFakeHost(PlatformSystemd)
+		h.users["twoway"] = &user.User{Username: "twoway", Uid: "998", Gid: "998"}
+		c := installConfig(t, RoleServer)
+		if vpn {
+			data, err := os.ReadFile(c.ConfigPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(c.ConfigPath, append(data, "[vpn]\nenable = true\nipv4 = \"198.18.100.0/24\"\n"...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := h.manager(c).Install(); err != nil {
+			t.Fatal(err)
+		}
+		u := parseUnit(t, h.cfg.Option["SystemdScript"].(string))
+		wantCaps := "CAP_NET_BIND_SERVICE"
+		if vpn {
+			wantCaps = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"
+		}
+		for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+			if got := u["Service"][k]; len(got) != 1 || got[0] != wantCaps {
+				t.Errorf("vpn=%v: %s = %q, want %q", vpn, k, got, wantCaps)
+			}
+		}
+		if _, tun := u["Service"]["DeviceAllow"]; tun != vpn {
+			t.Errorf("vpn=%v: DeviceAllow present = %v", vpn, tun)
+		}
 	}
 }

@@ -170,6 +170,15 @@ func (p *Program) Start(kservice.Service) error {
 		cancel()
 		return err
 	}
+	// Started as root (launchd; a systemd unit without User=), the daemon
+	// goes on as the configured user once its listeners are open.
+	if d, ok := r.(interface{ DropPrivileges() error }); ok {
+		if err := d.DropPrivileges(); err != nil {
+			r.Stop()
+			cancel()
+			return err
+		}
+	}
 	p.mu.Lock()
 	p.r, p.log, p.cancel = r, logger, cancel
 	p.mu.Unlock()

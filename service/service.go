@@ -84,6 +84,12 @@ type Config struct {
 	// root. Ignored on macOS and Windows, where the daemon runs as root /
 	// LocalSystem because it creates TUN devices and routes.
 	User string
+	// NoNetAdmin leaves CAP_NET_ADMIN and /dev/net/tun out of the systemd
+	// unit: the configuration has no [vpn], so the daemon never makes a
+	// TUN device or a route. Install sets it from the configuration; the
+	// packaged units keep CAP_NET_ADMIN (the daemon drops it at start
+	// when it has no [vpn]).
+	NoNetAdmin bool
 }
 
 // nameRE keeps names valid as a systemd unit name, a launchd label, a
@@ -175,6 +181,8 @@ type ConfigFiles struct {
 	Public []string
 	// StateDir is where a VPN daemon writes its state ("" without VPN).
 	StateDir string
+	// VPN: the configuration enables VPN mode, which needs CAP_NET_ADMIN.
+	VPN bool
 }
 
 // CheckConfig loads and validates the configuration file for role exactly
@@ -193,7 +201,7 @@ func CheckConfig(role Role, path string) (ConfigFiles, error) {
 			Public:  nonEmpty(append([]string{cfg.TLS.Cert, cfg.TLS.ClientCA}, cfg.TLS.CRLs...)...),
 		}
 		if cfg.VPN.Enable {
-			f.StateDir = cfg.VPN.StateDir
+			f.StateDir, f.VPN = cfg.VPN.StateDir, true
 		}
 		return f, nil
 	case RoleClient:
@@ -206,7 +214,7 @@ func CheckConfig(role Role, path string) (ConfigFiles, error) {
 			Public:  nonEmpty(cfg.TLS.Cert, cfg.TLS.ServerCA),
 		}
 		if cfg.VPN.Enable {
-			f.StateDir = cfg.VPN.StateDir
+			f.StateDir, f.VPN = cfg.VPN.StateDir, true
 		}
 		return f, nil
 	}

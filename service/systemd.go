@@ -12,8 +12,9 @@ import (
 // RestartSec=120, kardianos/service#271).
 //
 // The unit runs the daemon with the least the data path needs: TUN devices
-// (/dev/net/tun, CAP_NET_ADMIN), netlink for addresses and routes, binding
-// low ports (CAP_NET_BIND_SERVICE); everything else is read-only or hidden.
+// (/dev/net/tun, CAP_NET_ADMIN; not with NoNetAdmin), netlink for addresses
+// and routes, binding low ports (CAP_NET_BIND_SERVICE); everything else is
+// read-only or hidden.
 // ExecStart and the configuration path must be absolute.
 func SystemdUnit(c Config) (string, error) {
 	if err := c.complete(); err != nil {
@@ -72,9 +73,18 @@ func SystemdUnit(c Config) (string, error) {
 	w("RuntimeDirectoryPreserve=yes")
 	w("UMask=0077")
 	w("")
-	w("# Privileges: TUN devices, addresses and routes; ports below 1024.")
-	w("AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE")
-	w("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE")
+	if c.NoNetAdmin {
+		w("# Privileges: ports below 1024 only. The configuration has no [vpn], so the")
+		w("# daemon needs no CAP_NET_ADMIN (TUN devices, addresses, routes); after")
+		w("# enabling [vpn], run 'twoway service install' again.")
+		w("AmbientCapabilities=CAP_NET_BIND_SERVICE")
+		w("CapabilityBoundingSet=CAP_NET_BIND_SERVICE")
+	} else {
+		w("# Privileges: TUN devices, addresses and routes; ports below 1024. Without")
+		w("# [vpn] in its configuration the daemon drops CAP_NET_ADMIN once started.")
+		w("AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE")
+		w("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE")
+	}
 	w("NoNewPrivileges=yes")
 	w("")
 	w("# File system: everything read-only except the state directory.")
@@ -83,7 +93,9 @@ func SystemdUnit(c Config) (string, error) {
 	w("PrivateTmp=yes")
 	w("ReadWritePaths=%s", StateDir)
 	w("DevicePolicy=closed")
-	w("DeviceAllow=/dev/net/tun rw")
+	if !c.NoNetAdmin {
+		w("DeviceAllow=/dev/net/tun rw")
+	}
 	w("")
 	w("# Kernel and process isolation.")
 	// Not PrivateDevices (it hides /dev/net/tun) and not PrivateNetwork:

@@ -41,6 +41,9 @@ type Configurator interface {
 	// Cleanup undoes whatever the state file records and removes it. It is
 	// a no-op when there is no state file. Changes that are already gone
 	// (the interface vanished with the crashed process) are not errors.
+	// A state file (or its directory) owned by another user or writable
+	// by group/others is refused (ErrInsecureState), and so is one that
+	// holds a step twoway does not record (ErrForeignStep).
 	Cleanup(ctx context.Context) error
 }
 
@@ -86,7 +89,9 @@ func NewConfigurator(opts ConfiguratorOptions) (Configurator, error) {
 
 // Cleanup undoes what the state file left by a previous run records, with
 // the default options: for a start-up path, or a command, that only cleans
-// up (Apply cleans up by itself).
+// up (Apply cleans up by itself). It restores /etc/resolv.conf only; a run
+// configured with another resolv.conf is cleaned up by a Configurator
+// with the same ResolvConf.
 func Cleanup(ctx context.Context, stateFile string) error {
 	c, err := NewConfigurator(ConfiguratorOptions{StateFile: stateFile})
 	if err != nil {
@@ -228,6 +233,10 @@ type configurator struct {
 	log      *slog.Logger
 	platform platform
 
+	// euid must own the state file and its directory (see
+	// checkStatePerms); tests change it to play another user.
+	euid int
+
 	mu     sync.Mutex // serialises Apply, undo and Cleanup; guards active
 	active bool       // an Apply is in force and its undo not yet run
 }
@@ -250,7 +259,7 @@ func newConfigurator(opts ConfiguratorOptions) (*configurator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &configurator{opts: opts, log: log}, nil
+	return &configurator{opts: opts, log: log, euid: os.Geteuid()}, nil
 }
 
 func (c *configurator) Apply(ctx context.Context, dev string, cfg Config) (func() error, error) {
@@ -313,7 +322,13 @@ func (c *configurator) Cleanup(ctx context.Context) error {
 	return c.cleanupLocked(ctx)
 }
 
+// cleanupLocked checks the state file's directory (which Apply then
+// writes to) and the file, and replays the file only when it is the
+// user's own and holds only what twoway records.
 func (c *configurator) cleanupLocked(ctx context.Context) error {
+	if err := checkStatePerms(c.opts.StateFile, c.euid); err != nil {
+		return err
+	}
 	st, err := readState(c.opts.StateFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -323,6 +338,9 @@ func (c *configurator) cleanupLocked(ctx context.Context) error {
 	}
 	if st.OS != runtime.GOOS {
 		return fmt.Errorf("state file %s was written on %s", c.opts.StateFile, st.OS)
+	}
+	if err := checkSteps(st, c.opts.ResolvConf); err != nil {
+		return fmt.Errorf("state file %s: %w", c.opts.StateFile, err)
 	}
 	c.log.Warn("undoing tun configuration left by a previous run", "state_file", c.opts.StateFile, "dev", st.Dev, "changes", len(st.Undo))
 	return c.undoAll(ctx, st)

@@ -201,6 +201,11 @@ func (p *linuxPlatform) undo(_ context.Context, s step) error {
 		}
 		return err
 	}
+	// A state file changes addresses, MTU and link state of twoway's own
+	// TUN devices only: a forged one must not take down the uplink.
+	if s.Kind != stepRoute && l.Type() != "tuntap" {
+		return fmt.Errorf("%w: %s on %s, a %s device and not a TUN device", ErrForeignStep, s, s.Dev, l.Type())
+	}
 	switch s.Kind {
 	case stepAddr:
 		err = netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(s.Prefix.Addr(), s.Prefix.Bits())})
@@ -212,7 +217,9 @@ func (p *linuxPlatform) undo(_ context.Context, s step) error {
 		// SCOPE_NOWHERE matches any scope: the kernel deletes only on
 		// an exact scope match otherwise, and the zero value (universe)
 		// would miss the link-scope routes added above with ESRCH.
-		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(s.Prefix.Addr(), s.Prefix.Bits()), Scope: netlink.SCOPE_NOWHERE}
+		// Protocol: the kernel deletes only a route twoway added, so a
+		// forged state file cannot remove anyone else's.
+		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(s.Prefix.Addr(), s.Prefix.Bits()), Scope: netlink.SCOPE_NOWHERE, Protocol: RouteProtocol}
 		if s.Via.IsValid() {
 			r.Gw = s.Via.AsSlice()
 		}

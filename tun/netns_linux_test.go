@@ -51,6 +51,7 @@ func TestNetns(t *testing.T) {
 	t.Run("DeviceAndSplitConfig", testDeviceAndSplitConfig)
 	t.Run("FullTunnelBypassAndCrashCleanup", testFullTunnelBypassAndCrashCleanup)
 	t.Run("UnrecordedBypassRoute", testUnrecordedBypassRoute)
+	t.Run("ForgedStateFile", testForgedStateFile)
 	t.Run("RollbackOnConflict", testRollbackOnConflict)
 	t.Run("NoOffload", testNoOffload)
 	t.Run("FailedOpenLeavesNothing", testFailedOpenLeavesNothing)
@@ -554,6 +555,45 @@ func testUnrecordedBypassRoute(t *testing.T) {
 	}
 }
 
+// testForgedStateFile: a state file that records changes twoway never
+// makes (taking down or unaddressing an interface that is not a TUN
+// device, deleting routes twoway did not add) changes nothing when
+// replayed.
+func testForgedStateFile(t *testing.T) {
+	addUplink(t, "twup0")
+	up := link(t, "twup0")
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: &net.IPNet{IP: net.ParseIP("198.18.201.12").To4(), Mask: net.CIDRMask(32, 32)},
+		Gw: net.ParseIP("198.18.200.254"), Protocol: unix.RTPROT_STATIC}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, tun.ConfiguratorOptions{})
+	forged := `{"version":1,"os":"linux","dev":"twtest9","undo":[
+		{"kind":"route","dev":"twup0","prefix":"198.18.201.12/32","via":"198.18.200.254"},
+		{"kind":"route","dev":"twup0","prefix":"0.0.0.0/0","via":"198.18.200.254"},
+		{"kind":"addr","dev":"twup0","prefix":"198.18.200.1/24"},
+		{"kind":"linkdown","dev":"twup0"}]}`
+	if err := os.WriteFile(e.stateFile, []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.conf.Cleanup(context.Background()); !errors.Is(err, tun.ErrForeignStep) {
+		t.Fatalf("Cleanup of a forged state file = %v, want ErrForeignStep", err)
+	}
+	up = link(t, "twup0")
+	if up.Attrs().Flags&net.FlagUp == 0 {
+		t.Error("the uplink was taken down")
+	}
+	routes := linkRoutes(t, "twup0")
+	for _, r := range mustPrefixes("198.18.201.12/32", "0.0.0.0/0") {
+		if !slices.Contains(routes, r) {
+			t.Errorf("route %s was removed: %v", r, routes)
+		}
+	}
+	as, err := netlink.AddrList(up, netlink.FAMILY_V4)
+	if err != nil || len(as) != 1 {
+		t.Errorf("uplink addresses %v (%v), want 198.18.200.1/24 kept", as, err)
+	}
+}
+
 func testFullTunnelBypassAndCrashCleanup(t *testing.T) {
 	ctx := context.Background()
 	addUplink(t, "twup0")
@@ -610,7 +650,13 @@ func testFullTunnelBypassAndCrashCleanup(t *testing.T) {
 	if !slices.Contains(linkRoutes(t, "twup0"), netip.MustParsePrefix("198.18.201.10/32")) {
 		t.Fatal("bypass route vanished on its own; the test proves nothing")
 	}
-	if err := tun.Cleanup(ctx, e.stateFile); err != nil {
+	// The next run's configurator: it restores only the resolv.conf it
+	// is configured with.
+	next, err := tun.NewConfigurator(tun.ConfiguratorOptions{StateFile: e.stateFile, ResolvConf: e.resolvConf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Cleanup(ctx); err != nil {
 		t.Fatal(err)
 	}
 	up = linkRoutes(t, "twup0")

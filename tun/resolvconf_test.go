@@ -183,7 +183,9 @@ func TestResolvConfCrashCleanup(t *testing.T) {
 			}
 		}
 		// The next process: the engine needs no platform for a resolvconf step.
+		// It restores only the resolv.conf it is configured with.
 		next := newTestConfigurator(t, stateFile, &fakePlatform{})
+		next.opts.ResolvConf = path
 		if err := next.Cleanup(context.Background()); err != nil {
 			t.Fatal(err)
 		}

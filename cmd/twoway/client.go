@@ -198,6 +198,7 @@ proxy bound beyond loopback should require a password: --socks-user and
 	f.StringVar(&keyPass, "key-password-file", "", "file whose first line is the password of an encrypted --key")
 	f.StringVar(&cfg.TLS.ServerCA, "ca", "", "CA bundle the gateway certificate must chain to (server-ca/bundle.crt)")
 	f.StringArrayVar(&cfg.TLS.Pins, "pin", nil, "SPKI pin the gateway chain must contain (base64 SHA-256); repeatable")
+	f.StringVar(&cfg.User, "user", "", `started as root: the account to run as once the listeners are open (default "twoway" if it exists; "root" keeps root)`)
 	f.StringVar(&cfg.Control.Socket, "control-socket", "", "control socket for `twoway status` (default: the platform's; \"off\" disables)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", "", "serve Prometheus metrics on this host:port (default: off)")
 	f.StringVar(&cfg.SOCKS.User, "socks-user", "", "SOCKS5 user name that -D proxies require (with --socks-password-file)")

@@ -46,7 +46,10 @@ func newConfigCmd() *cobra.Command {
 and CA files exist and parse, key file permissions, the policy) and reports
 each problem with file, line and key. It opens no listener and changes
 nothing. The role is guessed from the file (a [policy] table or 'listen'
-means server) unless --role is given.`,
+means server) unless --role is given. Settings that work but weaken the
+setup (a client_ca of root CAs only, a CRL of no CA in client_ca, a metrics
+listener or a -L/-D forward reachable beyond loopback without
+authentication) are printed as warnings; they do not fail the check.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path == "" {
@@ -68,12 +71,14 @@ means server) unless --role is given.`,
 				if _, err := policy.New(cfg.Policy); err != nil {
 					return fmt.Errorf("%s: policy: %w", path, err)
 				}
+				printWarnings(cmd, cfg.Warnings())
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (server: listen %s, %d policy rules)\n", path, cfg.Listen, len(cfg.Policy.Rules))
 			case "client":
 				cfg, err := config.LoadClient(path)
 				if err != nil {
 					return err
 				}
+				printWarnings(cmd, cfg.Warnings())
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (client: %d gateways, %d forwards)\n", path, len(cfg.Servers), len(cfg.Forwards))
 			default:
 				return fmt.Errorf("--role %q: want server or client", r)
@@ -85,4 +90,12 @@ means server) unless --role is given.`,
 	check.Flags().StringVar(&role, "role", "", "server or client (default: guessed from the file)")
 	cmd.AddCommand(check)
 	return cmd
+}
+
+// printWarnings prints config warnings to stderr, one a line, as
+// "twoway: warning: file:line: key: problem".
+func printWarnings(cmd *cobra.Command, warnings []*config.Error) {
+	for _, w := range warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "twoway: warning:", w)
+	}
 }

@@ -80,3 +80,47 @@ func TestConfigExampleAndCheck(t *testing.T) {
 		t.Fatalf("explicitly allowed key permissions: %v", err)
 	}
 }
+
+// TestConfigCheckWarns: config check passes a configuration that works
+// but weakens the setup, and prints why on a warning line: a root-only
+// client_ca, a metrics listener beyond loopback, a -D beyond loopback
+// without SOCKS authentication.
+func TestConfigCheckWarns(t *testing.T) {
+	dir := t.TempDir()
+	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw.example", OutDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	server := write("server.toml", "listen = \"127.0.0.1:8443\"\n[tls]\ncert = \"gw.example.crt\"\nkey = \"gw.example.key\"\nclient_ca = \"pki/root/ca.crt\"\n[policy.admit]\ngroups = [\"eng\"]\n[metrics]\nlisten = \":9109\"\n")
+	client := write("client.toml", "servers = [\"gw.example:8443\"]\n[tls]\ncert = \"alice.crt\"\nkey = \"alice.key\"\nserver_ca = \"pki/server-ca/bundle.crt\"\n[[forward]]\ntype = \"dynamic\"\nlocal = \"0.0.0.0:1080\"\n")
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{server, []string{"server.toml:5: tls.client_ca:", "issuing-CA rule is off", "server.toml:9: metrics.listen:", "beyond loopback", "OK (server"}},
+		{client, []string{"client.toml:6: forward[0]: -D 0.0.0.0:1080:", "without SOCKS authentication", "OK (client"}},
+	} {
+		out, err := runCmd(t, "config", "check", "-c", tc.path)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.path, err, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: output lacks %q:\n%s", tc.path, w, out)
+			}
+		}
+	}
+}

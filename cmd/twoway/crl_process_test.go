@@ -25,7 +25,9 @@ func TestProcessStaleCRL(t *testing.T) {
 	}
 	echo := echoServer(t)
 	g := startProcGatewayWith(t, "frank", echo, `crl_stale = "reject"`, func(g *procGateway) {
-		// A CRL signed by the client CA whose next update was an hour ago.
+		// A CRL signed by the client CA whose next update was an hour ago,
+		// numbered like the one the CA published (1), so that the CA's
+		// next one (2) is newer: a reload refuses an older number.
 		ca := g.res.ClientCA
 		key, err := pki.LoadPrivateKey(filepath.Join(ca.Dir, pki.CAKeyFile), nil)
 		if err != nil {
@@ -33,7 +35,7 @@ func TestProcessStaleCRL(t *testing.T) {
 		}
 		now := time.Now()
 		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-			Number: big.NewInt(99), ThisUpdate: now.Add(-2 * time.Hour), NextUpdate: now.Add(-time.Hour),
+			Number: big.NewInt(1), ThisUpdate: now.Add(-2 * time.Hour), NextUpdate: now.Add(-time.Hour),
 		}, ca.Cert, key)
 		if err != nil {
 			t.Fatal(err)
@@ -43,7 +45,7 @@ func TestProcessStaleCRL(t *testing.T) {
 		}
 	})
 	g.gw.waitLog("revocation list is stale (past its next update): publish a new one (twoway pki crl) and reload", 5*time.Second,
-		func(l map[string]any) bool { return l["crl_number"] == "99" })
+		func(l map[string]any) bool { return l["crl_number"] == "1" })
 
 	fwd := startProc(t, "forward", "--server", g.addr, "--cert", g.cli.CertFile, "--key", g.cli.KeyFile,
 		"--ca", filepath.Join(g.dir, "pki/server-ca/bundle.crt"), "--control-socket", "off", "-L", "127.0.0.1:0:"+echo)

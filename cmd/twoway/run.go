@@ -21,6 +21,10 @@ type runner interface {
 	Reload() error
 }
 
+// privilegeDropper is a runner that, started as root, can go on as an
+// unprivileged user once its listeners are open (daemon.Server, Client).
+type privilegeDropper interface{ DropPrivileges() error }
+
 // runForeground starts r and runs it until SIGINT or SIGTERM (drain and
 // stop) or a fatal error; SIGHUP reloads.
 func runForeground(ctx context.Context, r runner, logger *slog.Logger) error {
@@ -32,6 +36,13 @@ func runForeground(ctx context.Context, r runner, logger *slog.Logger) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- r.Wait() }()
+	if d, ok := r.(privilegeDropper); ok {
+		if err := d.DropPrivileges(); err != nil {
+			r.Stop()
+			<-done
+			return err
+		}
+	}
 	for {
 		select {
 		case err := <-done:
