@@ -161,7 +161,7 @@ func TestServerErrors(t *testing.T) {
 			"", // checked separately: points at the rule header
 		},
 		{"unknown key in second rule", serverTLS + minimalPolicy + twoRules + `target = ["any"] #<-`,
-			`policy.rule[1].target: unknown key (valid keys here: name, identities, groups, action, targets, protocols, binds)`},
+			`policy.rule[1].target: unknown key (valid keys here: name, identities, groups, issuers, action, targets, protocols, binds)`},
 		{"type error in second rule", serverTLS + minimalPolicy + twoRules + `targets = "any" #<-`,
 			`policy.rule[1].targets: incompatible types: TOML value has type string; destination has type slice`},
 		{"unknown table", serverTLS + minimalPolicy + "[metric] #<-\nlisten = \"127.0.0.1:9109\"",
@@ -225,6 +225,8 @@ func TestServerErrors(t *testing.T) {
 			`policy.admit: nobody is admitted: list identities or groups ("*" admits every verified identity)`},
 		{"bad admit group", serverTLS + "[policy.admit]\ngroups = [\"eng\", \"\"] #<-\n",
 			`policy.admit.groups: invalid group ""`},
+		{"bad ca issuer", serverTLS + minimalPolicy + "[[policy.ca]]\nissuer = \"sha256:abcd\" #<-\ngroups = [\"eng\"]\n",
+			`policy.ca[0].issuer: invalid issuer "sha256:abcd": a sha256: fingerprint has 64 hex digits`},
 		{"log level", serverTLS + minimalPolicy + "[log]\nlevel = \"loud\" #<-\n",
 			`log.level: invalid level "loud" (want debug, info, warn or error)`},
 	}

@@ -140,8 +140,9 @@ func DefaultServer() *Server {
 type serverDoc struct {
 	Server
 	Policy struct {
-		Admit policy.Admission `toml:"admit"`
-		Rules []toml.Primitive `toml:"rule"`
+		Admit policy.Admission  `toml:"admit"`
+		Rules []toml.Primitive  `toml:"rule"`
+		CAs   []policy.CAGroups `toml:"ca"`
 	} `toml:"policy"`
 }
 
@@ -150,7 +151,7 @@ func LoadServer(path string) (*Server, error) {
 	doc := &serverDoc{Server: *DefaultServer()}
 	src, err := decode(path, doc, reflect.TypeFor[Server](), func(d *decoder) error {
 		rules, err := decodeArray(d, "policy.rule", doc.Policy.Rules, func() policy.Rule { return policy.Rule{} })
-		doc.Server.Policy = policy.Config{Admit: doc.Policy.Admit, Rules: rules}
+		doc.Server.Policy = policy.Config{Admit: doc.Policy.Admit, Rules: rules, CAs: doc.Policy.CAs}
 		return err
 	})
 	if err != nil {
@@ -279,6 +280,10 @@ func validatePolicy(src *source, cfg policy.Config) error {
 	key := "policy.admit." + ce.Field
 	if ce.Rule >= 0 {
 		key = indexPath("policy.rule", ce.Rule) + "." + ce.Field
+	}
+	if ce.Rule == -2 {
+		e := src.err(indexPath("policy.ca", ce.Entry)+"."+ce.Field, ce.Err)
+		return e
 	}
 	e := src.err(key, ce.Err)
 	if src != nil && ce.Entry >= 0 {

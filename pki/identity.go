@@ -30,6 +30,35 @@ type Identity struct {
 	// anchor from the CA bundle; nil for an identity not from Verify.
 	// Keeping it spares callers a second walk of the same signatures.
 	Chain []*x509.Certificate
+	// CAs are the CAs of Chain above the leaf, the issuer first: what
+	// policy "issuers" entries match (by name or fingerprint).
+	CAs []CARef
+	// IssuedByBundle says the CA that signed the leaf is itself in the
+	// CA bundle, not a sub-CA below one. Only such certificates carry
+	// groups by default (see policy.Config.CAs).
+	IssuedByBundle bool
+	// DroppedGroups are groups the certificate claims that the policy
+	// does not let its issuer grant; Groups no longer has them.
+	DroppedGroups []string
+}
+
+// CARef names one CA of a verified chain.
+type CARef struct {
+	Name        string // subject common name
+	Fingerprint string // SHA-256 of the certificate, as Fingerprint formats it
+}
+
+// Key is what the gateway tells identities apart by: the name alone for a
+// certificate issued directly by a CA of the bundle, the name with its
+// issuer otherwise. Two certificates called "alice", one from the client
+// CA and one from a sub-CA below it, therefore never share a VPN
+// address, a lease or a session count.
+func (id Identity) Key() string {
+	if id.IssuedByBundle || len(id.CAs) == 0 {
+		return id.Name()
+	}
+	fp := strings.ReplaceAll(id.CAs[0].Fingerprint, ":", "")
+	return id.Name() + "@" + id.CAs[0].Name + "#" + strings.ToLower(fp[:min(16, len(fp))])
 }
 
 // IdentityFromCert extracts the identity of a leaf certificate. It does not

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -312,6 +313,45 @@ type SignRequest struct {
 	Out string
 	// Force replaces an existing Out.
 	Force bool
+	// Name asserts the subject name the CSR must ask for; Confirmed says
+	// a person looked at the request instead (CSRSummary). One of them is
+	// required: a CSR is written by whoever wants the certificate, and
+	// its name is the identity the gateway will see.
+	Name      string
+	Confirmed bool
+	// Groups are the groups the certificate carries: those the CSR asks
+	// for are dropped unless listed here too, and the rest of Groups is
+	// refused, so nobody gains a group by writing it into a CSR.
+	Groups []string
+}
+
+// ErrUnconfirmed means a CSR was to be signed without its name asserted
+// or confirmed.
+var ErrUnconfirmed = errors.New("the certificate request's name was neither asserted (--name) nor confirmed")
+
+// CSRSummary says what a certificate request asks for, for a person to
+// confirm before signing.
+func CSRSummary(csr *x509.CertificateRequest) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name (CN): %q", csr.Subject.CommonName)
+	if g := csr.Subject.OrganizationalUnit; len(g) > 0 {
+		fmt.Fprintf(&b, "; groups (OU) asked for: %s (kept only with --group)", strings.Join(g, ", "))
+	}
+	if len(csr.EmailAddresses) > 0 {
+		fmt.Fprintf(&b, "; e-mail: %s", strings.Join(csr.EmailAddresses, ", "))
+	}
+	if len(csr.DNSNames) > 0 {
+		fmt.Fprintf(&b, "; DNS names: %s", strings.Join(csr.DNSNames, ", "))
+	}
+	for i, ip := range csr.IPAddresses {
+		if i == 0 {
+			b.WriteString("; IP addresses: ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(ip.String())
+	}
+	return b.String()
 }
 
 // Validate checks the request's signature, key, names and groups and the
@@ -345,7 +385,18 @@ func (req SignRequest) plan() (*leafSpec, error) {
 	if name == "" && req.Kind == KindServer && len(csr.DNSNames) > 0 {
 		name = csr.DNSNames[0]
 	}
-	s, err := newLeafSpec(req.Kind, name, csr.DNSNames, csr.IPAddresses, csr.EmailAddresses, csr.Subject.OrganizationalUnit)
+	switch {
+	case req.Name != "" && req.Name != name:
+		return nil, fmt.Errorf("%w: it asks for name %q, not %q", ErrBadCSR, name, req.Name)
+	case req.Name == "" && !req.Confirmed:
+		return nil, fmt.Errorf("%w; it asks for %s", ErrUnconfirmed, CSRSummary(csr))
+	}
+	for _, g := range req.Groups {
+		if !slices.Contains(csr.Subject.OrganizationalUnit, g) {
+			return nil, fmt.Errorf("%w: --group %q: the request does not ask for it", ErrBadCSR, g)
+		}
+	}
+	s, err := newLeafSpec(req.Kind, name, csr.DNSNames, csr.IPAddresses, csr.EmailAddresses, req.Groups)
 	if err != nil {
 		return nil, fmt.Errorf("certificate request: %w", err)
 	}

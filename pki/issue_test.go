@@ -266,7 +266,28 @@ func TestCSRAndSign(t *testing.T) {
 	}
 	now := time.Now()
 	crtFile := filepath.Join(out, "carol.crt")
-	iss, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile})
+	// Neither asserted nor confirmed: refused, and the refusal shows
+	// what the request asks for.
+	_, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile})
+	if !errors.Is(err, pki.ErrUnconfirmed) || !strings.Contains(err.Error(), `"carol"`) || !strings.Contains(err.Error(), "ops") || !strings.Contains(err.Error(), "carol@example.com") {
+		t.Fatalf("unasserted CSR: %v", err)
+	}
+	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "ceo"}); !errors.Is(err, pki.ErrBadCSR) {
+		t.Fatalf("asserted name differs: %v", err)
+	}
+	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "carol", Groups: []string{"admins"}}); !errors.Is(err, pki.ErrBadCSR) {
+		t.Fatalf("asserted group the CSR does not ask for: %v", err)
+	}
+	// Confirmed without --group: the groups the CSR asks for are dropped.
+	dropped := filepath.Join(out, "carol-nogroups.crt")
+	iss, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: dropped, Confirmed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(iss.Cert.Subject.OrganizationalUnit) != 0 {
+		t.Fatalf("unasserted groups signed: %v", iss.Cert.Subject.OrganizationalUnit)
+	}
+	iss, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "carol", Groups: []string{"ops"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,14 +303,14 @@ func TestCSRAndSign(t *testing.T) {
 	if _, err := pki.LoadKeyPair(crtFile, r.KeyFile, []byte("k")); err != nil {
 		t.Errorf("signed cert and CSR key: %v", err)
 	}
-	if l := listAt(t, client, time.Now()); len(l) != 1 || l[0].Kind != pki.KindClient {
+	if l := listAt(t, client, time.Now()); len(l) != 2 || l[0].Kind != pki.KindClient {
 		t.Errorf("database %+v", l)
 	}
 	// Signing the same request as a server fails: groups and e-mails.
-	if _, err := server.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindServer, Out: filepath.Join(out, "x.crt")}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := server.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindServer, Out: filepath.Join(out, "x.crt"), Name: "carol", Groups: []string{"ops"}}); !errors.Is(err, pki.ErrInvalidName) {
 		t.Errorf("client CSR as server: %v", err)
 	}
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile}); !errors.Is(err, pki.ErrExists) {
+	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "carol"}); !errors.Is(err, pki.ErrExists) {
 		t.Errorf("existing output: %v", err)
 	}
 
@@ -299,7 +320,7 @@ func TestCSRAndSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	csr, _ = pki.LoadCSR(r.CSRFile)
-	iss, err = server.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindServer, Days: 90, Out: filepath.Join(out, "gw.crt")})
+	iss, err = server.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindServer, Days: 90, Out: filepath.Join(out, "gw.crt"), Name: "gw.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +328,7 @@ func TestCSRAndSign(t *testing.T) {
 	if !slices.Equal(iss.Cert.DNSNames, []string{"gw.example.com", "vpn.example.com"}) || len(iss.Cert.IPAddresses) != 1 {
 		t.Errorf("names %v %v", iss.Cert.DNSNames, iss.Cert.IPAddresses)
 	}
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "y.crt")}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "y.crt"), Name: "gw.example.com"}); !errors.Is(err, pki.ErrInvalidName) {
 		t.Errorf("server CSR as client: %v", err)
 	}
 
@@ -350,7 +371,7 @@ func TestSignCSRPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "m.crt")})
+	iss, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "m.crt"), Name: "mallory"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,17 +387,17 @@ func TestSignCSRPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "bad.crt")})
+	_, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "bad.crt"), Name: "mallory"})
 	if !errors.Is(err, pki.ErrBadCSR) || !strings.Contains(err.Error(), "signature does not verify") {
 		t.Errorf("bad signature: %v", err)
 	}
 	// Groups in the request are validated like issue's.
 	csr, _ = x509.ParseCertificateRequest(rawCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "eve", OrganizationalUnit: []string{"admins!"}}}))
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "eve.crt")}); !errors.Is(err, pki.ErrInvalidGroup) || !strings.Contains(err.Error(), `invalid group "admins!"`) {
+	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "eve.crt"), Name: "eve", Groups: []string{"admins!"}}); !errors.Is(err, pki.ErrInvalidGroup) || !strings.Contains(err.Error(), `invalid group "admins!"`) {
 		t.Errorf("bad group in CSR: %v", err)
 	}
 	csr, _ = x509.ParseCertificateRequest(rawCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "../../etc/x"}}))
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "x.crt")}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "x.crt"), Confirmed: true}); !errors.Is(err, pki.ErrInvalidName) {
 		t.Errorf("bad CN in CSR: %v", err)
 	}
 	pkitest.SameSnapshot(t, before, pkitest.Snapshot(t, dir))

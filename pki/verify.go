@@ -271,6 +271,16 @@ func (v *Verifier) Verify(chain []*x509.Certificate, opts VerifyOptions) (*Ident
 		}
 		id := IdentityFromCert(leaf)
 		id.Chain = ch
+		for _, c := range ch[1:] {
+			id.CAs = append(id.CAs, CARef{Name: c.Subject.CommonName, Fingerprint: Fingerprint(c)})
+		}
+		if len(ch) > 1 {
+			for _, c := range v.cas {
+				if c.Equal(ch[1]) {
+					id.IssuedByBundle = true
+				}
+			}
+		}
 		for _, c := range ch {
 			if c.NotAfter.Before(id.ChainNotAfter) {
 				id.ChainNotAfter = c.NotAfter

@@ -24,6 +24,23 @@ type Config struct {
 	Admit Admission `toml:"admit"`
 	// Rules are evaluated in order; the first matching rule decides.
 	Rules []Rule `toml:"rule"`
+	// CAs say which groups certificates under each CA may carry. With
+	// none, a certificate's groups count only when the CA that issued it
+	// is itself in the client CA bundle (a sub-CA below it grants none).
+	// With any, only they grant groups: a group counts when the entry for
+	// the CA that signed the certificate lists it (or "*").
+	CAs []CAGroups `toml:"ca"`
+}
+
+// CAGroups is one [[policy.ca]] entry.
+type CAGroups struct {
+	// Issuer names the CA: its subject common name, or the SHA-256
+	// fingerprint of its certificate (as "twoway pki show" prints it,
+	// with or without colons, optionally after "sha256:").
+	Issuer string `toml:"issuer"`
+	// Groups the CA may grant in the certificates it signs; "*" for
+	// every group. A CA below it needs an entry of its own.
+	Groups []string `toml:"groups"`
 }
 
 // Admission lists the identities and groups that may connect. Empty admits
@@ -34,6 +51,9 @@ type Admission struct {
 	Identities []string `toml:"identities"`
 	// Groups are subject OU values.
 	Groups []string `toml:"groups"`
+	// Issuers, if set, admit only certificates signed by one of these CAs
+	// (by name or fingerprint, as CAGroups.Issuer).
+	Issuers []string `toml:"issuers"`
 }
 
 // Rule is one ordered authorization rule.
@@ -44,6 +64,10 @@ type Rule struct {
 	// "*" in either means every identity. A rule must name at least one.
 	Identities []string `toml:"identities"`
 	Groups     []string `toml:"groups"`
+	// Issuers, if set, limit the rule to certificates signed by one of
+	// these CAs: a sub-CA may issue any name, so a rule for "ceo" should
+	// say which CA vouches for it.
+	Issuers []string `toml:"issuers"`
 	// Action is "allow" (the default) or "deny".
 	Action string `toml:"action"`
 	// Targets are what Dial matches: "any", "198.18.0.0/15",
@@ -95,11 +119,19 @@ const DefaultDeny = "default deny"
 type Policy struct {
 	admit admission
 	rules []rule
+	cas   []caGroups
+}
+
+type caGroups struct {
+	issuer issuerRef
+	any    bool
+	groups []string
 }
 
 // admission is the compiled Admission. Each entry carries its own decision
 // text so that Admit allocates nothing.
 type admission struct {
+	issuers  []issuerRef
 	anyLabel string // non-empty when "*" was listed
 	names    []labelled
 	ips      []labelledAddr
@@ -115,10 +147,11 @@ type labelledAddr struct {
 
 // subjects is the compiled identities/groups list of a rule.
 type subjects struct {
-	any    bool
-	names  []string
-	ips    []netip.Addr
-	groups []string
+	issuers []issuerRef // if set, one of these CAs must have signed the certificate
+	any     bool
+	names   []string
+	ips     []netip.Addr
+	groups  []string
 }
 
 type rule struct {
@@ -161,6 +194,24 @@ func New(cfg Config) (*Policy, error) {
 		}
 		p.rules = append(p.rules, r)
 	}
+	for i, c := range cfg.CAs {
+		ref, err := parseIssuer(c.Issuer)
+		if err != nil {
+			return nil, &ConfigError{Rule: -2, Entry: i, Field: "issuer", Err: err}
+		}
+		cg := caGroups{issuer: ref}
+		for j, g := range c.Groups {
+			switch {
+			case g == "*":
+				cg.any = true
+			case g == "" || strings.TrimSpace(g) != g:
+				return nil, &ConfigError{Rule: -2, Entry: i, Field: "groups", Err: errorf("groups[%d]: invalid group %q", j, g)}
+			default:
+				cg.groups = append(cg.groups, g)
+			}
+		}
+		p.cas = append(p.cas, cg)
+	}
 	return p, nil
 }
 
@@ -171,6 +222,9 @@ func (p *Policy) Admit(id *pki.Identity) Decision {
 		return Decision{Rule: "no identity"}
 	}
 	a := &p.admit
+	if len(a.issuers) > 0 && !issuedBy(id, a.issuers) {
+		return Decision{Rule: "admit issuers"}
+	}
 	if a.anyLabel != "" {
 		return Decision{Allow: true, Rule: a.anyLabel}
 	}
@@ -288,6 +342,9 @@ func matchAny(ts []target, host string, addr netip.Addr, port uint16) bool {
 }
 
 func (s *subjects) match(id *pki.Identity) bool {
+	if len(s.issuers) > 0 && !issuedBy(id, s.issuers) {
+		return false
+	}
 	if s.any {
 		return true
 	}
@@ -343,6 +400,13 @@ func matchIP(id *pki.Identity, a netip.Addr) bool {
 }
 
 func (a *admission) compile(c Admission) error {
+	for i, s := range c.Issuers {
+		ref, err := parseIssuer(s)
+		if err != nil {
+			return &ConfigError{Rule: -1, Field: "issuers", Entry: i, Err: err}
+		}
+		a.issuers = append(a.issuers, ref)
+	}
 	for i, s := range c.Identities {
 		switch {
 		case s == "*":
@@ -390,6 +454,13 @@ func compileRule(i int, c Rule) (rule, error) {
 	}
 	if len(c.Identities) == 0 && len(c.Groups) == 0 {
 		return bad("identities", -1, errorf(`rule applies to nobody: set identities or groups ("*" for everyone)`))
+	}
+	for j, s := range c.Issuers {
+		ref, err := parseIssuer(s)
+		if err != nil {
+			return bad("issuers", j, err)
+		}
+		r.who.issuers = append(r.who.issuers, ref)
 	}
 	for j, s := range c.Identities {
 		switch {

@@ -12,7 +12,7 @@ import (
 // admission list), the field and the entry. The config package turns it into
 // a file:line:key message.
 type ConfigError struct {
-	Rule  int    // index into Config.Rules; -1 for Config.Admit
+	Rule  int    // index into Config.Rules; -1 for Config.Admit, -2 for Config.CAs (Entry is the CA's index)
 	Name  string // the rule's name, if it has one
 	Field string // TOML key of the field: "targets", "binds", "identities", ...
 	Entry int    // index of the bad entry in Field; -1 when the field as a whole is wrong
@@ -26,7 +26,9 @@ func (e *ConfigError) Error() string {
 		where = ruleLabel(e.Rule, e.Name)
 	}
 	field := e.Field
-	if e.Entry >= 0 {
+	if e.Rule == -2 {
+		where, field = "ca["+strconv.Itoa(e.Entry)+"]", e.Field
+	} else if e.Entry >= 0 {
 		field += "[" + strconv.Itoa(e.Entry) + "]"
 	}
 	return fmt.Sprintf("policy: %s: %s: %v", where, field, e.Err)

@@ -57,6 +57,11 @@ func SystemdUnit(c Config) (string, error) {
 	// SIGTERM drains open streams (the gateway waits up to 30 s, then
 	// the service gives up at 35 s); leave room before SIGKILL.
 	w("TimeoutStopSec=45s")
+	// Each session holds a socket, and after a restart the whole
+	// population reconnects at once: max_sessions defaults to 10000, plus
+	// handshakes in progress and forwarded connections (two descriptors
+	// each). The default soft limit of 1024 would refuse most of them.
+	w("LimitNOFILE=524288")
 	if !c.runsAsRoot() {
 		w("User=%s", c.User)
 	}

@@ -82,6 +82,8 @@ func (p *fakePolicy) Bind(id *pki.Identity, a netip.Addr, port uint16) policy.De
 	return policy.Decision{Allow: true, Rule: "test"}
 }
 
+func (p *fakePolicy) Honour(id *pki.Identity) *pki.Identity { return id }
+
 func (p *fakePolicy) Grants(id *pki.Identity) []string {
 	return []string{"test grants for " + id.Name()}
 }

@@ -21,6 +21,9 @@ type Policy interface {
 	Bind(id *pki.Identity, addr netip.Addr, port uint16) policy.Decision
 	// Grants summarises the identity's permissions for the hello.
 	Grants(id *pki.Identity) []string
+	// Honour returns the identity with only the groups its issuing CAs
+	// may grant; the tunnel uses that identity for everything after.
+	Honour(id *pki.Identity) *pki.Identity
 }
 
 var _ Policy = (*policy.Policy)(nil)

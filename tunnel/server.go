@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -187,6 +188,7 @@ type Server struct {
 	mu         sync.Mutex
 	sessions   map[string]*serverSession // guarded by mu
 	byIdentity map[string]int            // sessions per identityKey; guarded by mu
+	byName     map[string]nameHolder     // sessions per name, and their issuer; guarded by mu
 	stopping   bool                      // guarded by mu
 
 	wg       sync.WaitGroup
@@ -215,6 +217,7 @@ func NewServer(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		bufs:       newBufPool(cfg.Tuning.CopyBuffer),
 		sessions:   make(map[string]*serverSession),
 		byIdentity: make(map[string]int),
+		byName:     make(map[string]nameHolder),
 		stopped:    make(chan struct{}),
 	}
 	s.policy.Store(&policyBox{cfg.Policy})
@@ -417,8 +420,14 @@ func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) 
 	case err != nil:
 		return ctlDenied, err
 	}
+	id = pol.Honour(id)
 	if d := pol.Admit(id); !d.Allow {
 		return ctlDenied, fmt.Errorf("%w: no longer admitted (rule %q)", ErrDenied, d.Rule)
+	}
+	if !slices.Equal(id.Groups, ss.peer.Groups) {
+		// The session's identity is read without a lock by its streams
+		// and packets; a new one comes with a new session.
+		return ctlDenied, fmt.Errorf("%w: the groups its CA may grant changed (now %v); reconnect", ErrDenied, id.Groups)
 	}
 	return "", nil
 }
@@ -645,6 +654,11 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		return refuse("hello", fmt.Errorf("%w: protocol version: %s", ErrUnsupported, msg))
 	}
 	pol := s.pol()
+	ss.peer = pol.Honour(ss.peer)
+	if len(ss.peer.DroppedGroups) > 0 {
+		// Not a refusal: the session goes on with the groups its CA may grant.
+		ss.log.Info("certificate groups not honoured: its CA may not grant them", "dropped", ss.peer.DroppedGroups, "kept", ss.peer.Groups)
+	}
 	if d := pol.Admit(ss.peer); !d.Allow {
 		msg := fmt.Sprintf("%s is not admitted (rule %q)", ss.peer.Name(), d.Rule)
 		reply(ctlDenied, msg)
@@ -680,7 +694,19 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		reply(ctlBusy, "gateway is at its session limit")
 		return refuse("capacity", fmt.Errorf("session limit %d reached", s.cfg.MaxSessions))
 	}
+	if other := s.byName[ss.peer.Name()]; other.n > 0 && other.issuer != issuerOf(ss.peer) {
+		// Two CAs vouch for the same name: whichever came first keeps
+		// it, rather than the two sharing addresses and kicks.
+		s.mu.Unlock()
+		msg := fmt.Sprintf("the name %q is in use by a certificate from another CA (%s)", ss.peer.Name(), other.issuerName)
+		reply(ctlDenied, msg)
+		return refuse("admit", fmt.Errorf("%w: %s", ErrDenied, msg))
+	}
 	s.sessions[ss.id] = ss
+	nb := s.byName[ss.peer.Name()]
+	nb.n++
+	nb.issuer, nb.issuerName = issuerOf(ss.peer), ss.peer.Issuer
+	s.byName[ss.peer.Name()] = nb
 	key := identityKey(ss.peer)
 	s.byIdentity[key]++
 	var replaced *serverSession
@@ -728,7 +754,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 // issuing CA and the name, so that two CAs' certificates for the same name
 // are different identities.
 func identityKey(id *pki.Identity) string {
-	return id.Issuer + "\x00" + id.Name()
+	return id.Key()
 }
 
 // removeSession forgets ss. Called with s.mu held.
@@ -741,6 +767,27 @@ func (s *Server) removeSession(ss *serverSession) {
 	if s.byIdentity[key]--; s.byIdentity[key] <= 0 {
 		delete(s.byIdentity, key)
 	}
+	nb := s.byName[ss.peer.Name()]
+	if nb.n--; nb.n <= 0 {
+		delete(s.byName, ss.peer.Name())
+	} else {
+		s.byName[ss.peer.Name()] = nb
+	}
+}
+
+// nameHolder is who holds a name among the live sessions.
+type nameHolder struct {
+	n          int
+	issuer     string // fingerprint of the CA that signed their certificates
+	issuerName string
+}
+
+// issuerOf is the fingerprint of the CA that signed id's certificate.
+func issuerOf(id *pki.Identity) string {
+	if len(id.CAs) == 0 {
+		return id.Issuer
+	}
+	return id.CAs[0].Fingerprint
 }
 
 // oldestOf returns the longest-established live session of key other than

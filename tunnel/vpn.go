@@ -184,7 +184,8 @@ func (ss *serverSession) acquireVPN() (*VPNConfig, string) {
 	if s.router == nil || !ss.peerCaps[capVPN] {
 		return nil, ""
 	}
-	lease, err := s.cfg.VPN.Pool.Acquire(ss.peer.Name(), ss.peer.Groups)
+	// By Key, not Name: a sub-CA's "alice" is not the client CA's.
+	lease, err := s.cfg.VPN.Pool.Acquire(ss.peer.Key(), ss.peer.Groups)
 	if err != nil {
 		ss.log.Warn("no VPN address for this session", "err", err)
 		return nil, err.Error()

@@ -376,7 +376,10 @@ func TestPKICACSRSign(t *testing.T) {
 		t.Errorf("key mode %v", fi.Mode().Perm())
 	}
 	csrFile := filepath.Join(work, "carol.csr")
-	caOK(t, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "client", "--password-file", pw)
+	// No --name and no terminal: refused, saying what the CSR asks for.
+	caFail(t, []string{"neither asserted", `"carol"`, "eng"}, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "client", "--password-file", pw)
+	caFail(t, []string{`asks for name "carol", not "ceo"`}, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "client", "--name", "ceo", "--password-file", pw)
+	caOK(t, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "client", "--name", "carol", "--group", "eng", "--password-file", pw)
 	crt := filepath.Join(work, "carol.crt")
 	certs := caCerts(t, crt)
 	if certs[0].Subject.CommonName != "carol" || certs[0].Subject.OrganizationalUnit[0] != "eng" || certs[0].ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
@@ -387,8 +390,8 @@ func TestPKICACSRSign(t *testing.T) {
 	}
 
 	before := pkitest.Snapshot(t, work)
-	caFail(t, []string{"carol.crt", "already exists"}, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "client", "--password-file", pw)
-	caFail(t, []string{"host names"}, "pki", "sign", "--ca", serverCA, "--csr", csrFile, "server", "--out", filepath.Join(work, "x.crt"), "--password-file", pw)
+	caFail(t, []string{"carol.crt", "already exists"}, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "client", "--name", "carol", "--password-file", pw)
+	caFail(t, []string{"host names"}, "pki", "sign", "--ca", serverCA, "--csr", csrFile, "server", "--name", "carol", "--group", "eng", "--out", filepath.Join(work, "x.crt"), "--password-file", pw)
 	caFail(t, []string{"server or client"}, "pki", "sign", "--ca", clientCA, "--csr", csrFile, "peer")
 	// A tampered request: flip a bit of the signature.
 	data, _ := os.ReadFile(csrFile)
@@ -396,7 +399,7 @@ func TestPKICACSRSign(t *testing.T) {
 	b.Bytes[len(b.Bytes)-3] ^= 0x01
 	bad := filepath.Join(work, "bad.csr")
 	os.WriteFile(bad, pem.EncodeToMemory(b), 0o644)
-	caFail(t, []string{bad, "signature does not verify"}, "pki", "sign", "--ca", clientCA, "--csr", bad, "client", "--password-file", pw)
+	caFail(t, []string{bad, "signature does not verify"}, "pki", "sign", "--ca", clientCA, "--csr", bad, "client", "--name", "carol", "--password-file", pw)
 	trunc := filepath.Join(work, "trunc.csr")
 	os.WriteFile(trunc, data[:len(data)/2], 0o644)
 	caFail(t, []string{trunc}, "pki", "sign", "--ca", clientCA, "--csr", trunc, "client", "--password-file", pw)
@@ -406,7 +409,7 @@ func TestPKICACSRSign(t *testing.T) {
 	pkitest.SameSnapshot(t, before, pkitest.Snapshot(t, work))
 
 	caOK(t, "pki", "csr", "--name", "gw.example.com", "--dns", "vpn.example.com", "--out-dir", work)
-	caOK(t, "pki", "sign", "--ca", serverCA, "--csr", filepath.Join(work, "gw.example.com.csr"), "server", "--days", "90",
+	caOK(t, "pki", "sign", "--ca", serverCA, "--csr", filepath.Join(work, "gw.example.com.csr"), "server", "--name", "gw.example.com", "--days", "90",
 		"--out", filepath.Join(work, "gw.pem"), "--password-file", pw)
 	gw := caCerts(t, filepath.Join(work, "gw.pem"))
 	if gw[0].ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth || strings.Join(gw[0].DNSNames, ",") != "gw.example.com,vpn.example.com" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/twoway/twoway/pki"
 )
@@ -234,20 +236,27 @@ For a server, NAME is its host name; for a client, its ID.`,
 
 func newPKISignCmd() *cobra.Command {
 	var (
-		ca, csrFile, out, passwordFile string
-		days                           int
-		force                          bool
+		ca, csrFile, out, passwordFile, name string
+		groups                               []string
+		days                                 int
+		force                                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sign --ca CA --csr FILE server|client",
 		Short: "Issue a certificate for a certificate request",
 		Long: `sign checks a CSR's signature and issues a server or client certificate for
 its key under the same policy as "issue": the CA decides usages and validity,
-names and groups are taken from the CSR and checked, and any other extension
-the CSR asks for is ignored. The output (default: the CSR's name with .crt)
-holds the certificate followed by the issuing CA chain.`,
-		Example: `  twoway pki sign --ca ./pki/client-ca --csr alice.csr client
-  twoway pki sign --ca ./pki/server-ca --csr gw.csr server --days 90 --out gw.crt`,
+names are taken from the CSR and checked, and any other extension the CSR asks
+for is ignored. The output (default: the CSR's name with .crt) holds the
+certificate followed by the issuing CA chain.
+
+A CSR is written by whoever wants the certificate, so sign shows what it asks
+for and signs only what you vouch for: --name must repeat the name it asks for
+(or, on a terminal without --name, you confirm it), and groups (OU) are kept
+only when you list each with --group; any other group the CSR asks for is
+dropped.`,
+		Example: `  twoway pki sign --ca ./pki/client-ca --csr alice.csr client --name alice --group eng
+  twoway pki sign --ca ./pki/server-ca --csr gw.csr server --name gw.example.com --days 90 --out gw.crt`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return errors.New("want the certificate kind: server or client")
@@ -264,7 +273,18 @@ holds the certificate followed by the issuing CA chain.`,
 			if out == "" {
 				out = strings.TrimSuffix(csrFile, ".csr") + ".crt"
 			}
-			req := pki.SignRequest{CSR: csr, Kind: kind, Days: days, Out: out, Force: force}
+			req := pki.SignRequest{CSR: csr, Kind: kind, Days: days, Out: out, Force: force, Name: name, Groups: groups}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s asks for a %s certificate: %s\n", csrFile, kind, pki.CSRSummary(csr))
+			if name == "" {
+				ok, err := confirm(cmd, "Sign it? [y/N] ")
+				if err != nil {
+					return fmt.Errorf("%s: %w (%v); it asks for %s", csrFile, pki.ErrUnconfirmed, err, pki.CSRSummary(csr))
+				}
+				if !ok {
+					return fmt.Errorf("%s: not signed", csrFile)
+				}
+				req.Confirmed = true
+			}
 			if err := req.Validate(); err != nil {
 				return fmt.Errorf("%s: %w", csrFile, err)
 			}
@@ -287,7 +307,24 @@ holds the certificate followed by the issuing CA chain.`,
 	f.StringVar(&out, "out", "", "certificate file to write (default: the CSR file name with .crt)")
 	f.StringVar(&passwordFile, "password-file", "", "read the CA key's password from the first line of this file")
 	f.BoolVar(&force, "force", false, "overwrite --out if it exists")
+	f.StringVar(&name, "name", "", "the name (CN) the CSR must ask for; without it, confirm on a terminal")
+	f.StringSliceVar(&groups, "group", nil, "a group (OU) the CSR asks for that the certificate may carry (repeatable); others are dropped")
 	_ = cmd.MarkFlagRequired("ca")
 	_ = cmd.MarkFlagRequired("csr")
 	return cmd
+}
+
+// confirm asks a yes/no question on the terminal; without one it fails.
+func confirm(cmd *cobra.Command, question string) (bool, error) {
+	in, ok := cmd.InOrStdin().(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return false, errors.New("no terminal to confirm on: pass --name")
+	}
+	fmt.Fprint(cmd.ErrOrStderr(), question)
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil {
+		return false, err
+	}
+	answer := strings.ToLower(strings.TrimSpace(line))
+	return answer == "y" || answer == "yes", nil
 }
