@@ -179,6 +179,7 @@ type Server struct {
 	router    *router.Router // VPN mode only
 	pool      *receivePool   // the gateway-wide receive budget; nil for none
 	local     localAddrs     // the gateway's own addresses, which forwards may not reach
+	release   memoryRelease  // gives memory back after many sessions end
 	totals    serverTotals   // counters of ended sessions
 
 	ln     net.Listener
@@ -582,7 +583,9 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	s.mu.Lock()
 	s.removeSession(ss)
 	s.totals.add(ss.stats())
+	live := len(s.sessions)
 	s.mu.Unlock()
+	s.sessionEnded(live)
 	reason := ss.endReason()
 	logger.Info("session closed", "reason", reason, "duration", time.Since(ss.info.Established).Round(time.Millisecond))
 	if s.cfg.OnSessionEnd != nil {
