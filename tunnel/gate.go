@@ -230,31 +230,5 @@ func (g *handshakeGate) inFlight() int {
 }
 
 // refusalLogBurst is how many refusal lines a second the gateway logs; the
-// rest are counted.
+// rest are counted (see Server.refuse).
 const refusalLogBurst = 10
-
-// logBudget rate-limits a kind of log line to refusalLogBurst a second.
-type logBudget struct {
-	mu      sync.Mutex
-	window  time.Time // start of the current second; guarded by mu
-	n       int       // lines logged in it; guarded by mu
-	skipped int       // lines not logged since the last one was; guarded by mu
-}
-
-// allow reports whether to log a line now, and how many were skipped
-// before it (to be reported with it).
-func (b *logBudget) allow(now time.Time) (bool, int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if now.Sub(b.window) >= time.Second {
-		b.window, b.n = now, 0
-	}
-	if b.n >= refusalLogBurst {
-		b.skipped++
-		return false, 0
-	}
-	b.n++
-	skipped := b.skipped
-	b.skipped = 0
-	return true, skipped
-}

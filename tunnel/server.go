@@ -173,7 +173,7 @@ type Server struct {
 	log       *slog.Logger
 	policy    atomic.Pointer[policyBox]
 	gate      *handshakeGate
-	refusals  logBudget     // rate-limits refusal log lines
+	refusals  logLimiter    // rate-limits refusal log lines
 	lingering chan struct{} // lingerClose slots
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
@@ -188,7 +188,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	sessions   map[string]*serverSession // guarded by mu
-	byIdentity map[string]int            // sessions per identityKey; guarded by mu
+	byIdentity map[string]int            // sessions per Identity.Key; guarded by mu
 	byName     map[string]nameHolder     // sessions per name, and their issuer; guarded by mu
 	stopping   bool                      // guarded by mu
 
@@ -436,7 +436,7 @@ func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) 
 func (s *Server) refuse(r Refusal, logger *slog.Logger) {
 	// A flood of refusals is one event, not thousands of lines: past
 	// refusalLogBurst a second, they are counted and the count logged.
-	if ok, skipped := s.refusals.allow(time.Now()); ok {
+	if skipped, ok := s.refusals.allow(time.Second / refusalLogBurst); ok {
 		if skipped > 0 {
 			s.log.Warn("connection refusals not logged (rate limit)", "count", skipped)
 		}
@@ -710,7 +710,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	nb.n++
 	nb.issuer, nb.issuerName = issuerOf(ss.peer), ss.peer.Issuer
 	s.byName[ss.peer.Name()] = nb
-	key := identityKey(ss.peer)
+	key := ss.peer.Key()
 	s.byIdentity[key]++
 	var replaced *serverSession
 	if lim := s.cfg.MaxSessionsPerIdentity; lim > 0 && s.byIdentity[key] > lim {
@@ -753,20 +753,13 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	return nil
 }
 
-// identityKey is what the per-identity session limit counts by: the
-// issuing CA and the name, so that two CAs' certificates for the same name
-// are different identities.
-func identityKey(id *pki.Identity) string {
-	return id.Key()
-}
-
 // removeSession forgets ss. Called with s.mu held.
 func (s *Server) removeSession(ss *serverSession) {
 	if _, ok := s.sessions[ss.id]; !ok {
 		return
 	}
 	delete(s.sessions, ss.id)
-	key := identityKey(ss.peer)
+	key := ss.peer.Key()
 	if s.byIdentity[key]--; s.byIdentity[key] <= 0 {
 		delete(s.byIdentity, key)
 	}
@@ -799,7 +792,7 @@ func issuerOf(id *pki.Identity) string {
 func (s *Server) oldestOf(key string, except *serverSession) *serverSession {
 	var oldest *serverSession
 	for _, o := range s.sessions {
-		if o == except || o.mux.IsClosed() || identityKey(o.peer) != key {
+		if o == except || o.mux.IsClosed() || o.peer.Key() != key {
 			continue
 		}
 		if oldest == nil || o.info.Established.Before(oldest.info.Established) {
