@@ -566,7 +566,7 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 		cs.close(err)
 		return nil, fmt.Errorf("%s: %w", endpoint, err)
 	}
-	cs.start(cs.handleControl, cs.handleStream)
+	cs.start(cs.handleControl, cs.handleStream, nil)
 	return cs, nil
 }
 

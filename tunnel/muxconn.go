@@ -18,11 +18,13 @@ import (
 // Write coalescing. yamux's send loop writes every frame as two Writes,
 // the 12-byte header and then the body, and each Write on a tls.Conn becomes
 // at least one TLS record and one syscall. muxConn appends writes to a
-// buffer and a single flusher goroutine writes it out. The flusher is woken
+// buffer and a flusher goroutine writes it out. The flusher is started
 // only at frame boundaries (it parses the yamux frame headers going by), so
 // a header always leaves together with its body; and while the flusher is
 // busy in a Write, further frames pile up behind it and go out in one batch.
-// A batch of several TLS records leaves in one syscall (corkConn).
+// A batch of several TLS records leaves in one syscall (corkConn). The
+// flusher exits when the buffer is empty, so an idle session has no
+// goroutine here; it is started again by the next batch it is needed for.
 // An idle session therefore adds no latency and a busy one gets large
 // records and few syscalls. A small complete batch found with nobody
 // writing (a ping, an ACK, a request) is written by the Write call itself:
@@ -59,7 +61,7 @@ type muxConn struct {
 	pings   *rate.Limiter // incoming ping requests
 
 	mu         sync.Mutex
-	dataCond   *sync.Cond // flusher waits here for complete frames
+	dataCond   *sync.Cond // the flusher waits here for an inline write to end
 	spaceCond  *sync.Cond // writers wait here for room in buf
 	buf        []byte     // pending bytes; guarded by mu
 	boundary   int        // buf[:boundary] ends on a frame boundary; guarded by mu
@@ -67,7 +69,8 @@ type muxConn struct {
 	err        error // sticky write error; guarded by mu
 	writing    bool  // a Write on tc is in progress (flusher or inline); guarded by mu
 	closing    bool  // guarded by mu
-	done       chan struct{}
+	flushing   bool  // a flusher goroutine runs; guarded by mu
+	flushers   sync.WaitGroup
 	closeOnce  sync.Once
 	closeFlush time.Duration
 	direct     bool      // coalescing off: Write goes straight to tc
@@ -105,7 +108,7 @@ func (c *muxConn) injectUpdate(id, delta uint32) {
 	c.buf = append(c.buf, h[:]...)
 	c.tx.Add(frameHeaderLen)
 	c.boundary = len(c.buf)
-	c.dataCond.Signal()
+	c.kick()
 }
 
 // coalesceWrites can be switched off by benchmarks to measure what
@@ -118,12 +121,11 @@ func init() { coalesceWrites.Store(true) }
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 func newMuxConn(tc, raw net.Conn, stall time.Duration, maxPending int) *muxConn {
-	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, done: make(chan struct{}), closeFlush: time.Second, direct: !coalesceWrites.Load(),
+	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, closeFlush: time.Second, direct: !coalesceWrites.Load(),
 		pings: rate.NewLimiter(pingLimit, pingBurst)}
 	c.dataCond = sync.NewCond(&c.mu)
 	c.spaceCond = sync.NewCond(&c.mu)
 	c.lastRead.Store(time.Now().UnixNano())
-	go c.flushLoop()
 	return c
 }
 
@@ -254,7 +256,7 @@ func (c *muxConn) Write(p []byte) (int, error) {
 		return len(p), err
 	}
 	if c.boundary > 0 || len(c.buf) >= c.maxPending {
-		c.dataCond.Signal()
+		c.kick()
 	}
 	c.mu.Unlock()
 	return len(p), nil
@@ -339,24 +341,38 @@ func (c *muxConn) flushable() int {
 	return 0
 }
 
+// kick wakes the flusher, starting one if none runs. Called with mu.
+func (c *muxConn) kick() {
+	if c.flushing {
+		c.dataCond.Signal()
+		return
+	}
+	c.flushing = true
+	c.flushers.Add(1)
+	go c.flushLoop()
+}
+
+// flushLoop writes batches until nothing is left to flush, then exits.
+// It waits for a Write's inline batch to finish first, so that batches
+// leave in order.
 func (c *muxConn) flushLoop() {
-	defer close(c.done)
+	defer c.flushers.Done()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for {
-		c.mu.Lock()
-		for (c.flushable() == 0 && !c.closing || c.writing) && c.err == nil {
+		for c.writing && c.err == nil {
 			c.dataCond.Wait()
 		}
 		if c.err != nil || c.flushable() == 0 {
-			c.mu.Unlock()
+			c.flushing = false
 			return
 		}
 		deadline := c.stall
 		if c.closing {
 			deadline = c.closeFlush
 		}
-		err := c.writeBatch(deadline)
-		c.mu.Unlock()
-		if err != nil {
+		if err := c.writeBatch(deadline); err != nil {
+			c.flushing = false
 			return
 		}
 	}
@@ -371,10 +387,12 @@ func (c *muxConn) Close() error {
 		c.mu.Lock()
 		c.closing = true
 		_ = c.tc.SetWriteDeadline(time.Now().Add(c.closeFlush))
-		c.dataCond.Broadcast()
+		// A flusher writes out what is pending, after the write in
+		// progress if any; nothing is added once closing is set.
+		c.kick()
 		c.spaceCond.Broadcast()
 		c.mu.Unlock()
-		<-c.done
+		c.flushers.Wait()
 		// tls.Conn.Close writes close_notify with its own 5 s deadline;
 		// closing the TCP connection underneath bounds that too.
 		t := time.AfterFunc(c.closeFlush, func() { c.raw.Close() })

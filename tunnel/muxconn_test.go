@@ -270,3 +270,38 @@ func TestMuxConnPingFlood(t *testing.T) {
 		}
 	}
 }
+
+// TestMuxConnFlusherOnDemand: the flusher goroutine runs only while there
+// is a batch to write, so an idle connection has none, and the next large
+// batch starts one again.
+func TestMuxConnFlusherOnDemand(t *testing.T) {
+	rc := newRecConn()
+	mc := newMuxConn(rc, rc, time.Minute, 256<<10)
+	defer mc.Close()
+	flushing := func() bool {
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		return mc.flushing
+	}
+	if flushing() {
+		t.Fatal("a new connection runs a flusher")
+	}
+	for round := range 3 {
+		// Larger than inlineMax: the flusher writes it, not Write.
+		hdr, body := frame(0, 1, bytes.Repeat([]byte{byte(round)}, inlineMax+1))
+		mc.Write(hdr)
+		mc.Write(body)
+		<-rc.wrote
+		recs := rc.records()
+		if got := recs[len(recs)-1]; !bytes.Equal(got, append(hdr, body...)) {
+			t.Fatalf("round %d: wrote %d bytes, want the frame of %d", round, len(got), len(hdr)+len(body))
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for flushing() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the flusher still runs with nothing to write", round)
+			}
+			time.Sleep(time.Millisecond) // polling a flag with no event to wait on
+		}
+	}
+}

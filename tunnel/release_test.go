@@ -34,3 +34,41 @@ func TestMemoryReleaseDecision(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryReleaseAfterArrivals: every releaseMinPeak arrivals arm one
+// settle release; no second one while it is armed, none once stopped.
+func TestMemoryReleaseAfterArrivals(t *testing.T) {
+	var m memoryRelease
+	arm := 0
+	for range releaseMinPeak - 1 {
+		if m.arrived() {
+			arm++
+		}
+	}
+	if arm != 0 {
+		t.Fatalf("armed after %d arrivals", releaseMinPeak-1)
+	}
+	if !m.arrived() {
+		t.Fatalf("not armed after %d arrivals", releaseMinPeak)
+	}
+	for range 3 * releaseMinPeak {
+		if m.arrived() {
+			t.Fatal("armed twice")
+		}
+	}
+	if !m.settled(time.Now()) {
+		t.Fatal("the armed release does not run")
+	}
+	for range releaseMinPeak - 1 {
+		if m.arrived() {
+			t.Fatal("armed again before another releaseMinPeak arrivals")
+		}
+	}
+	m.stop()
+	if m.arrived() {
+		t.Fatal("armed after stop")
+	}
+	if m.settled(time.Now()) {
+		t.Fatal("a release runs after stop")
+	}
+}

@@ -353,6 +353,7 @@ func (s *Server) Stop() {
 			_ = s.cfg.VPN.Device.Close()
 		}
 		s.wg.Wait()
+		s.release.stop()
 		s.log.Info("gateway stopped")
 		close(s.stopped)
 	})
@@ -544,19 +545,20 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	if s.cfg.ReceiveBudget > 0 && !mc.direct { // direct: benchmarks of raw yamux writes only
 		mc.guard.enableBudget(s.cfg.ReceiveBudget, s.pool, int64(t.StreamWindow), mc.injectUpdate)
 	}
-	defer mc.guard.shutdown()
 	mux, err := yamux.Server(mc, t.yamuxConfig(logger))
 	if err != nil { // only a config error; Validate prevents it
+		mc.guard.shutdown()
 		mc.Close()
 		s.refuse(Refusal{Remote: remote, Stage: "hello", Identity: id, Err: err}, logger)
 		return
 	}
 	ss := &serverSession{session: newSession(sid, mc, mux, t, s.bufs, logger), srv: s, listeners: make(map[uint32]*remoteListener)}
 	ss.peer, ss.chain, ss.verifier = id, hs.presented, hs.verifier
-	defer ss.releaseVPN() // runs after ss.wait: the router peer is gone
 	if err := ss.hello(ctx, tc.ConnectionState()); err != nil {
 		ss.close(err)
 		ss.wait()
+		ss.releaseVPN() // after ss.wait: the router peer is gone
+		mc.guard.shutdown()
 		return
 	}
 	releaseSlot(true)
@@ -565,21 +567,38 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	if s.cfg.OnSession != nil {
 		s.cfg.OnSession(ss.info)
 	}
-	ss.start(ss.handleControl, ss.handleStream)
-	s.totals.sessions.Add(1)
-	ss.wg.Add(1)
-	go func() { defer ss.wg.Done(); ss.ping() }() // a first RTT for status
+	// This goroutine returns now: it ran the handshake, whose stack it
+	// would keep for as long as the session lasts. The session's acceptor
+	// runs the end (ss.end), and holds the server's wait group until then.
+	//
 	// A session cannot outlive the certificates it was admitted with.
-	expiry := time.AfterFunc(time.Until(id.ChainNotAfter), func() {
+	ss.expiry = time.AfterFunc(time.Until(id.ChainNotAfter), func() {
 		ss.log.Info("peer certificate chain expired; closing session")
 		ss.closeWithBye(ctlExpired, "certificate chain expired", fmt.Errorf("%w: certificate chain expired", ErrDenied))
 	})
+	s.wg.Add(1)
+	ss.start(ss.handleControl, ss.handleStream, func() { defer s.wg.Done(); ss.end() })
+	s.totals.sessions.Add(1)
+	s.sessionStarted()
+	ss.mu.Lock()
+	if !ss.ended {
+		ss.wg.Add(1)
+		go func() { defer ss.wg.Done(); ss.ping() }() // a first RTT for status
+	}
+	ss.mu.Unlock()
+}
 
-	<-ss.done()
-	expiry.Stop()
+// end runs once an established session has ended and its goroutines but
+// the acceptor have returned: it closes what the session held, forgets
+// it and logs why it ended.
+func (ss *serverSession) end() {
+	s := ss.srv
+	ss.expiry.Stop()
 	ss.close(ErrClosedByPeer) // records a reason if nothing else did
 	ss.closeListeners()
 	ss.wait()
+	ss.releaseVPN() // after ss.wait: the router peer is gone
+	ss.conn.guard.shutdown()
 	s.mu.Lock()
 	s.removeSession(ss)
 	s.totals.add(ss.stats())
@@ -587,7 +606,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	s.mu.Unlock()
 	s.sessionEnded(live)
 	reason := ss.endReason()
-	logger.Info("session closed", "reason", reason, "duration", time.Since(ss.info.Established).Round(time.Millisecond))
+	ss.log.Info("session closed", "reason", reason, "duration", time.Since(ss.info.Established).Round(time.Millisecond))
 	if s.cfg.OnSessionEnd != nil {
 		s.cfg.OnSessionEnd(ss.info, reason)
 	}
@@ -609,6 +628,8 @@ type serverSession struct {
 	// forwards are the live forwarded streams by stream id; guarded by
 	// session.mu.
 	forwards map[uint32]forwardRef
+	// expiry ends the session when its chain expires; set before start.
+	expiry *time.Timer
 }
 
 // hello runs the control-stream handshake: the client opens stream 1 and

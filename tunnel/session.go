@@ -103,6 +103,9 @@ type session struct {
 	peerBye   *controlMsg       // the peer's bye, if any; guarded by mu
 	byeCh     chan struct{}     // closed when a bye arrives
 	ctrlDone  chan struct{}     // closed when the control reader has returned (nil before start)
+	ended     bool              // close has run: no new goroutines join wg; guarded by mu
+	dog       *time.Timer       // the liveness watchdog (see watch); guarded by mu
+	pinging   atomic.Bool       // a keepalive ping is in flight
 	byeOnce   sync.Once
 	closeOnce sync.Once
 }
@@ -122,14 +125,27 @@ func newSession(id string, mc *muxConn, mux *yamux.Session, t Tuning, bufs *sync
 	}
 }
 
-// start runs the goroutines every session has: the control reader, the
-// stream acceptor and the liveness watchdog.
-func (s *session) start(onControl func(*controlMsg), onStream func(*yamux.Stream)) {
+// start runs the two goroutines every session has, the control reader and
+// the stream acceptor, and arms the liveness watchdog, a timer rather than
+// a goroutine: an idle session's cost is mostly its goroutines' stacks.
+// When the session has ended and its other goroutines have returned, the
+// acceptor runs onEnd (if set), so whoever started the session need not
+// keep a goroutine waiting for its end.
+func (s *session) start(onControl func(*controlMsg), onStream func(*yamux.Stream), onEnd func()) {
 	s.ctrlDone = make(chan struct{})
-	s.wg.Add(3)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); defer close(s.ctrlDone); s.controlLoop(onControl) }()
-	go func() { defer s.wg.Done(); s.acceptLoop(onStream) }()
-	go func() { defer s.wg.Done(); s.watchdog() }()
+	go func() {
+		s.acceptLoop(onStream)
+		s.wg.Done()
+		if onEnd != nil {
+			<-s.done()
+			onEnd()
+		}
+	}()
+	s.mu.Lock()
+	s.dog = time.AfterFunc(s.tuning.KeepAliveInterval, s.watch)
+	s.mu.Unlock()
 }
 
 func (s *session) done() <-chan struct{} { return s.mux.CloseChan() }
@@ -148,6 +164,10 @@ func (s *session) close(reason error) {
 		s.mu.Lock()
 		if s.reason == nil {
 			s.reason = reason
+		}
+		s.ended = true
+		if s.dog != nil {
+			s.dog.Stop()
 		}
 		s.mu.Unlock()
 		s.cancel()
@@ -387,41 +407,49 @@ func (s *session) byeReceived() bool {
 	}
 }
 
-// watchdog ends the session when the peer has sent nothing for
-// DeadPeerTimeout, pinging it after KeepAliveInterval of silence so that a
-// live but idle peer always has something to answer.
-func (s *session) watchdog() {
-	var pinging atomic.Bool
-	t := time.NewTimer(s.tuning.KeepAliveInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done():
-			return
-		case <-t.C:
-		}
-		idle := s.conn.idle()
-		if idle >= s.tuning.DeadPeerTimeout {
-			s.log.Warn("peer stopped responding; closing session", "silent_for", idle.Round(time.Millisecond))
-			s.close(fmt.Errorf("%w: nothing received for %s", ErrPeerDead, idle.Round(time.Millisecond)))
-			return
-		}
-		if idle >= s.tuning.KeepAliveInterval && pinging.CompareAndSwap(false, true) {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer pinging.Store(false)
-				s.ping() // the answer shows up as received bytes
-			}()
-		}
-		next := s.tuning.DeadPeerTimeout - idle
-		if idle < s.tuning.KeepAliveInterval {
-			next = min(next, s.tuning.KeepAliveInterval-idle)
-		} else {
-			next = min(next, s.tuning.KeepAliveInterval)
-		}
-		t.Reset(next)
+// watch is the liveness watchdog, run by the timer start arms: it ends the
+// session when the peer has sent nothing for DeadPeerTimeout, pings it
+// after KeepAliveInterval of silence so that a live but idle peer always
+// has something to answer, and sets itself to run again when the next of
+// those could be due.
+func (s *session) watch() {
+	if s.mux.IsClosed() {
+		return
 	}
+	idle := s.conn.idle()
+	if idle >= s.tuning.DeadPeerTimeout {
+		s.log.Warn("peer stopped responding; closing session", "silent_for", idle.Round(time.Millisecond))
+		s.close(fmt.Errorf("%w: nothing received for %s", ErrPeerDead, idle.Round(time.Millisecond)))
+		return
+	}
+	if idle >= s.tuning.KeepAliveInterval && s.pinging.CompareAndSwap(false, true) {
+		// The ping waits for its answer, so it gets a goroutine, which
+		// joins wg only while the session is live: wait() must not
+		// race a new member.
+		s.mu.Lock()
+		if s.ended {
+			s.mu.Unlock()
+			return
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer s.pinging.Store(false)
+			s.ping() // the answer shows up as received bytes
+		}()
+	}
+	next := s.tuning.DeadPeerTimeout - idle
+	if idle < s.tuning.KeepAliveInterval {
+		next = min(next, s.tuning.KeepAliveInterval-idle)
+	} else {
+		next = min(next, s.tuning.KeepAliveInterval)
+	}
+	s.mu.Lock()
+	if !s.ended {
+		s.dog.Reset(next)
+	}
+	s.mu.Unlock()
 }
 
 // abortStream handles the peer's reset for stream id. A reset for a
