@@ -490,27 +490,3 @@ func checkDuration(src *source, key string, d, min, max time.Duration) error {
 	}
 	return nil
 }
-
-// Role guesses whether the file at path is a server or a client
-// configuration: a gateway has a listen address or a [policy] table, a
-// client a list of servers.
-func Role(path string) (string, error) {
-	var probe map[string]any
-	if _, err := toml.DecodeFile(path, &probe); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return "", &Error{File: path, Line: pe.Position.Line, Err: fmt.Errorf("%w: %s", ErrSyntax, pe.Message)}
-		}
-		return "", &Error{File: path, Err: err}
-	}
-	_, listen := probe["listen"]
-	_, pol := probe["policy"]
-	_, servers := probe["servers"]
-	switch {
-	case (listen || pol) && !servers:
-		return "server", nil
-	case servers && !listen && !pol:
-		return "client", nil
-	}
-	return "", &Error{File: path, Err: errors.New("cannot tell whether this is a server or a client configuration; use --role")}
-}

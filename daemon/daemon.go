@@ -82,7 +82,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
 	}
 	s := &Server{path: path, log: logger, store: store, cfg: cfg, boot: cfg}
-	if s.ops, err = newOps(control.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
+	if s.ops, err = newOps(config.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
 		return nil, err
 	}
 	tc.OnSession = s.ops.observeSession
@@ -245,7 +245,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		socksAuth = socks5.StaticCredentials(cfg.SOCKS.User, string(pw))
 	}
 	c := &Client{log: logger, store: store, state: &clientState{}, user: cfg.User, vpn: cfg.VPN.Enable}
-	if c.ops, err = newOps(control.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
+	if c.ops, err = newOps(config.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
 		return nil, err
 	}
 	hooks = c.state.chain(hooks)

@@ -117,7 +117,7 @@ func newProgram(c Config, stopTimeout time.Duration, fallback *slog.Logger) *Pro
 // foreground commands run. newHandler turns the [log] table into a handler.
 func loadDaemon(c Config, newHandler func(config.Log) (slog.Handler, error)) (Runner, *slog.Logger, error) {
 	switch c.Role {
-	case RoleServer:
+	case config.RoleServer:
 		cfg, err := config.LoadServer(c.ConfigPath)
 		if err != nil {
 			return nil, nil, err
@@ -132,7 +132,7 @@ func loadDaemon(c Config, newHandler func(config.Log) (slog.Handler, error)) (Ru
 			return nil, nil, err
 		}
 		return srv, logger, nil
-	case RoleClient:
+	case config.RoleClient:
 		cfg, err := config.LoadClient(c.ConfigPath)
 		if err != nil {
 			return nil, nil, err
@@ -148,7 +148,7 @@ func loadDaemon(c Config, newHandler func(config.Log) (slog.Handler, error)) (Ru
 		}
 		return cl, logger, nil
 	}
-	_, err := ParseRole(string(c.Role))
+	_, err := config.ParseRole(string(c.Role))
 	return nil, nil, err
 }
 
@@ -291,7 +291,7 @@ func runConfig(c Config) *kservice.Config {
 // restarts only real failures.
 func Run(c Config, opts RunOptions) error {
 	c = c.WithDefaults()
-	if _, err := ParseRole(string(c.Role)); err != nil {
+	if _, err := config.ParseRole(string(c.Role)); err != nil {
 		return err
 	}
 	if c.ConfigPath == "" {

@@ -20,27 +20,9 @@ import (
 	"github.com/twoway/twoway/config"
 )
 
-// Role says which daemon a service runs.
-type Role string
-
-// The two daemons.
-const (
-	RoleServer Role = "server"
-	RoleClient Role = "client"
-)
-
-// ParseRole accepts "server" or "client".
-func ParseRole(s string) (Role, error) {
-	switch Role(s) {
-	case RoleServer, RoleClient:
-		return Role(s), nil
-	}
-	return "", fmt.Errorf("role %q: want server or client", s)
-}
-
 // DefaultName is the service name used when none is given: twoway-server or
 // twoway-client.
-func DefaultName(r Role) string { return "twoway-" + string(r) }
+func DefaultName(r config.Role) string { return "twoway-" + string(r) }
 
 // DefaultUser is the account the systemd unit runs as unless told otherwise;
 // the packages create it.
@@ -69,7 +51,7 @@ var (
 // configuration file and binary.
 type Config struct {
 	// Role is the daemon to run (required).
-	Role Role
+	Role config.Role
 	// Name is the service name (unit, launchd label, Windows service);
 	// default DefaultName(Role).
 	Name string
@@ -106,9 +88,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Description == "" {
 		switch c.Role {
-		case RoleServer:
+		case config.RoleServer:
 			c.Description = "twoway gateway (mutual-TLS tunnel server)"
-		case RoleClient:
+		case config.RoleClient:
 			c.Description = "twoway client (mutual-TLS tunnel)"
 		}
 	}
@@ -121,7 +103,7 @@ func (c Config) WithDefaults() Config {
 // controlling an installed service needs only the name.
 func (c Config) Validate() error {
 	if c.Role != "" {
-		if _, err := ParseRole(string(c.Role)); err != nil {
+		if _, err := config.ParseRole(string(c.Role)); err != nil {
 			return err
 		}
 	}
@@ -189,9 +171,9 @@ type ConfigFiles struct {
 // as the daemon will, without touching the system, and returns the files it
 // names, so that installers can check the service account can reach them.
 // Errors name file, line and key.
-func CheckConfig(role Role, path string) (ConfigFiles, error) {
+func CheckConfig(role config.Role, path string) (ConfigFiles, error) {
 	switch role {
-	case RoleServer:
+	case config.RoleServer:
 		cfg, err := config.LoadServer(path)
 		if err != nil {
 			return ConfigFiles{}, err
@@ -204,7 +186,7 @@ func CheckConfig(role Role, path string) (ConfigFiles, error) {
 			f.StateDir, f.VPN = cfg.VPN.StateDir, true
 		}
 		return f, nil
-	case RoleClient:
+	case config.RoleClient:
 		cfg, err := config.LoadClient(path)
 		if err != nil {
 			return ConfigFiles{}, err
@@ -218,7 +200,7 @@ func CheckConfig(role Role, path string) (ConfigFiles, error) {
 		}
 		return f, nil
 	}
-	_, err := ParseRole(string(role))
+	_, err := config.ParseRole(string(role))
 	return ConfigFiles{}, err
 }
 

@@ -67,17 +67,17 @@ func (f *serviceFlags) config(needPath bool) (service.Config, error) {
 	}
 	switch {
 	case f.role != "":
-		r, err := service.ParseRole(f.role)
+		r, err := config.ParseRole(f.role)
 		if err != nil {
 			return c, fmt.Errorf("--role: %w", err)
 		}
 		c.Role = r
 	case c.ConfigPath != "":
-		r, err := config.Role(c.ConfigPath)
+		r, err := config.GuessRole(c.ConfigPath)
 		if err != nil {
 			return c, err
 		}
-		c.Role = service.Role(r)
+		c.Role = r
 	case f.name == "":
 		return c, fmt.Errorf("say which service: --role server|client, --name NAME or -c FILE")
 	}
@@ -226,7 +226,7 @@ failed and 4 when it is not installed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfgs []service.Config
 			if f.role == "" && f.name == "" && f.path == "" {
-				for _, r := range []service.Role{service.RoleServer, service.RoleClient} {
+				for _, r := range []config.Role{config.RoleServer, config.RoleClient} {
 					cfgs = append(cfgs, service.Config{Role: r}.WithDefaults())
 				}
 			} else {
