@@ -1,7 +1,14 @@
-// Package daemon turns a loaded configuration into a running gateway or
-// client: it builds the credential store, the policy and the tunnel, and
-// handles reloads. The foreground commands and the system service run
-// exactly this code.
+// Package daemon turns a configuration into a running gateway or client:
+// it builds the credential store, the policy and the tunnel, and handles
+// reloads (daemon.go, vpn.go, ops.go, status.go, privilege*.go).
+//
+// It is also the one way to run a daemon (run.go, log.go): Load reads a
+// configuration file and builds the daemon with its logger (NewHandler),
+// Start starts it and drops root, and Run keeps it in the foreground,
+// reloading on SIGHUP and draining on SIGTERM or SIGINT. `twoway server`,
+// `twoway client` and `twoway forward` are flag parsing plus RunServer or
+// RunClient; the system service (package service) calls Load, Start,
+// HandleSignal and Reload under kardianos/service.
 package daemon
 
 import (

@@ -1,9 +1,12 @@
 // Package service runs the twoway gateway or client under the operating
 // system's service manager (systemd, launchd, the Windows service control
 // manager) and installs it there. It is glue over github.com/kardianos/service
-// around exactly the runner the foreground commands use: daemon.NewServer or
-// daemon.NewClient built from a configuration file, Start, Stop, Wait, and
-// Reload on SIGHUP where the platform has it.
+// around exactly what the foreground commands run: daemon.Load builds the
+// daemon from a configuration file, daemon.Start starts it (and drops root),
+// daemon.HandleSignal reloads on SIGHUP where the platform has it or begins
+// the drain. What is the service's own is the kardianos Interface
+// (Program), the bound on stopping, the signals a service listens to and
+// the Windows event log.
 //
 // The service definitions (the systemd unit, the launchd plist) are produced
 // by pure functions, SystemdUnit and LaunchdPlist, so that the files the

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
 	"github.com/twoway/twoway/service"
 )
 
@@ -282,18 +283,7 @@ func newServiceRunCmd() *cobra.Command {
 			}
 			return service.Run(c, service.RunOptions{
 				Handler: func(w io.Writer, l config.Log) (slog.Handler, error) {
-					// As loggerFor: explicit flags win over [log].
-					if fl := cmd.Flags().Lookup("log-level"); fl != nil && fl.Changed || l.Level == "" {
-						l.Level = logOpts.level
-					}
-					if fl := cmd.Flags().Lookup("log-format"); fl != nil && fl.Changed || l.Format == "" {
-						l.Format = logOpts.format
-					}
-					logger, err := newLogger(w, l.Level, l.Format)
-					if err != nil {
-						return nil, err
-					}
-					return logger.Handler(), nil
+					return daemon.NewHandler(w, logSettings(cmd, l))
 				},
 				Stderr: cmd.ErrOrStderr(),
 			})
