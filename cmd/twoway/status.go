@@ -100,6 +100,12 @@ reload.`,
 	return cmd
 }
 
+// socketCandidates are the default control socket paths of a role,
+// control.Candidates. Tests point them at temporary directories: a daemon
+// running on the machine (a `twoway forward` started as root answers at
+// /run/twoway/client.sock) must not answer them.
+var socketCandidates = control.Candidates
+
 // findSocket picks the control socket to talk to and names the daemon
 // for messages: the given path, else the first default path of role that
 // exists, else (no role) a gateway's, then a client's.
@@ -123,7 +129,7 @@ func findSocket(socket string, role config.Role) (path, what string, err error) 
 	}
 	var tried []string
 	for _, r := range roles {
-		cands := control.Candidates(r)
+		cands := socketCandidates(r)
 		if p := control.Find(cands); p != "" {
 			return p, string(r), nil
 		}
