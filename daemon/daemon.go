@@ -203,7 +203,8 @@ func (s *Server) Reload() error {
 	return nil
 }
 
-// Client is a running client daemon: port forwards (and later VPN mode).
+// Client is a running client daemon: its port forwards and, when [vpn] is
+// enabled, VPN mode over a TUN device.
 type Client struct {
 	log    *slog.Logger
 	store  *pki.Store
