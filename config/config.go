@@ -10,6 +10,9 @@
 // arrays of tables. Unknown keys are errors, so a typo cannot silently turn
 // a setting off. Relative file paths are relative to the directory of the
 // configuration file, and are made absolute when it is loaded.
+//
+// Role (server or client) is the one name for which daemon a file, a
+// service, a control socket or a status is about; the other packages use it.
 package config
 
 import (
