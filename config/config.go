@@ -10,6 +10,9 @@
 // arrays of tables. Unknown keys are errors, so a typo cannot silently turn
 // a setting off. Relative file paths are relative to the directory of the
 // configuration file, and are made absolute when it is loaded.
+//
+// Role (server or client) is the one name for which daemon a file, a
+// service, a control socket or a status is about; the other packages use it.
 package config
 
 import (
@@ -489,28 +492,4 @@ func checkDuration(src *source, key string, d, min, max time.Duration) error {
 		return src.errf(key, "%v is too long (maximum %v)", d, max)
 	}
 	return nil
-}
-
-// Role guesses whether the file at path is a server or a client
-// configuration: a gateway has a listen address or a [policy] table, a
-// client a list of servers.
-func Role(path string) (string, error) {
-	var probe map[string]any
-	if _, err := toml.DecodeFile(path, &probe); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return "", &Error{File: path, Line: pe.Position.Line, Err: fmt.Errorf("%w: %s", ErrSyntax, pe.Message)}
-		}
-		return "", &Error{File: path, Err: err}
-	}
-	_, listen := probe["listen"]
-	_, pol := probe["policy"]
-	_, servers := probe["servers"]
-	switch {
-	case (listen || pol) && !servers:
-		return "server", nil
-	case servers && !listen && !pol:
-		return "client", nil
-	}
-	return "", &Error{File: path, Err: errors.New("cannot tell whether this is a server or a client configuration; use --role")}
 }

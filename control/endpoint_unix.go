@@ -13,6 +13,8 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"github.com/twoway/twoway/config"
 )
 
 // systemDir is where a daemon running as root puts its sockets.
@@ -23,24 +25,23 @@ func systemDir() string {
 	return "/var/run/twoway" // macOS and the BSDs have no /run
 }
 
-// DefaultPath is where a daemon of the given role (RoleServer, RoleClient)
-// puts its control socket: /run/twoway/ROLE.sock when running as root (or
-// when there is no per-user runtime directory), otherwise
-// $XDG_RUNTIME_DIR/twoway/ROLE.sock.
-func DefaultPath(role string) string {
+// DefaultPath is where a daemon of the given role puts its control socket:
+// /run/twoway/ROLE.sock when running as root (or when there is no per-user
+// runtime directory), otherwise $XDG_RUNTIME_DIR/twoway/ROLE.sock.
+func DefaultPath(role config.Role) string {
 	if xdg := os.Getenv("XDG_RUNTIME_DIR"); os.Geteuid() != 0 && xdg != "" {
-		return filepath.Join(xdg, "twoway", role+".sock")
+		return filepath.Join(xdg, "twoway", string(role)+".sock")
 	}
-	return filepath.Join(systemDir(), role+".sock")
+	return filepath.Join(systemDir(), string(role)+".sock")
 }
 
 // Candidates are the paths a command looks at for a daemon of the given
 // role when no path is configured, most likely first: the system one, then
 // the caller's own runtime directory.
-func Candidates(role string) []string {
-	out := []string{filepath.Join(systemDir(), role+".sock")}
+func Candidates(role config.Role) []string {
+	out := []string{filepath.Join(systemDir(), string(role)+".sock")}
 	if xdg := os.Getenv("XDG_RUNTIME_DIR"); xdg != "" {
-		out = append(out, filepath.Join(xdg, "twoway", role+".sock"))
+		out = append(out, filepath.Join(xdg, "twoway", string(role)+".sock"))
 	}
 	return out
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 
 	"github.com/Microsoft/go-winio"
+
+	"github.com/twoway/twoway/config"
 )
 
 // pipeSDDL lets LocalSystem, the Administrators group and the pipe's owner
@@ -18,13 +20,13 @@ import (
 // inherited entries.
 const pipeSDDL = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;OW)"
 
-// DefaultPath is the named pipe of a daemon of the given role (RoleServer,
-// RoleClient): \\.\pipe\twoway-ROLE.
-func DefaultPath(role string) string { return `\\.\pipe\twoway-` + role }
+// DefaultPath is the named pipe of a daemon of the given role:
+// \\.\pipe\twoway-ROLE.
+func DefaultPath(role config.Role) string { return `\\.\pipe\twoway-` + string(role) }
 
 // Candidates are the paths a command looks at for a daemon of the given
 // role when no path is configured.
-func Candidates(role string) []string { return []string{DefaultPath(role)} }
+func Candidates(role config.Role) []string { return []string{DefaultPath(role)} }
 
 // listen creates the named pipe; mode does not apply to pipes, whose
 // access is set by pipeSDDL. A pipe disappears with its process, so there

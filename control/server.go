@@ -39,6 +39,9 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // open connections; guarded by mu
 	done  bool                  // Stop has begun; guarded by mu
+	// unwatch ends Start's watch on its context, so that a stopped
+	// server is not kept alive by it; guarded by mu.
+	unwatch func() bool
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -85,16 +88,13 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ln = ln
 	s.log.Debug("control socket listening", "path", s.cfg.Path)
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop() }()
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-			go s.Stop() // Stop waits for this goroutine
-		case <-s.stopped:
-		}
-	}()
+	// Registered under mu so that a Stop run by the callback (ctx may be
+	// done already) finds unwatch set.
+	s.mu.Lock()
+	s.unwatch = context.AfterFunc(ctx, s.Stop)
+	s.mu.Unlock()
 	return nil
 }
 
@@ -107,6 +107,9 @@ func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.done = true
+		if s.unwatch != nil {
+			s.unwatch()
+		}
 		// Closed first so the accept loop takes the listener's error
 		// for the shutdown it is.
 		close(s.stopped)

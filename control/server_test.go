@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twoway/twoway/config"
 )
 
 // fakeSource is a Source with a fixed status and a set of sessions to kick.
@@ -48,7 +50,7 @@ func (f *fakeSource) Kick(identity string) (int, error) {
 func newFake() *fakeSource {
 	return &fakeSource{
 		status: Status{
-			Role: RoleServer, Version: "1.2.3", Listen: []string{"127.0.0.1:8443"},
+			Role: config.RoleServer, Version: "1.2.3", Listen: []string{"127.0.0.1:8443"},
 			Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 			Now:     time.Date(2026, 1, 2, 4, 4, 5, 0, time.UTC),
 			Sessions: []Session{{
@@ -273,7 +275,7 @@ func TestConcurrentQueries(t *testing.T) {
 				req = Request{Op: OpKick, Identity: fmt.Sprintf("user%d", i)}
 			}
 			resp, err := Query(context.Background(), srv.Path(), req)
-			if err == nil && req.Op == OpStatus && (resp.Status == nil || resp.Status.Role != RoleServer) {
+			if err == nil && req.Op == OpStatus && (resp.Status == nil || resp.Status.Role != config.RoleServer) {
 				err = fmt.Errorf("query %d: bad status %+v", i, resp.Status)
 			}
 			errs <- err

@@ -4,13 +4,8 @@ import (
 	"crypto/x509"
 	"time"
 
+	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/pki"
-)
-
-// Roles a daemon answers as.
-const (
-	RoleServer = "server"
-	RoleClient = "client"
 )
 
 // Which certificate a Certificate entry describes.
@@ -28,10 +23,10 @@ const (
 // Counters are cumulative since the daemon started and never go down, so
 // the metrics endpoint can export them as Prometheus counters.
 type Status struct {
-	Role    string    `json:"role"` // RoleServer or RoleClient
-	Version string    `json:"version"`
-	PID     int       `json:"pid,omitempty"`
-	Started time.Time `json:"started"`
+	Role    config.Role `json:"role"` // the daemon answering: server or client
+	Version string      `json:"version"`
+	PID     int         `json:"pid,omitempty"`
+	Started time.Time   `json:"started"`
 	// Now is when the snapshot was taken; Uptime is Now - Started.
 	Now time.Time `json:"now"`
 	// Listen is where a gateway accepts clients.

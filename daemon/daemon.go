@@ -1,7 +1,14 @@
-// Package daemon turns a loaded configuration into a running gateway or
-// client: it builds the credential store, the policy and the tunnel, and
-// handles reloads. The foreground commands and the system service run
-// exactly this code.
+// Package daemon turns a configuration into a running gateway or client:
+// it builds the credential store, the policy and the tunnel, and handles
+// reloads (daemon.go, vpn.go, ops.go, status.go, privilege*.go).
+//
+// It is also the one way to run a daemon (run.go, log.go): Load reads a
+// configuration file and builds the daemon with its logger (NewHandler),
+// Start starts it and drops root, and Run keeps it in the foreground,
+// reloading on SIGHUP and draining on SIGTERM or SIGINT. `twoway server`,
+// `twoway client` and `twoway forward` are flag parsing plus RunServer or
+// RunClient; the system service (package service) calls Load, Start,
+// HandleSignal and Reload under kardianos/service.
 package daemon
 
 import (
@@ -82,7 +89,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
 	}
 	s := &Server{path: path, log: logger, store: store, cfg: cfg, boot: cfg}
-	if s.ops, err = newOps(control.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
+	if s.ops, err = newOps(config.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
 		return nil, err
 	}
 	tc.OnSession = s.ops.observeSession
@@ -196,7 +203,8 @@ func (s *Server) Reload() error {
 	return nil
 }
 
-// Client is a running client daemon: port forwards (and later VPN mode).
+// Client is a running client daemon: its port forwards and, when [vpn] is
+// enabled, VPN mode over a TUN device.
 type Client struct {
 	log    *slog.Logger
 	store  *pki.Store
@@ -245,7 +253,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		socksAuth = socks5.StaticCredentials(cfg.SOCKS.User, string(pw))
 	}
 	c := &Client{log: logger, store: store, state: &clientState{}, user: cfg.User, vpn: cfg.VPN.Enable}
-	if c.ops, err = newOps(control.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
+	if c.ops, err = newOps(config.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
 		return nil, err
 	}
 	hooks = c.state.chain(hooks)

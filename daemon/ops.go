@@ -26,14 +26,14 @@ type statusSource interface {
 // for want of its status socket helps nobody.
 type ops struct {
 	log     *slog.Logger
-	role    string
+	role    config.Role
 	cc      config.Control
 	control *control.Server
 	metrics *metrics.Server // nil when off
 	expiry  *expiry.Watcher
 }
 
-func newOps(role string, cc config.Control, mc config.Metrics, store *pki.Store, src statusSource, logger *slog.Logger) (*ops, error) {
+func newOps(role config.Role, cc config.Control, mc config.Metrics, store *pki.Store, src statusSource, logger *slog.Logger) (*ops, error) {
 	o := &ops{log: logger, role: role, cc: cc}
 	var err error
 	if mc.Listen != "" {

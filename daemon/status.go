@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/expiry"
 	"github.com/twoway/twoway/internal/buildinfo"
@@ -45,7 +46,7 @@ func sessionStatus(info tunnel.SessionInfo, now time.Time) control.Session {
 func gatewayStatus(started time.Time, ts *tunnel.Server, creds expiry.Credentials) control.Status {
 	now := time.Now()
 	st := control.Status{
-		Role: control.RoleServer, Version: buildinfo.Get().Version, PID: os.Getpid(),
+		Role: config.RoleServer, Version: buildinfo.Get().Version, PID: os.Getpid(),
 		Started: started, Now: now, Listen: []string{ts.Addr().String()},
 		Certificates: certificates(creds, now),
 		Sessions:     []control.Session{},
@@ -150,7 +151,7 @@ func (c *clientState) onDisconnect(err error) {
 func (c *clientState) status(tc *tunnel.Client, creds expiry.Credentials) control.Status {
 	now := time.Now()
 	st := control.Status{
-		Role: control.RoleClient, Version: buildinfo.Get().Version, PID: os.Getpid(),
+		Role: config.RoleClient, Version: buildinfo.Get().Version, PID: os.Getpid(),
 		Now: now, Certificates: certificates(creds, now),
 		Sessions: []control.Session{},
 	}

@@ -284,7 +284,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	gauge(descInfo, 1, st.Role, st.Version)
+	gauge(descInfo, 1, string(st.Role), st.Version)
 	if !st.Started.IsZero() {
 		gauge(descStart, float64(st.Started.UnixNano())/1e9)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/pki"
 )
@@ -57,7 +58,7 @@ func start(t *testing.T, src Source) (*Server, string) {
 
 func status() control.Status {
 	return control.Status{
-		Role: control.RoleServer, Version: "1.2.3",
+		Role: config.RoleServer, Version: "1.2.3",
 		Started: time.Unix(1780000000, 0),
 		Sessions: []control.Session{
 			{ID: "a", Identity: "alice", Streams: 3},

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/twoway/twoway/config"
 )
 
 // plistValue is a decoded property-list value: string, int, bool,
@@ -87,7 +89,7 @@ func parsePlist(t *testing.T, doc string) map[string]plistValue {
 }
 
 func TestServiceLaunchdPlist(t *testing.T) {
-	c := Config{Role: RoleClient, ConfigPath: "/usr/local/etc/twoway/client & <co>.toml", Executable: "/usr/local/bin/twoway"}.WithDefaults()
+	c := Config{Role: config.RoleClient, ConfigPath: "/usr/local/etc/twoway/client & <co>.toml", Executable: "/usr/local/bin/twoway"}.WithDefaults()
 	doc, err := LaunchdPlist(c)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +123,7 @@ func TestServiceLaunchdPlist(t *testing.T) {
 }
 
 func TestServiceLaunchdPlistRejectsRelative(t *testing.T) {
-	c := Config{Role: RoleServer, ConfigPath: "server.toml", Executable: "/usr/local/bin/twoway"}.WithDefaults()
+	c := Config{Role: config.RoleServer, ConfigPath: "server.toml", Executable: "/usr/local/bin/twoway"}.WithDefaults()
 	if _, err := LaunchdPlist(c); err == nil {
 		t.Fatal("relative configuration path accepted")
 	}

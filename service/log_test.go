@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
 )
 
 // fakeEventLog is kardianos' Logger recording severity and message.
@@ -39,7 +40,7 @@ func (f *fakeEventLog) Infof(format string, a ...any) error {
 func TestServiceSysHandler(t *testing.T) {
 	ev := &fakeEventLog{}
 	h, err := newSysHandler(ev, func(w io.Writer) (slog.Handler, error) {
-		return DefaultHandler(w, config.Log{Level: "info", Format: "json"})
+		return daemon.NewHandler(w, config.Log{Level: "info", Format: "json"})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func TestServiceSysHandler(t *testing.T) {
 func TestServiceSysHandlerConcurrent(t *testing.T) {
 	ev := &fakeEventLog{}
 	h, err := newSysHandler(ev, func(w io.Writer) (slog.Handler, error) {
-		return DefaultHandler(w, config.Log{Level: "info", Format: "text"})
+		return daemon.NewHandler(w, config.Log{Level: "info", Format: "text"})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -158,7 +158,7 @@ func TestServiceStatus(t *testing.T) {
 				h.files[f] = true
 			}
 			h.svc.status, h.svc.statusErr = tc.status, tc.statusErr
-			got, err := h.manager(Config{Role: RoleServer}).Status()
+			got, err := h.manager(Config{Role: config.RoleServer}).Status()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestServiceStatusError(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.files["/etc/systemd/system/twoway-client.service"] = true
 	h.svc.statusErr = errors.New("Failed to connect to bus")
-	st, err := h.manager(Config{Role: RoleClient}).Status()
+	st, err := h.manager(Config{Role: config.RoleClient}).Status()
 	if st != StateUnknown || err == nil || !strings.Contains(err.Error(), "twoway-client") {
 		t.Fatalf("Status = %v, %v; want unknown with an error naming the service", st, err)
 	}
@@ -184,7 +184,7 @@ func TestServiceStatusError(t *testing.T) {
 
 func TestServiceUnsupportedPlatform(t *testing.T) {
 	h := newFakeHost("unix-systemv")
-	m := h.manager(Config{Role: RoleServer})
+	m := h.manager(Config{Role: config.RoleServer})
 	if _, err := m.Status(); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("Status: %v, want ErrUnsupported", err)
 	}
@@ -196,10 +196,10 @@ func TestServiceUnsupportedPlatform(t *testing.T) {
 	}
 }
 
-func installConfig(t *testing.T, role Role) Config {
+func installConfig(t *testing.T, role config.Role) Config {
 	server, client := configs(t)
 	c := Config{Role: role, ConfigPath: server, Executable: "/usr/bin/twoway", User: "twoway"}
-	if role == RoleClient {
+	if role == config.RoleClient {
 		c.ConfigPath = client
 	}
 	return c
@@ -208,7 +208,7 @@ func installConfig(t *testing.T, role Role) Config {
 func TestServiceInstallSystemd(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.users["twoway"] = &user.User{Username: "twoway", Uid: "998", Gid: "998"}
-	c := installConfig(t, RoleServer)
+	c := installConfig(t, config.RoleServer)
 	rep, err := h.manager(c).Install()
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +249,7 @@ func TestServiceInstallSystemd(t *testing.T) {
 
 func TestServiceInstallUserMissing(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
-	rep, err := h.manager(installConfig(t, RoleClient)).Install()
+	rep, err := h.manager(installConfig(t, config.RoleClient)).Install()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestServiceInstallUnreadableKey(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.users["twoway"] = &user.User{Username: "twoway", Uid: "998", Gid: "998"}
 	h.readable = false
-	c := installConfig(t, RoleServer)
+	c := installConfig(t, config.RoleServer)
 	rep, err := h.manager(c).Install()
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +282,7 @@ func TestServiceInstallUnreadableKey(t *testing.T) {
 func TestServiceInstallInvalidConfig(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	path := badConfig(t)
-	_, err := h.manager(Config{Role: RoleServer, ConfigPath: path, Executable: "/usr/bin/twoway"}).Install()
+	_, err := h.manager(Config{Role: config.RoleServer, ConfigPath: path, Executable: "/usr/bin/twoway"}).Install()
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Line != 3 || ce.Key != "listen" || !strings.HasPrefix(err.Error(), path+":3: listen: ") {
 		t.Fatalf("Install error %v, want %s:3: listen: ...", err, path)
@@ -296,7 +296,7 @@ func TestServiceInstallPackagedUnit(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.files["/usr/lib/systemd/system/twoway-server.service"] = true
 	h.svc.status = kservice.StatusStopped
-	m := h.manager(installConfig(t, RoleServer))
+	m := h.manager(installConfig(t, config.RoleServer))
 	if _, err := m.Install(); !errors.Is(err, ErrAlreadyInstalled) || !strings.Contains(err.Error(), "package") {
 		t.Errorf("Install: %v, want already installed by a package", err)
 	}
@@ -313,7 +313,7 @@ func TestServiceInstallPackagedUnit(t *testing.T) {
 func TestServiceInstallFailureLeavesNothing(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.svc.failOn = "install"
-	_, err := h.manager(installConfig(t, RoleServer)).Install()
+	_, err := h.manager(installConfig(t, config.RoleServer)).Install()
 	if err == nil || !strings.Contains(err.Error(), "install twoway-server") {
 		t.Fatalf("Install: %v", err)
 	}
@@ -324,7 +324,7 @@ func TestServiceInstallFailureLeavesNothing(t *testing.T) {
 
 func TestServiceInstallLaunchd(t *testing.T) {
 	h := newFakeHost(PlatformLaunchd)
-	c := installConfig(t, RoleClient)
+	c := installConfig(t, config.RoleClient)
 	rep, err := h.manager(c).Install()
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +340,7 @@ func TestServiceInstallLaunchd(t *testing.T) {
 
 func TestServiceInstallWindows(t *testing.T) {
 	h := newFakeHost(PlatformWindows)
-	c := installConfig(t, RoleServer)
+	c := installConfig(t, config.RoleServer)
 	rep, err := h.manager(c).Install()
 	if err != nil {
 		t.Fatal(err)
@@ -358,7 +358,7 @@ func TestServiceUninstallStopsFirst(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.files["/etc/systemd/system/twoway-server.service"] = true
 	h.svc.status = kservice.StatusRunning
-	if err := h.manager(Config{Role: RoleServer}).Uninstall(); err != nil {
+	if err := h.manager(Config{Role: config.RoleServer}).Uninstall(); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"status", "stop", "uninstall"}; !reflect.DeepEqual(h.actions, want) {
@@ -368,7 +368,7 @@ func TestServiceUninstallStopsFirst(t *testing.T) {
 
 func TestServiceControlNotInstalled(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
-	m := h.manager(Config{Role: RoleClient})
+	m := h.manager(Config{Role: config.RoleClient})
 	for name, f := range map[string]func() error{"start": m.Start, "stop": m.Stop, "restart": m.Restart, "uninstall": m.Uninstall} {
 		if err := f(); !errors.Is(err, ErrNotInstalled) {
 			t.Errorf("%s: %v, want ErrNotInstalled", name, err)
@@ -382,7 +382,7 @@ func TestServiceControlNotInstalled(t *testing.T) {
 func TestServiceControl(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.files["/etc/systemd/system/edge.service"] = true
-	m := h.manager(Config{Role: RoleServer, Name: "edge"})
+	m := h.manager(Config{Role: config.RoleServer, Name: "edge"})
 	for _, f := range []func() error{m.Start, m.Restart, m.Stop} {
 		if err := f(); err != nil {
 			t.Fatal(err)
@@ -403,7 +403,7 @@ func TestServiceControl(t *testing.T) {
 func TestServiceInstallStateDirOutsideUnit(t *testing.T) {
 	h := newFakeHost(PlatformSystemd)
 	h.users["twoway"] = &user.User{Username: "twoway", Uid: "998", Gid: "998"}
-	c := installConfig(t, RoleServer)
+	c := installConfig(t, config.RoleServer)
 	data, err := os.ReadFile(c.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
@@ -432,7 +432,7 @@ func TestServiceInstallNetAdminOnlyForVPN(t *testing.T) {
 	for _, vpn := range []bool{false, true} {
 		h := newFakeHost(PlatformSystemd)
 		h.users["twoway"] = &user.User{Username: "twoway", Uid: "998", Gid: "998"}
-		c := installConfig(t, RoleServer)
+		c := installConfig(t, config.RoleServer)
 		if vpn {
 			data, err := os.ReadFile(c.ConfigPath)
 			if err != nil {

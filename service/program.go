@@ -17,35 +17,21 @@ import (
 	"github.com/twoway/twoway/daemon"
 )
 
-// Runner is the daemon lifecycle the foreground commands and the service
-// share; *daemon.Server and *daemon.Client implement it.
-type Runner interface {
-	// Start starts the daemon without blocking.
-	Start(ctx context.Context) error
-	// Stop drains and stops it; it may block while draining and is
-	// idempotent.
-	Stop()
-	// Wait blocks until the daemon has stopped and returns the first
-	// fatal error.
-	Wait() error
-	// Reload re-reads configuration and credentials; on error the
-	// daemon keeps running as before.
-	Reload() error
-}
-
 // DefaultStopTimeout bounds Program.Stop: the gateway drains open streams
 // for up to 30 s, plus time to close sessions. The systemd unit's
 // TimeoutStopSec and the plist's ExitTimeOut are longer.
 const DefaultStopTimeout = 35 * time.Second
 
 // HandlerFunc builds the daemon's log handler writing to w from the
-// configuration's [log] table (the command line may override it).
+// configuration's [log] table (the command line may override it); the
+// writer is a parameter because on Windows the records go to the event log
+// through a buffer.
 type HandlerFunc func(w io.Writer, l config.Log) (slog.Handler, error)
 
 // RunOptions configures Run.
 type RunOptions struct {
-	// Handler builds log handlers; default a text or JSON handler as
-	// [log] says.
+	// Handler builds log handlers; default daemon.NewHandler, a text or
+	// JSON handler as [log] says.
 	Handler HandlerFunc
 	// Stderr receives the logs where the service manager collects
 	// standard error (journald, launchd's StandardErrorPath); default
@@ -55,22 +41,22 @@ type RunOptions struct {
 	StopTimeout time.Duration
 }
 
-// Program adapts a Runner to kardianos/service's Interface. Start loads
-// the configuration and starts the daemon without blocking; Stop drains it
-// within a bound. Run builds one; NewProgram is for embedding it in
-// another kardianos service.
+// Program adapts a daemon.Runner to kardianos/service's Interface. Start
+// loads the configuration and starts the daemon without blocking; Stop
+// drains it within a bound. Run builds one; NewProgram is for embedding it
+// in another kardianos service.
 type Program struct {
 	cfg         Config
 	stopTimeout time.Duration
 	// load builds the runner and its logger; loadDaemon outside tests.
-	load func() (Runner, *slog.Logger, error)
+	load func() (daemon.Runner, *slog.Logger, error)
 	// onExit, when set, is called if the daemon stops on its own (not via
 	// Stop). Windows needs it: its service loop only ends when the
 	// service control manager says so.
 	onExit func(error)
 
 	mu      sync.Mutex // guards r, log and cancel
-	r       Runner
+	r       daemon.Runner
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when r.Wait has returned
@@ -88,7 +74,7 @@ func NewProgram(c Config, opts RunOptions) (*Program, error) {
 		return nil, err
 	}
 	p := newProgram(c, opts.StopTimeout, slog.New(fallback))
-	p.load = func() (Runner, *slog.Logger, error) {
+	p.load = func() (daemon.Runner, *slog.Logger, error) {
 		return loadDaemon(c, func(l config.Log) (slog.Handler, error) { return opts.Handler(opts.Stderr, l) })
 	}
 	return p, nil
@@ -99,7 +85,7 @@ func (o RunOptions) withDefaults() RunOptions {
 		o.Stderr = os.Stderr
 	}
 	if o.Handler == nil {
-		o.Handler = DefaultHandler
+		o.Handler = daemon.NewHandler
 	}
 	return o
 }
@@ -115,41 +101,8 @@ func newProgram(c Config, stopTimeout time.Duration, fallback *slog.Logger) *Pro
 
 // loadDaemon loads the configuration file and builds the same daemon the
 // foreground commands run. newHandler turns the [log] table into a handler.
-func loadDaemon(c Config, newHandler func(config.Log) (slog.Handler, error)) (Runner, *slog.Logger, error) {
-	switch c.Role {
-	case RoleServer:
-		cfg, err := config.LoadServer(c.ConfigPath)
-		if err != nil {
-			return nil, nil, err
-		}
-		h, err := newHandler(cfg.Log)
-		if err != nil {
-			return nil, nil, err
-		}
-		logger := slog.New(h)
-		srv, err := daemon.NewServer(c.ConfigPath, cfg, logger)
-		if err != nil {
-			return nil, nil, err
-		}
-		return srv, logger, nil
-	case RoleClient:
-		cfg, err := config.LoadClient(c.ConfigPath)
-		if err != nil {
-			return nil, nil, err
-		}
-		h, err := newHandler(cfg.Log)
-		if err != nil {
-			return nil, nil, err
-		}
-		logger := slog.New(h)
-		cl, err := daemon.NewClient(cfg, daemon.ClientHooks{}, logger)
-		if err != nil {
-			return nil, nil, err
-		}
-		return cl, logger, nil
-	}
-	_, err := ParseRole(string(c.Role))
-	return nil, nil, err
+func loadDaemon(c Config, newHandler func(config.Log) (slog.Handler, error)) (daemon.Runner, *slog.Logger, error) {
+	return daemon.Load(c.Role, c.ConfigPath, newHandler)
 }
 
 func (p *Program) logger() *slog.Logger {
@@ -166,18 +119,11 @@ func (p *Program) Start(kservice.Service) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := r.Start(ctx); err != nil {
-		cancel()
-		return err
-	}
 	// Started as root (launchd; a systemd unit without User=), the daemon
 	// goes on as the configured user once its listeners are open.
-	if d, ok := r.(interface{ DropPrivileges() error }); ok {
-		if err := d.DropPrivileges(); err != nil {
-			r.Stop()
-			cancel()
-			return err
-		}
+	if err := daemon.Start(ctx, r); err != nil {
+		cancel()
+		return err
 	}
 	p.mu.Lock()
 	p.r, p.log, p.cancel = r, logger, cancel
@@ -236,11 +182,7 @@ func (p *Program) Reload() {
 	if r == nil {
 		return
 	}
-	if err := r.Reload(); err != nil {
-		logger.Error("reload failed; still running with the previous configuration", "err", err)
-		return
-	}
-	logger.Info("reloaded configuration, certificates and CRLs")
+	daemon.Reload(r, logger)
 }
 
 // Done is closed when the daemon has stopped, on request or not.
@@ -266,12 +208,13 @@ func (p *Program) waitLoop(sigs <-chan os.Signal) {
 		case <-p.done:
 			return
 		case sig := <-sigs:
-			if isReloadSignal(sig) {
-				p.Reload()
-				continue
+			// kardianos waits only after a successful Start: r is set.
+			p.mu.Lock()
+			r, logger := p.r, p.log
+			p.mu.Unlock()
+			if daemon.HandleSignal(r, sig, logger) {
+				return
 			}
-			p.logger().Info("stopping: draining streams", "signal", sig.String())
-			return
 		}
 	}
 }
@@ -291,7 +234,7 @@ func runConfig(c Config) *kservice.Config {
 // restarts only real failures.
 func Run(c Config, opts RunOptions) error {
 	c = c.WithDefaults()
-	if _, err := ParseRole(string(c.Role)); err != nil {
+	if _, err := config.ParseRole(string(c.Role)); err != nil {
 		return err
 	}
 	if c.ConfigPath == "" {
@@ -324,7 +267,7 @@ func Run(c Config, opts RunOptions) error {
 			return err
 		}
 		p.log = slog.New(h)
-		p.load = func() (Runner, *slog.Logger, error) { return loadDaemon(c, newHandler) }
+		p.load = func() (daemon.Runner, *slog.Logger, error) { return loadDaemon(c, newHandler) }
 		report = func(err error) { sys.Error(err.Error()) }
 	}
 	if !runWaitHonoured {
@@ -346,20 +289,4 @@ func Run(c Config, opts RunOptions) error {
 		report(err)
 	}
 	return err
-}
-
-// DefaultHandler is a text (logfmt) or JSON handler as [log] says.
-func DefaultHandler(w io.Writer, l config.Log) (slog.Handler, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", l.Level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch l.Format {
-	case "", "text":
-		return slog.NewTextHandler(w, opts), nil
-	case "json":
-		return slog.NewJSONHandler(w, opts), nil
-	}
-	return nil, fmt.Errorf("log format %q: want text or json", l.Format)
 }

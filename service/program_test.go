@@ -55,12 +55,12 @@ func (r *fakeRunner) Reload() error {
 }
 
 // program returns a Program running r whose logs go to the returned buffer.
-func program(t *testing.T, r Runner, stopTimeout time.Duration) (*Program, *syncBuffer) {
+func program(t *testing.T, r daemon.Runner, stopTimeout time.Duration) (*Program, *syncBuffer) {
 	t.Helper()
 	buf := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(buf, nil))
-	p := newProgram(Config{Role: RoleServer, Name: "twoway-server"}, stopTimeout, logger)
-	p.load = func() (Runner, *slog.Logger, error) { return r, logger, nil }
+	p := newProgram(Config{Role: config.RoleServer, Name: "twoway-server"}, stopTimeout, logger)
+	p.load = func() (daemon.Runner, *slog.Logger, error) { return r, logger, nil }
 	return p, buf
 }
 
@@ -122,9 +122,9 @@ func TestServiceProgramStopBound(t *testing.T) {
 }
 
 func TestServiceProgramStartError(t *testing.T) {
-	p := newProgram(Config{Role: RoleServer}, 0, slog.New(slog.DiscardHandler))
+	p := newProgram(Config{Role: config.RoleServer}, 0, slog.New(slog.DiscardHandler))
 	want := errors.New("server.toml:3: listen: bad")
-	p.load = func() (Runner, *slog.Logger, error) { return nil, nil, want }
+	p.load = func() (daemon.Runner, *slog.Logger, error) { return nil, nil, want }
 	if err := p.Start(nil); err != want {
 		t.Fatalf("Start = %v, want the load error", err)
 	}
@@ -202,11 +202,11 @@ func TestServiceProgramUnexpectedCleanExit(t *testing.T) {
 func TestServiceProgramRealDaemon(t *testing.T) {
 	server, client := configs(t)
 	var logs syncBuffer
-	handler := func(l config.Log) (slog.Handler, error) { return DefaultHandler(&logs, l) }
+	handler := func(l config.Log) (slog.Handler, error) { return daemon.NewHandler(&logs, l) }
 
-	p := newProgram(Config{Role: RoleServer, ConfigPath: server}, time.Minute, slog.New(slog.DiscardHandler))
-	var got Runner
-	p.load = func() (Runner, *slog.Logger, error) {
+	p := newProgram(Config{Role: config.RoleServer, ConfigPath: server}, time.Minute, slog.New(slog.DiscardHandler))
+	var got daemon.Runner
+	p.load = func() (daemon.Runner, *slog.Logger, error) {
 		r, l, err := loadDaemon(p.cfg, handler)
 		got = r
 		return r, l, err
@@ -235,12 +235,12 @@ func TestServiceProgramRealDaemon(t *testing.T) {
 		t.Errorf("logs:\n%s", out)
 	}
 
-	r, _, err := loadDaemon(Config{Role: RoleClient, ConfigPath: client}, handler)
+	r, _, err := loadDaemon(Config{Role: config.RoleClient, ConfigPath: client}, handler)
 	if _, ok := r.(*daemon.Client); err != nil || !ok {
 		t.Errorf("client: %T, %v", r, err)
 	}
 	bad := badConfig(t)
-	if _, _, err := loadDaemon(Config{Role: RoleServer, ConfigPath: bad}, handler); err == nil || !strings.HasPrefix(err.Error(), bad+":3: listen:") {
+	if _, _, err := loadDaemon(Config{Role: config.RoleServer, ConfigPath: bad}, handler); err == nil || !strings.HasPrefix(err.Error(), bad+":3: listen:") {
 		t.Errorf("bad config: %v", err)
 	}
 }

@@ -1,9 +1,12 @@
 // Package service runs the twoway gateway or client under the operating
 // system's service manager (systemd, launchd, the Windows service control
 // manager) and installs it there. It is glue over github.com/kardianos/service
-// around exactly the runner the foreground commands use: daemon.NewServer or
-// daemon.NewClient built from a configuration file, Start, Stop, Wait, and
-// Reload on SIGHUP where the platform has it.
+// around exactly what the foreground commands run: daemon.Load builds the
+// daemon from a configuration file, daemon.Start starts it (and drops root),
+// daemon.HandleSignal reloads on SIGHUP where the platform has it or begins
+// the drain. What is the service's own is the kardianos Interface
+// (Program), the bound on stopping, the signals a service listens to and
+// the Windows event log.
 //
 // The service definitions (the systemd unit, the launchd plist) are produced
 // by pure functions, SystemdUnit and LaunchdPlist, so that the files the
@@ -20,27 +23,9 @@ import (
 	"github.com/twoway/twoway/config"
 )
 
-// Role says which daemon a service runs.
-type Role string
-
-// The two daemons.
-const (
-	RoleServer Role = "server"
-	RoleClient Role = "client"
-)
-
-// ParseRole accepts "server" or "client".
-func ParseRole(s string) (Role, error) {
-	switch Role(s) {
-	case RoleServer, RoleClient:
-		return Role(s), nil
-	}
-	return "", fmt.Errorf("role %q: want server or client", s)
-}
-
 // DefaultName is the service name used when none is given: twoway-server or
 // twoway-client.
-func DefaultName(r Role) string { return "twoway-" + string(r) }
+func DefaultName(r config.Role) string { return "twoway-" + string(r) }
 
 // DefaultUser is the account the systemd unit runs as unless told otherwise;
 // the packages create it.
@@ -69,7 +54,7 @@ var (
 // configuration file and binary.
 type Config struct {
 	// Role is the daemon to run (required).
-	Role Role
+	Role config.Role
 	// Name is the service name (unit, launchd label, Windows service);
 	// default DefaultName(Role).
 	Name string
@@ -106,9 +91,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Description == "" {
 		switch c.Role {
-		case RoleServer:
+		case config.RoleServer:
 			c.Description = "twoway gateway (mutual-TLS tunnel server)"
-		case RoleClient:
+		case config.RoleClient:
 			c.Description = "twoway client (mutual-TLS tunnel)"
 		}
 	}
@@ -121,7 +106,7 @@ func (c Config) WithDefaults() Config {
 // controlling an installed service needs only the name.
 func (c Config) Validate() error {
 	if c.Role != "" {
-		if _, err := ParseRole(string(c.Role)); err != nil {
+		if _, err := config.ParseRole(string(c.Role)); err != nil {
 			return err
 		}
 	}
@@ -189,9 +174,9 @@ type ConfigFiles struct {
 // as the daemon will, without touching the system, and returns the files it
 // names, so that installers can check the service account can reach them.
 // Errors name file, line and key.
-func CheckConfig(role Role, path string) (ConfigFiles, error) {
+func CheckConfig(role config.Role, path string) (ConfigFiles, error) {
 	switch role {
-	case RoleServer:
+	case config.RoleServer:
 		cfg, err := config.LoadServer(path)
 		if err != nil {
 			return ConfigFiles{}, err
@@ -204,7 +189,7 @@ func CheckConfig(role Role, path string) (ConfigFiles, error) {
 			f.StateDir, f.VPN = cfg.VPN.StateDir, true
 		}
 		return f, nil
-	case RoleClient:
+	case config.RoleClient:
 		cfg, err := config.LoadClient(path)
 		if err != nil {
 			return ConfigFiles{}, err
@@ -218,7 +203,7 @@ func CheckConfig(role Role, path string) (ConfigFiles, error) {
 		}
 		return f, nil
 	}
-	_, err := ParseRole(string(role))
+	_, err := config.ParseRole(string(role))
 	return ConfigFiles{}, err
 }
 

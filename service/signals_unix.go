@@ -18,8 +18,6 @@ func notifySignals() (<-chan os.Signal, func()) {
 	return sigs, func() { signal.Stop(sigs) }
 }
 
-func isReloadSignal(s os.Signal) bool { return s == syscall.SIGHUP }
-
 // runWaitHonoured: kardianos' Unix backends wait on the RunWait option
 // between Start and Stop, so the wait loop ends Run when the daemon dies.
 const runWaitHonoured = true

@@ -18,8 +18,6 @@ func notifySignals() (<-chan os.Signal, func()) {
 	return sigs, func() { signal.Stop(sigs) }
 }
 
-func isReloadSignal(os.Signal) bool { return false }
-
 // runWaitHonoured: kardianos' Windows backend ignores the RunWait option.
 const runWaitHonoured = false
 

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/twoway/twoway/config"
 )
 
 // parseUnit reads a unit file into section -> key -> values (a key may
@@ -68,7 +70,7 @@ func splitExec(t *testing.T, line string) []string {
 }
 
 func serverConfig() Config {
-	return Config{Role: RoleServer, ConfigPath: "/etc/twoway/server.toml", Executable: "/usr/bin/twoway", User: "twoway"}.WithDefaults()
+	return Config{Role: config.RoleServer, ConfigPath: "/etc/twoway/server.toml", Executable: "/usr/bin/twoway", User: "twoway"}.WithDefaults()
 }
 
 func TestServiceSystemdUnitContent(t *testing.T) {
@@ -146,7 +148,7 @@ func TestServiceSystemdUnitRoot(t *testing.T) {
 }
 
 func TestServiceSystemdUnitQuoting(t *testing.T) {
-	c := Config{Role: RoleClient, Name: "corp-vpn", ConfigPath: `/etc/two way/100% "$HOME"\x.toml`, Executable: "/opt/twoway/bin/twoway",
+	c := Config{Role: config.RoleClient, Name: "corp-vpn", ConfigPath: `/etc/two way/100% "$HOME"\x.toml`, Executable: "/opt/twoway/bin/twoway",
 		Description: "VPN at 100%"}.WithDefaults()
 	unit, err := SystemdUnit(c)
 	if err != nil {

@@ -143,7 +143,7 @@ the next connection; SIGTERM or Ctrl-C stops.
 					return err
 				}
 			}
-			return runClient(cmd, cfg)
+			return daemon.RunClient(cmd.Context(), cfg, logHandler(cmd))
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "client configuration file (TOML)")
@@ -187,7 +187,7 @@ proxy bound beyond loopback should require a password: --socks-user and
 			if err := cfg.Validate(); err != nil {
 				return forwardError(err, &fwd)
 			}
-			return runClient(cmd, cfg)
+			return daemon.RunClient(cmd.Context(), cfg, logHandler(cmd))
 		},
 	}
 	f := cmd.Flags()
@@ -208,16 +208,4 @@ proxy bound beyond loopback should require a password: --socks-user and
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
-}
-
-func runClient(cmd *cobra.Command, cfg *config.Client) error {
-	logger, err := loggerFor(cmd, cfg.Log)
-	if err != nil {
-		return err
-	}
-	c, err := daemon.NewClient(cfg, daemon.ClientHooks{}, logger)
-	if err != nil {
-		return err
-	}
-	return runForeground(cmd.Context(), c, logger)
 }

@@ -24,12 +24,12 @@ func newConfigCmd() *cobra.Command {
 		Use:       "example server|client",
 		Short:     "Print a complete, commented example configuration",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"server", "client"},
+		ValidArgs: []string{string(config.RoleServer), string(config.RoleClient)},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch args[0] {
-			case "server":
+			switch config.Role(args[0]) {
+			case config.RoleServer:
 				fmt.Fprint(cmd.OutOrStdout(), config.ExampleServer())
-			case "client":
+			case config.RoleClient:
 				fmt.Fprint(cmd.OutOrStdout(), config.ExampleClient())
 			default:
 				return fmt.Errorf("config example %q: want server or client", args[0])
@@ -55,15 +55,15 @@ authentication) are printed as warnings; they do not fail the check.`,
 			if path == "" {
 				return fmt.Errorf("give the file to check with -c FILE")
 			}
-			r := role
+			r := config.Role(role)
 			if r == "" {
 				var err error
-				if r, err = config.Role(path); err != nil {
+				if r, err = config.GuessRole(path); err != nil {
 					return err
 				}
 			}
 			switch r {
-			case "server":
+			case config.RoleServer:
 				cfg, err := config.LoadServer(path)
 				if err != nil {
 					return err
@@ -73,7 +73,7 @@ authentication) are printed as warnings; they do not fail the check.`,
 				}
 				printWarnings(cmd, cfg.Warnings())
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (server: listen %s, %d policy rules)\n", path, cfg.Listen, len(cfg.Policy.Rules))
-			case "client":
+			case config.RoleClient:
 				cfg, err := config.LoadClient(path)
 				if err != nil {
 					return err

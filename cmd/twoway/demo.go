@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
 	"github.com/twoway/twoway/demo"
 )
 
@@ -41,11 +44,11 @@ Ctrl-C stops it and removes the directory (--keep keeps it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if verbose {
-				logger, err := newLogger(cmd.ErrOrStderr(), logOpts.level, logOpts.format)
+				h, err := daemon.NewHandler(cmd.ErrOrStderr(), config.Log{Level: logOpts.level, Format: logOpts.format})
 				if err != nil {
 					return err
 				}
-				opts.Logger = logger
+				opts.Logger = slog.New(h)
 			}
 			opts.Program = programName()
 			ctx := cmd.Context()

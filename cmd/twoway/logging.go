@@ -1,12 +1,12 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
 )
 
 // logFlags are the root's persistent logging flags.
@@ -22,19 +22,23 @@ func addLogFlags(root *cobra.Command) {
 	root.PersistentFlags().StringVar(&logOpts.format, "log-format", "text", "log format: text or json")
 }
 
-// newLogger builds the logger for long-running commands. The config file
-// may override the flags' defaults; an explicitly set flag wins.
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+// logSettings is the configuration's [log] table with --log-level and
+// --log-format winning when given explicitly, and filling in what the file
+// leaves out.
+func logSettings(cmd *cobra.Command, l config.Log) config.Log {
+	if f := cmd.Flags().Lookup("log-level"); f != nil && f.Changed || l.Level == "" {
+		l.Level = logOpts.level
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	if f := cmd.Flags().Lookup("log-format"); f != nil && f.Changed || l.Format == "" {
+		l.Format = logOpts.format
 	}
-	return nil, fmt.Errorf("log format %q: want text or json", format)
+	return l
+}
+
+// logHandler builds a daemon's log handler, writing to the command's
+// stderr, from [log] and the flags.
+func logHandler(cmd *cobra.Command) func(config.Log) (slog.Handler, error) {
+	return func(l config.Log) (slog.Handler, error) {
+		return daemon.NewHandler(cmd.ErrOrStderr(), logSettings(cmd, l))
+	}
 }

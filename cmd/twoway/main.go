@@ -1,5 +1,9 @@
 // Command twoway is a mutual-TLS tunnel: a gateway daemon, a client daemon,
 // a port-forward mode and a PKI tool in one binary.
+//
+// The commands here parse flags and print results; what runs lives in
+// packages: `server`, `client` and `forward` are one call into package
+// daemon (RunServer, RunClient), `service` drives package service.
 package main
 
 import (

@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/daemon"
 )
 
@@ -26,22 +25,7 @@ closed); SIGTERM or Ctrl-C drains open streams and stops.
   twoway server -c server.toml --log-format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path == "" {
-				return daemon.ErrNoConfig
-			}
-			cfg, err := config.LoadServer(path)
-			if err != nil {
-				return err
-			}
-			logger, err := loggerFor(cmd, cfg.Log)
-			if err != nil {
-				return err
-			}
-			srv, err := daemon.NewServer(path, cfg, logger)
-			if err != nil {
-				return err
-			}
-			return runForeground(cmd.Context(), srv, logger)
+			return daemon.RunServer(cmd.Context(), path, logHandler(cmd))
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "server configuration file (TOML)")

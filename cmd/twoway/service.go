@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twoway/twoway/config"
+	"github.com/twoway/twoway/daemon"
 	"github.com/twoway/twoway/service"
 )
 
@@ -67,17 +68,17 @@ func (f *serviceFlags) config(needPath bool) (service.Config, error) {
 	}
 	switch {
 	case f.role != "":
-		r, err := service.ParseRole(f.role)
+		r, err := config.ParseRole(f.role)
 		if err != nil {
 			return c, fmt.Errorf("--role: %w", err)
 		}
 		c.Role = r
 	case c.ConfigPath != "":
-		r, err := config.Role(c.ConfigPath)
+		r, err := config.GuessRole(c.ConfigPath)
 		if err != nil {
 			return c, err
 		}
-		c.Role = service.Role(r)
+		c.Role = r
 	case f.name == "":
 		return c, fmt.Errorf("say which service: --role server|client, --name NAME or -c FILE")
 	}
@@ -226,7 +227,7 @@ failed and 4 when it is not installed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfgs []service.Config
 			if f.role == "" && f.name == "" && f.path == "" {
-				for _, r := range []service.Role{service.RoleServer, service.RoleClient} {
+				for _, r := range []config.Role{config.RoleServer, config.RoleClient} {
 					cfgs = append(cfgs, service.Config{Role: r}.WithDefaults())
 				}
 			} else {
@@ -282,18 +283,7 @@ func newServiceRunCmd() *cobra.Command {
 			}
 			return service.Run(c, service.RunOptions{
 				Handler: func(w io.Writer, l config.Log) (slog.Handler, error) {
-					// As loggerFor: explicit flags win over [log].
-					if fl := cmd.Flags().Lookup("log-level"); fl != nil && fl.Changed || l.Level == "" {
-						l.Level = logOpts.level
-					}
-					if fl := cmd.Flags().Lookup("log-format"); fl != nil && fl.Changed || l.Format == "" {
-						l.Format = logOpts.format
-					}
-					logger, err := newLogger(w, l.Level, l.Format)
-					if err != nil {
-						return nil, err
-					}
-					return logger.Handler(), nil
+					return daemon.NewHandler(w, logSettings(cmd, l))
 				},
 				Stderr: cmd.ErrOrStderr(),
 			})

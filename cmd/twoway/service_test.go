@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/service"
 )
@@ -112,7 +113,7 @@ func TestServiceInstall(t *testing.T) {
 		t.Fatalf("configs %v", h.configs)
 	}
 	c := h.configs[0]
-	if c.ConfigPath != path || c.Role != service.RoleServer || c.Name != "twoway-server" || c.User != "twoway" {
+	if c.ConfigPath != path || c.Role != config.RoleServer || c.Name != "twoway-server" || c.User != "twoway" {
 		t.Errorf("service config %+v", c)
 	}
 	wantLines(t, out, `installed twoway-server \(/etc/systemd/system/twoway-server.service\): runs ".*server.toml" as twoway`,
@@ -191,7 +192,7 @@ func TestServiceControl(t *testing.T) {
 // TestServiceArguments: the command line an installed service runs is
 // the hidden run command with the same role, name and configuration.
 func TestServiceArguments(t *testing.T) {
-	c := service.Config{Role: service.RoleClient, Name: "corp", ConfigPath: "/etc/twoway/client.toml", Executable: "/usr/bin/twoway"}
+	c := service.Config{Role: config.RoleClient, Name: "corp", ConfigPath: "/etc/twoway/client.toml", Executable: "/usr/bin/twoway"}
 	root := newRootCmd()
 	cmd, rest, err := root.Find(c.Arguments())
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/control"
 )
 
@@ -42,7 +43,7 @@ Windows \\.\pipe\twoway-ROLE).`,
   twoway status --socket /run/twoway/server.sock --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, what, err := findSocket(socket, role)
+			path, what, err := findSocket(socket, config.Role(role))
 			if err != nil {
 				return err
 			}
@@ -80,7 +81,7 @@ reload.`,
 		Example: `  twoway kick alice`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, what, err := findSocket(socket, control.RoleServer)
+			path, what, err := findSocket(socket, config.RoleServer)
 			if err != nil {
 				return err
 			}
@@ -99,14 +100,20 @@ reload.`,
 	return cmd
 }
 
+// socketCandidates are the default control socket paths of a role,
+// control.Candidates. Tests point them at temporary directories: a daemon
+// running on the machine (a `twoway forward` started as root answers at
+// /run/twoway/client.sock) must not answer them.
+var socketCandidates = control.Candidates
+
 // findSocket picks the control socket to talk to and names the daemon
 // for messages: the given path, else the first default path of role that
 // exists, else (no role) a gateway's, then a client's.
-func findSocket(socket, role string) (path, what string, err error) {
+func findSocket(socket string, role config.Role) (path, what string, err error) {
 	what = "daemon"
 	switch role {
-	case control.RoleServer, control.RoleClient:
-		what = role
+	case config.RoleServer, config.RoleClient:
+		what = string(role)
 	case "":
 	default:
 		return "", "", fmt.Errorf("--role %q: want server or client", role)
@@ -114,17 +121,17 @@ func findSocket(socket, role string) (path, what string, err error) {
 	if socket != "" {
 		return socket, what, nil
 	}
-	roles := []string{control.RoleServer, control.RoleClient}
+	roles := []config.Role{config.RoleServer, config.RoleClient}
 	if role != "" {
-		roles = []string{role}
+		roles = []config.Role{role}
 	} else {
 		what = "server or client"
 	}
 	var tried []string
 	for _, r := range roles {
-		cands := control.Candidates(r)
+		cands := socketCandidates(r)
 		if p := control.Find(cands); p != "" {
-			return p, r, nil
+			return p, string(r), nil
 		}
 		tried = append(tried, cands...)
 	}
@@ -204,7 +211,7 @@ func printStatus(w io.Writer, st control.Status) {
 		tw.Flush()
 	}
 
-	client := st.Role == control.RoleClient
+	client := st.Role == config.RoleClient
 	fmt.Fprintf(w, "\n%s:\n", plural(len(st.Sessions), "session"))
 	if len(st.Sessions) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

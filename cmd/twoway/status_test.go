@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/control"
 )
 
@@ -46,7 +47,7 @@ var statusNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func gatewayStatus() control.Status {
 	return control.Status{
-		Role: control.RoleServer, Version: "1.4.0", PID: 4242,
+		Role: config.RoleServer, Version: "1.4.0", PID: 4242,
 		Started: statusNow.Add(-(3*time.Hour + 4*time.Minute + 5*time.Second)), Now: statusNow,
 		Listen: []string{"0.0.0.0:8443"},
 		Certificates: []control.Certificate{
@@ -132,7 +133,7 @@ func TestStatusTable(t *testing.T) {
 
 func TestStatusClientTable(t *testing.T) {
 	st := control.Status{
-		Role: control.RoleClient, Version: "1.4.0", Started: statusNow.Add(-time.Minute), Now: statusNow,
+		Role: config.RoleClient, Version: "1.4.0", Started: statusNow.Add(-time.Minute), Now: statusNow,
 		Endpoint: "127.0.0.1:8443",
 		Sessions: []control.Session{{
 			ID: "c1", Identity: "gw.example", Remote: "127.0.0.1:8443", Reconnects: 3,
@@ -202,13 +203,15 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestStatusFindsDefaultSocket(t *testing.T) {
-	xdg := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", xdg)
-	if control.Find(control.Candidates(control.RoleServer)) != "" {
-		t.Skip("a real twoway gateway socket exists on this machine")
+	// The system directory and $XDG_RUNTIME_DIR, both temporary: what
+	// else runs on this machine stays out of the test.
+	system, xdg := t.TempDir(), t.TempDir()
+	socketCandidates = func(role config.Role) []string {
+		return []string{filepath.Join(system, string(role)+".sock"), filepath.Join(xdg, "twoway", string(role)+".sock")}
 	}
+	t.Cleanup(func() { socketCandidates = control.Candidates })
 	st := gatewayStatus()
-	st.Role = control.RoleClient
+	st.Role = config.RoleClient
 	startControl(t, filepath.Join(xdg, "twoway", "client.sock"), &statusFake{st: st})
 	out, err := runCLI(t, "status")
 	if err != nil {
@@ -259,7 +262,7 @@ func TestKick(t *testing.T) {
 }
 
 func TestKickOnClientRefused(t *testing.T) {
-	path := startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: control.Status{Role: control.RoleClient}})
+	path := startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: control.Status{Role: config.RoleClient}})
 	_, err := runCLI(t, "kick", "alice", "--socket", path)
 	if err == nil || err.Error() != "kick alice: not supported" {
 		t.Fatalf("kick on a client: %v", err)

@@ -36,7 +36,7 @@ func files() (map[string]string, error) {
 		"etc/server.toml.example": config.ExampleServer(),
 		"etc/client.toml.example": config.ExampleClient(),
 	}
-	for _, role := range []service.Role{service.RoleServer, service.RoleClient} {
+	for _, role := range []config.Role{config.RoleServer, config.RoleClient} {
 		unit, err := service.SystemdUnit(service.Config{
 			Role:       role,
 			ConfigPath: linuxConfDir + "/" + string(role) + ".toml",
