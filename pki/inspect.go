@@ -584,7 +584,7 @@ func certificateInfo(c *x509.Certificate, now time.Time) CertificateInfo {
 		ci.MaxPathLen = &n
 	}
 	for _, u := range c.ExtKeyUsage {
-		ci.ExtKeyUsage = append(ci.ExtKeyUsage, extKeyUsageName(u))
+		ci.ExtKeyUsage = append(ci.ExtKeyUsage, ExtKeyUsageName(u))
 	}
 	for _, oid := range c.UnknownExtKeyUsage {
 		ci.ExtKeyUsage = append(ci.ExtKeyUsage, oid.String())
@@ -751,30 +751,6 @@ func keyUsageNames(u x509.KeyUsage) []string {
 		}
 	}
 	return out
-}
-
-var extKeyUsageNames = map[x509.ExtKeyUsage]string{
-	x509.ExtKeyUsageAny:                            "any",
-	x509.ExtKeyUsageServerAuth:                     "serverAuth",
-	x509.ExtKeyUsageClientAuth:                     "clientAuth",
-	x509.ExtKeyUsageCodeSigning:                    "codeSigning",
-	x509.ExtKeyUsageEmailProtection:                "emailProtection",
-	x509.ExtKeyUsageIPSECEndSystem:                 "ipsecEndSystem",
-	x509.ExtKeyUsageIPSECTunnel:                    "ipsecTunnel",
-	x509.ExtKeyUsageIPSECUser:                      "ipsecUser",
-	x509.ExtKeyUsageTimeStamping:                   "timeStamping",
-	x509.ExtKeyUsageOCSPSigning:                    "OCSPSigning",
-	x509.ExtKeyUsageMicrosoftServerGatedCrypto:     "msSGC",
-	x509.ExtKeyUsageNetscapeServerGatedCrypto:      "nsSGC",
-	x509.ExtKeyUsageMicrosoftCommercialCodeSigning: "msCodeCom",
-	x509.ExtKeyUsageMicrosoftKernelCodeSigning:     "msKernelCodeSigning",
-}
-
-func extKeyUsageName(u x509.ExtKeyUsage) string {
-	if n, ok := extKeyUsageNames[u]; ok {
-		return n
-	}
-	return fmt.Sprintf("eku(%d)", int(u))
 }
 
 // ASN.1 shapes needed to describe (not decrypt) PKCS#8 and PKCS#12
@@ -1019,15 +995,4 @@ func describePKCS12(der []byte) (*PKCS12Info, error) {
 		}
 	}
 	return info, nil
-}
-
-// DaysLeft is the whole days from now until t, rounded down, so that a
-// certificate that expired an hour ago shows -1, never 0.
-func DaysLeft(t, now time.Time) int {
-	d := t.Sub(now)
-	days := int(d / (24 * time.Hour))
-	if d < 0 && d%(24*time.Hour) != 0 {
-		days--
-	}
-	return days
 }

@@ -224,7 +224,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, opts VerifyOptions) (*Ident
 		return nil, fmt.Errorf("verify: usage must be client or server")
 	}
 	if !hasEKU(leaf, opts.Usage.eku()) {
-		return nil, &VerifyError{Check: "usage", Subject: subj, Err: ErrWrongUsage, Detail: fmt.Sprintf("a %s certificate needs the %s extended key usage; this one has %s", opts.Usage, extKeyUsageName(opts.Usage.eku()), ekuList(leaf))}
+		return nil, &VerifyError{Check: "usage", Subject: subj, Err: ErrWrongUsage, Detail: fmt.Sprintf("a %s certificate needs the %s extended key usage; this one has %s", opts.Usage, ExtKeyUsageName(opts.Usage.eku()), ekuList(leaf))}
 	}
 
 	inter := x509.NewCertPool()
@@ -452,7 +452,7 @@ func ekuList(c *x509.Certificate) string {
 	}
 	var names []string
 	for _, u := range c.ExtKeyUsage {
-		names = append(names, extKeyUsageName(u))
+		names = append(names, ExtKeyUsageName(u))
 	}
 	for _, oid := range c.UnknownExtKeyUsage {
 		names = append(names, oid.String())
@@ -478,4 +478,44 @@ func describe(c *x509.Certificate) string {
 		name = c.Subject.String()
 	}
 	return fmt.Sprintf("%q serial %s", name, c.SerialNumber.Text(16))
+}
+
+// extKeyUsageNames are the short names of extended key usages, as in
+// RFC 5280 and openssl's configuration files, so that a refusal names the
+// usage the way the CA's operator wrote it.
+var extKeyUsageNames = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageAny:                            "any",
+	x509.ExtKeyUsageServerAuth:                     "serverAuth",
+	x509.ExtKeyUsageClientAuth:                     "clientAuth",
+	x509.ExtKeyUsageCodeSigning:                    "codeSigning",
+	x509.ExtKeyUsageEmailProtection:                "emailProtection",
+	x509.ExtKeyUsageIPSECEndSystem:                 "ipsecEndSystem",
+	x509.ExtKeyUsageIPSECTunnel:                    "ipsecTunnel",
+	x509.ExtKeyUsageIPSECUser:                      "ipsecUser",
+	x509.ExtKeyUsageTimeStamping:                   "timeStamping",
+	x509.ExtKeyUsageOCSPSigning:                    "OCSPSigning",
+	x509.ExtKeyUsageMicrosoftServerGatedCrypto:     "msSGC",
+	x509.ExtKeyUsageNetscapeServerGatedCrypto:      "nsSGC",
+	x509.ExtKeyUsageMicrosoftCommercialCodeSigning: "msCodeCom",
+	x509.ExtKeyUsageMicrosoftKernelCodeSigning:     "msKernelCodeSigning",
+}
+
+// ExtKeyUsageName is the short name of an extended key usage ("serverAuth",
+// "clientAuth"), or "eku(N)" for one without a name here.
+func ExtKeyUsageName(u x509.ExtKeyUsage) string {
+	if n, ok := extKeyUsageNames[u]; ok {
+		return n
+	}
+	return fmt.Sprintf("eku(%d)", int(u))
+}
+
+// DaysLeft is the whole days from now until t, rounded down, so that a
+// certificate that expired an hour ago shows -1, never 0.
+func DaysLeft(t, now time.Time) int {
+	d := t.Sub(now)
+	days := int(d / (24 * time.Hour))
+	if d < 0 && d%(24*time.Hour) != 0 {
+		days--
+	}
+	return days
 }
