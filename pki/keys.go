@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"bufio"
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -279,4 +281,21 @@ func WriteFile(path string, data []byte, perm os.FileMode, force bool) error {
 		return err
 	}
 	return nil
+}
+
+// ReadPasswordFile returns the first line of a password file, without its
+// line ending: what key_password_file, socks.password_file and the pki
+// commands' --password-file flags name. Whether the file is private enough
+// is its caller's check (config refuses, the CLI warns).
+func ReadPasswordFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read password file: %w", err)
+	}
+	line, _, _ := bufio.NewReader(bytes.NewReader(data)).ReadLine()
+	line = bytes.TrimRight(line, "\r")
+	if len(line) == 0 {
+		return nil, fmt.Errorf("password file %s: first line is empty", path)
+	}
+	return append([]byte(nil), line...), nil
 }

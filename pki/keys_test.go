@@ -253,3 +253,23 @@ func TestEncryptedKeyOpenSSL(t *testing.T) {
 		t.Fatalf("reading openssl's encrypted key: %v", err)
 	}
 }
+
+func TestReadPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ content, want, err string }{
+		{"s3cret\nignored\n", "s3cret", ""},
+		{"s3cret\r\n", "s3cret", ""},
+		{"s3cret", "s3cret", ""},
+		{"\nsecond\n", "", "first line is empty"},
+	} {
+		p := filepath.Join(dir, "pw")
+		os.WriteFile(p, []byte(tc.content), 0o600)
+		got, err := pki.ReadPasswordFile(p)
+		if string(got) != tc.want || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: got %q, %v; want %q, %q", tc.content, got, err, tc.want, tc.err)
+		}
+	}
+	if _, err := pki.ReadPasswordFile(filepath.Join(dir, "missing")); err == nil || !strings.HasPrefix(err.Error(), "read password file: ") {
+		t.Errorf("missing file: %v", err)
+	}
+}
