@@ -132,7 +132,7 @@ func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Veri
 		}
 		v.cas = append(v.cas, c)
 		v.pool.AddCert(c)
-		if isSelfSigned(c) {
+		if IsSelfSigned(c) {
 			selfSigned = append(selfSigned, c)
 			v.roots.AddCert(c)
 		} else {
@@ -169,7 +169,9 @@ func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Veri
 	return v, nil
 }
 
-func isSelfSigned(c *x509.Certificate) bool {
+// IsSelfSigned reports whether c is a root: issued by itself, and signed by
+// its own key (a matching name alone is not enough).
+func IsSelfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
 
@@ -178,7 +180,7 @@ func isSelfSigned(c *x509.Certificate) bool {
 // under those roots can issue peer certificates.
 func RootsOnly(bundle []*x509.Certificate) bool {
 	for _, c := range bundle {
-		if !isSelfSigned(c) {
+		if !IsSelfSigned(c) {
 			return false
 		}
 	}
@@ -507,15 +509,4 @@ func ExtKeyUsageName(u x509.ExtKeyUsage) string {
 		return n
 	}
 	return fmt.Sprintf("eku(%d)", int(u))
-}
-
-// DaysLeft is the whole days from now until t, rounded down, so that a
-// certificate that expired an hour ago shows -1, never 0.
-func DaysLeft(t, now time.Time) int {
-	d := t.Sub(now)
-	days := int(d / (24 * time.Hour))
-	if d < 0 && d%(24*time.Hour) != 0 {
-		days--
-	}
-	return days
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -175,11 +176,11 @@ func TestPKICAFlow(t *testing.T) {
 	out = caOK(t, "pki", "list", "--ca", clientCA)
 	caContains(t, out, "revoked (keyCompromise)", "revoked (superseded)")
 	out = caOK(t, "pki", "list", "--ca", clientCA, "--json")
-	var entries []pki.ListEntry
+	var entries []authority.ListEntry
 	if err := json.Unmarshal([]byte(out), &entries); err != nil {
 		t.Fatalf("list --json: %v\n%s", err, out)
 	}
-	if len(entries) != 2 || entries[0].Status != "revoked" || entries[0].Serial != alice[0].SerialNumber.Text(16) || entries[0].Kind != pki.KindClient {
+	if len(entries) != 2 || entries[0].Status != "revoked" || entries[0].Serial != alice[0].SerialNumber.Text(16) || entries[0].Kind != authority.KindClient {
 		t.Errorf("list --json: %s", out)
 	}
 	out = caOK(t, "pki", "list", "--ca", filepath.Join(dir, "root"))
@@ -281,7 +282,7 @@ func TestPKICABadInput(t *testing.T) {
 	pkitest.WriteFile(t, expired, "ca.crt", pkitest.PEM(old.Cert))
 	pkitest.WriteFile(t, expired, "ca.key", pkitest.KeyPEM(t, old.Key))
 	pkitest.WriteFile(t, expired, "bundle.crt", pkitest.PEM(old.Chain()...))
-	if err := (&pki.DB{}).Save(filepath.Join(expired, "db.json")); err != nil {
+	if err := (&authority.DB{}).Save(filepath.Join(expired, "db.json")); err != nil {
 		t.Fatal(err)
 	}
 

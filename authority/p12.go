@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // PKCS12Encoding chooses the algorithms that protect a PKCS#12 file.
@@ -39,7 +41,7 @@ var ErrEmptyPassword = errors.New("empty password refused: the PKCS#12 file woul
 // transport container whose password should be strong and short-lived.
 func ExportPKCS12(key crypto.Signer, chain []*x509.Certificate, password []byte, enc PKCS12Encoding) ([]byte, error) {
 	if len(chain) == 0 || chain[0] == nil {
-		return nil, ErrNoCertificate
+		return nil, pki.ErrNoCertificate
 	}
 	if len(password) == 0 {
 		return nil, ErrEmptyPassword
@@ -48,7 +50,7 @@ func ExportPKCS12(key crypto.Signer, chain []*x509.Certificate, password []byte,
 		return nil, errors.New("no private key")
 	}
 	leaf := chain[0]
-	if err := KeyMatches(leaf, key); err != nil {
+	if err := pki.KeyMatches(leaf, key); err != nil {
 		return nil, fmt.Errorf("certificate %q: %w", leaf.Subject.CommonName, err)
 	}
 	var cas []*x509.Certificate

@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // Kind says what an issued certificate is for.
@@ -67,7 +69,7 @@ func newRecord(c *x509.Certificate, kind Kind) Record {
 		Kind:      kind,
 		NotBefore: c.NotBefore.UTC(),
 		NotAfter:  c.NotAfter.UTC(),
-		SHA256:    Fingerprint(c),
+		SHA256:    pki.Fingerprint(c),
 	}
 }
 

@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"crypto/rand"
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // DefaultCRLDays is how long a CRL is valid when not told otherwise: peers
@@ -188,14 +190,14 @@ func (ca *CA) List(now time.Time) ([]ListEntry, error) {
 	ca.db = db
 	out := make([]ListEntry, 0, len(db.Certificates))
 	for _, r := range db.Certificates {
-		e := ListEntry{Record: r, Status: StatusValid}
+		e := ListEntry{Record: r, Status: pki.StatusValid}
 		switch {
 		case r.Revoked():
 			e.Status = StatusRevoked
 		case now.After(r.NotAfter):
-			e.Status = StatusExpired
+			e.Status = pki.StatusExpired
 		case now.Before(r.NotBefore):
-			e.Status = StatusNotYetValid
+			e.Status = pki.StatusNotYetValid
 		}
 		if left := r.NotAfter.Sub(now); left > 0 {
 			e.DaysLeft = int(left / (24 * time.Hour))
