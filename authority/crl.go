@@ -176,7 +176,9 @@ const StatusRevoked = "revoked"
 type ListEntry struct {
 	Record
 	Status string `json:"status"`
-	// DaysLeft is the number of whole days until expiry; 0 once expired.
+	// DaysLeft is the number of whole days until NotAfter, rounded down
+	// (pki.DaysLeft): 0 on the last day, negative once expired (-1 within
+	// the first day), as in `twoway pki inspect --json`.
 	DaysLeft int `json:"days_left"`
 }
 
@@ -199,9 +201,7 @@ func (ca *CA) List(now time.Time) ([]ListEntry, error) {
 		case now.Before(r.NotBefore):
 			e.Status = pki.StatusNotYetValid
 		}
-		if left := r.NotAfter.Sub(now); left > 0 {
-			e.DaysLeft = int(left / (24 * time.Hour))
-		}
+		e.DaysLeft = pki.DaysLeft(r.NotAfter, now)
 		out = append(out, e)
 	}
 	return out, nil

@@ -97,8 +97,9 @@ type CertificateInfo struct {
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
 	Status      string    `json:"status"` // StatusValid, StatusExpired or StatusNotYetValid
-	// DaysLeft is the number of whole days until NotAfter, rounded down:
-	// 0 on the last day, negative once expired (-1 within the first day).
+	// DaysLeft is the number of whole days until NotAfter, rounded down
+	// (pki.DaysLeft): 0 on the last day, negative once expired (-1 within
+	// the first day), as in `twoway pki list --json`.
 	DaysLeft int  `json:"days_left"`
 	IsCA     bool `json:"is_ca"`
 	// MaxPathLen is the CA's path length limit; nil means no limit (or not
