@@ -183,13 +183,13 @@ type ListEntry struct {
 }
 
 // List returns every certificate the CA issued, oldest first, with its
-// status at now.
+// status at now. It reads db.json afresh and changes nothing: neither the
+// file nor the handle, whose view (CRLNumber) only its own changes move.
 func (ca *CA) List(now time.Time) ([]ListEntry, error) {
 	db, err := LoadDB(filepath.Join(ca.Dir, DBFile))
 	if err != nil {
 		return nil, err
 	}
-	ca.db = db
 	out := make([]ListEntry, 0, len(db.Certificates))
 	for _, r := range db.Certificates {
 		e := ListEntry{Record: r, Status: pki.StatusValid}

@@ -1,6 +1,7 @@
 package authority_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"math/big"
@@ -247,5 +248,46 @@ func TestList(t *testing.T) {
 	}
 	if l = listAt(t, ca, now.Add(-time.Hour)); l[0].Status != pki.StatusNotYetValid {
 		t.Errorf("list an hour ago: %+v", l[0])
+	}
+}
+
+// TestListReadOnly checks that listing changes nothing: not the CA's
+// db.json, and not what an open handle knows of it, which only its own
+// changes move forward.
+func TestListReadOnly(t *testing.T) {
+	_, res := initPKI(t, "")
+	dir := res.ClientCA.Dir
+	if _, err := res.ClientCA.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	lister := openCA(t, dir)
+	// Another handle signs a CRL after lister was opened.
+	if _, _, err := openCA(t, dir).CRL(authority.CRLOptions{Out: filepath.Join(t.TempDir(), "crl.pem")}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, authority.DBFile)
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := listAt(t, lister, time.Now()); len(l) != 1 {
+		t.Fatalf("list: %+v", l)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("listing rewrote %s:\n%s\nnow:\n%s", path, before, after)
+	}
+	if fi, err := os.Stat(path); err != nil || !fi.ModTime().Equal(old) {
+		t.Errorf("listing touched %s: %v, %v", path, fi.ModTime(), err)
+	}
+	if n := lister.CRLNumber(); n != 0 {
+		t.Errorf("after listing, the handle's CRL number is %d: listing replaced its database with a newer copy", n)
 	}
 }
