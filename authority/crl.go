@@ -94,6 +94,12 @@ type CRLOptions struct {
 	// Out is the file written; default CA_DIR/crl.pem. A CRL is public and
 	// meant to be refreshed, so an existing file is always replaced.
 	Out string
+	// Initial signs the CA's first CRL, before it has signed any, as
+	// number 0 without recording it: peers can load a valid list at once,
+	// and the first CRL made after a revocation is still number 1. It is
+	// refused once the CA has signed a CRL (the number would go back). It
+	// is meant for a CA just made: `twoway pki init` uses it once per CA.
+	Initial bool
 }
 
 // CRL signs a new X.509 v2 CRL listing every certificate the CA revoked,
@@ -122,8 +128,15 @@ func (ca *CA) CRL(opts CRLOptions) (*x509.RevocationList, string, error) {
 	}
 	var der []byte
 	err = ca.update(func(db *DB) error {
+		number := db.CRLNumber + 1
+		if opts.Initial {
+			if db.CRLNumber != 0 {
+				return fmt.Errorf("CA %q (%s) has signed CRL number %d already; an initial CRL would go back to 0", ca.Name(), ca.Dir, db.CRLNumber)
+			}
+			number = 0
+		}
 		tmpl := &x509.RevocationList{
-			Number: big.NewInt(db.CRLNumber + 1),
+			Number: big.NewInt(number),
 			// Pulled back like leaf NotBefore, so peers whose clocks lag
 			// do not see a CRL from the future.
 			ThisUpdate: now.Add(-clockSkew),
@@ -151,7 +164,9 @@ func (ca *CA) CRL(opts CRLOptions) (*x509.RevocationList, string, error) {
 		if der, err = x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, key); err != nil {
 			return fmt.Errorf("sign CRL: %w", err)
 		}
-		db.CRLNumber++
+		if !opts.Initial {
+			db.CRLNumber++
+		}
 		return nil
 	})
 	if err != nil {

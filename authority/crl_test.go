@@ -291,3 +291,28 @@ func TestListReadOnly(t *testing.T) {
 		t.Errorf("after listing, the handle's CRL number is %d: listing replaced its database with a newer copy", n)
 	}
 }
+
+func TestInitialCRL(t *testing.T) {
+	_, res := initPKI(t, "")
+	ca := res.ClientCA
+	crl, path, err := ca.CRL(authority.CRLOptions{Initial: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != filepath.Join(ca.Dir, authority.CRLFile) || crl.Number.Sign() != 0 || len(crl.RevokedCertificateEntries) != 0 {
+		t.Errorf("initial CRL %s: number %v, %d entries", path, crl.Number, len(crl.RevokedCertificateEntries))
+	}
+	if err := crl.CheckSignatureFrom(ca.Cert); err != nil {
+		t.Errorf("initial CRL signature: %v", err)
+	}
+	if n := openCA(t, ca.Dir).CRLNumber(); n != 0 {
+		t.Errorf("initial CRL recorded as number %d", n)
+	}
+	next, _, err := ca.CRL(authority.CRLOptions{})
+	if err != nil || next.Number.Int64() != 1 {
+		t.Fatalf("first CRL after the initial one: %v, %v", next, err)
+	}
+	if _, _, err := ca.CRL(authority.CRLOptions{Initial: true}); err == nil || !strings.Contains(err.Error(), "would go back to 0") {
+		t.Errorf("initial CRL after CRL 1: %v", err)
+	}
+}

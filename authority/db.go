@@ -41,8 +41,9 @@ const dbVersion = 1
 // directory as db.json. It is the source of every CRL the CA signs.
 type DB struct {
 	Version int `json:"version"`
-	// CRLNumber is the number of the last CRL signed (0: none yet). CRL
-	// numbers must increase, so it is persisted before the CRL is written.
+	// CRLNumber is the number of the last CRL signed (0: none yet, or only
+	// the initial CRL, number 0). CRL numbers must increase, so it is
+	// persisted before the CRL is written.
 	CRLNumber    int64    `json:"crl_number"`
 	Certificates []Record `json:"certificates"`
 }

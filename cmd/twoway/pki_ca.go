@@ -75,6 +75,14 @@ twice) unless --no-password is given. Existing files are refused unless
 			if err != nil {
 				return err
 			}
+			// Each CA's first, empty CRL, so that a gateway configured with
+			// crls (as `twoway config example server` is) starts right away.
+			// Init's handles hold the keys: no password is asked again.
+			for _, ca := range []*authority.CA{res.Root, res.ServerCA, res.ClientCA} {
+				if _, _, err := ca.CRL(authority.CRLOptions{Initial: true}); err != nil {
+					return err
+				}
+			}
 			printInit(cmd.OutOrStdout(), dir, res, len(pw) > 0)
 			return nil
 		},

@@ -496,3 +496,32 @@ func TestPKICAOpenSSL(t *testing.T) {
 		t.Errorf("openssl verify through the sub-CA: %v\n%s", err, out)
 	}
 }
+
+// TestInitWritesCRLs checks that init leaves each CA an empty CRL, so that
+// the example server configuration, which names the client CA's, loads
+// right after init.
+func TestInitWritesCRLs(t *testing.T) {
+	work, dir, _ := caPKI(t)
+	for _, sub := range []string{authority.RootDir, authority.ServerCADir, authority.ClientCADir} {
+		crl, err := pki.LoadCRL(filepath.Join(dir, sub, authority.CRLFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := caCerts(t, filepath.Join(dir, sub, authority.CACertFile))[0]
+		if err := crl.CheckSignatureFrom(ca); err != nil || crl.Number.Sign() != 0 || len(crl.RevokedCertificateEntries) != 0 {
+			t.Errorf("%s CRL: number %v, %d entries, signature %v", sub, crl.Number, len(crl.RevokedCertificateEntries), err)
+		}
+	}
+	caOK(t, "pki", "issue", "server", "--ca", filepath.Join(dir, authority.ServerCADir), "--name", "gw.example.com",
+		"--out-dir", work, "--password-file", filepath.Join(work, "pw.txt"))
+	conf := strings.NewReplacer(`"gateway.crt"`, `"gw.example.com.crt"`, `"gateway.key"`, `"gw.example.com.key"`).
+		Replace(caOK(t, "config", "example", "server"))
+	if !strings.Contains(conf, `crls = ["pki/client-ca/crl.pem"]`) {
+		t.Fatalf("the example no longer names the client CA's CRL:\n%s", conf)
+	}
+	path := filepath.Join(work, "server.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caContains(t, caOK(t, "config", "check", "-c", path), "OK (server")
+}
