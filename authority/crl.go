@@ -183,8 +183,8 @@ func (ca *CA) CRL(opts CRLOptions) (*x509.RevocationList, string, error) {
 }
 
 // StatusRevoked is List's status for a revoked certificate; the other
-// statuses are those of CertificateInfo (StatusValid, StatusExpired,
-// StatusNotYetValid).
+// statuses are pki's (pki.StatusValid, pki.StatusExpired,
+// pki.StatusNotYetValid), as in inspect.CertificateInfo.
 const StatusRevoked = "revoked"
 
 // ListEntry is a database record with its status at a given time.

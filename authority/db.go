@@ -50,12 +50,12 @@ type DB struct {
 
 // Record describes one issued certificate.
 type Record struct {
-	Serial    string     `json:"serial"` // lowercase hex, as Identity.Serial
+	Serial    string     `json:"serial"` // lowercase hex, as pki.Identity.Serial
 	Subject   string     `json:"subject"`
 	Kind      Kind       `json:"kind"`
 	NotBefore time.Time  `json:"not_before"`
 	NotAfter  time.Time  `json:"not_after"`
-	SHA256    string     `json:"sha256"` // Fingerprint of the certificate
+	SHA256    string     `json:"sha256"` // pki.Fingerprint of the certificate
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	Reason    string     `json:"reason,omitempty"` // RFC 5280 reason name, set when revoked
 }

@@ -34,7 +34,7 @@ var ErrEmptyPassword = errors.New("empty password refused: the PKCS#12 file woul
 // ExportPKCS12 encodes key and chain as a password-protected PKCS#12 file
 // (DER). chain[0] is the certificate the key belongs to; the rest are CA
 // certificates to include (duplicates are dropped). The key must match
-// chain[0] (ErrKeyMismatch otherwise).
+// chain[0] (pki.ErrKeyMismatch otherwise).
 //
 // The iteration counts are the encoder's (2048, as OpenSSL 3 uses):
 // importers differ in how many they tolerate, and a PKCS#12 file is a

@@ -65,7 +65,7 @@ type KeyInfo struct {
 	Algorithm string `json:"algorithm"` // "ECDSA", "RSA", "Ed25519", "X25519"
 	Curve     string `json:"curve,omitempty"`
 	Bits      int    `json:"bits,omitempty"`
-	// SPKIPin is the pin of the public key (see SPKIPin), so a key file can
+	// SPKIPin is the pin of the public key (see pki.SPKIPin), so a key file can
 	// be matched to a certificate by eye.
 	SPKIPin string `json:"spki_pin,omitempty"`
 }
@@ -93,10 +93,10 @@ type CertificateInfo struct {
 	URIs        []string  `json:"uris,omitempty"`
 	Issuer      string    `json:"issuer"`
 	SelfSigned  bool      `json:"self_signed"`
-	Serial      string    `json:"serial"` // lowercase hex, as in Identity
+	Serial      string    `json:"serial"` // lowercase hex, as in pki.Identity
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
-	Status      string    `json:"status"` // StatusValid, StatusExpired or StatusNotYetValid
+	Status      string    `json:"status"` // pki.StatusValid, pki.StatusExpired or pki.StatusNotYetValid
 	// DaysLeft is the number of whole days until NotAfter, rounded down
 	// (pki.DaysLeft): 0 on the last day, negative once expired (-1 within
 	// the first day), as in `twoway pki list --json`.
@@ -199,7 +199,7 @@ type PKCS12Info struct {
 // password is called at most once, and only when a secret is needed: to
 // open a PKCS#12 file (after trying the empty password), or to show the
 // type of an encrypted private key. It may be nil. For a private key,
-// a password function returning an error that wraps ErrPasswordRequired, or
+// a password function returning an error that wraps pki.ErrPasswordRequired, or
 // an empty password, leaves the key reported as encrypted with its type
 // unknown; any other error is returned.
 func Inspect(data []byte, password func() ([]byte, error)) (*Report, error) {
@@ -408,7 +408,7 @@ func parsePlainKey(pemType string, der []byte) (crypto.Signer, error) {
 
 func (in *inspector) addPrivateKeyPEM(r *Report, b *pem.Block) error {
 	// Legacy OpenSSL PEM encryption: the headers say how, and we do not
-	// decrypt it (ParsePrivateKeyPEM refuses it too).
+	// decrypt it (pki.ParsePrivateKeyPEM refuses it too).
 	if b.Headers["Proc-Type"] != "" {
 		info := PrivateKeyInfo{Format: keyFormat(b.Type), Encrypted: true, Encryption: "legacy PEM encryption"}
 		if dek := b.Headers["DEK-Info"]; dek != "" {
