@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 	"github.com/twoway/twoway/policy"
@@ -337,10 +338,10 @@ func encryptedGatewayKey(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	f := writeFixture(t, dir)
-	old := pki.KDFIterations
-	pki.KDFIterations = 1000
-	t.Cleanup(func() { pki.KDFIterations = old })
-	enc, err := pki.MarshalPrivateKeyPEM(f.gateway.Key, []byte("pw"))
+	old := authority.KDFIterations
+	authority.KDFIterations = 1000
+	t.Cleanup(func() { authority.KDFIterations = old })
+	enc, err := authority.MarshalPrivateKeyPEM(f.gateway.Key, []byte("pw"))
 	if err != nil {
 		t.Fatal(err)
 	}

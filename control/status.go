@@ -168,9 +168,6 @@ type Totals struct {
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
 }
 
-// DaysLeft is pki.DaysLeft, for callers that describe status.
-func DaysLeft(t, now time.Time) int { return pki.DaysLeft(t, now) }
-
 // NewSession fills the identity part of a Session from the peer's verified
 // identity: name, groups, serial and the expiry of its certificate and of
 // its chain.
@@ -183,7 +180,7 @@ func NewSession(id string, peer *pki.Identity, now time.Time) Session {
 	s.Groups = append([]string(nil), peer.Groups...)
 	s.Serial = peer.Serial
 	s.CertNotAfter = peer.NotAfter
-	s.CertDaysLeft = DaysLeft(peer.NotAfter, now)
+	s.CertDaysLeft = pki.DaysLeft(peer.NotAfter, now)
 	return s
 }
 
@@ -203,7 +200,7 @@ func (s *Session) SetChain(verified []*x509.Certificate, now time.Time) {
 		return
 	}
 	s.CANotAfter = earliest
-	s.CADaysLeft = DaysLeft(earliest, now)
+	s.CADaysLeft = pki.DaysLeft(earliest, now)
 }
 
 // Certificates describes certs as the given kind (CertOwn, CertChain,
@@ -226,7 +223,7 @@ func CertificateOf(which string, c *x509.Certificate, now time.Time) Certificate
 		Subject:  subjectName(c),
 		Serial:   c.SerialNumber.Text(16),
 		NotAfter: c.NotAfter,
-		DaysLeft: DaysLeft(c.NotAfter, now),
+		DaysLeft: pki.DaysLeft(c.NotAfter, now),
 	}
 }
 

@@ -9,26 +9,6 @@ import (
 	"github.com/twoway/twoway/pki/pkitest"
 )
 
-func TestDaysLeft(t *testing.T) {
-	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		in   time.Duration
-		want int
-	}{
-		{30 * 24 * time.Hour, 30},
-		{30*24*time.Hour - time.Second, 29},
-		{time.Hour, 0},
-		{0, 0},
-		{-time.Hour, -1},
-		{-24 * time.Hour, -1},
-		{-25 * time.Hour, -2},
-	} {
-		if got := DaysLeft(now.Add(tc.in), now); got != tc.want {
-			t.Errorf("DaysLeft(now%+v) = %d, want %d", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestNewSessionAndChain(t *testing.T) {
 	now := time.Now()
 	root := pkitest.NewRoot(t, "root")

@@ -12,13 +12,10 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -246,7 +243,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 	}
 	var socksAuth func(user, password string) bool
 	if cfg.SOCKS.User != "" {
-		pw, err := ReadPasswordFile(cfg.SOCKS.PasswordFile)
+		pw, err := pki.ReadPasswordFile(cfg.SOCKS.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("socks password: %w", err)
 		}
@@ -361,25 +358,11 @@ func newStore(cert, key, passFile, bundle string, crls []string, rejectStale boo
 	var pw []byte
 	if passFile != "" {
 		var err error
-		if pw, err = ReadPasswordFile(passFile); err != nil {
+		if pw, err = pki.ReadPasswordFile(passFile); err != nil {
 			return nil, err
 		}
 	}
 	return pki.NewStore(pki.StoreConfig{CertFile: cert, KeyFile: key, KeyPassword: pw, CABundle: bundle, CRLFiles: crls, RejectStaleCRLs: rejectStale})
-}
-
-// ReadPasswordFile returns the first line of a password file.
-func ReadPasswordFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read password file: %w", err)
-	}
-	line, _, _ := bufio.NewReader(bytes.NewReader(data)).ReadLine()
-	line = bytes.TrimRight(line, "\r")
-	if len(line) == 0 {
-		return nil, fmt.Errorf("password file %s: first line is empty", path)
-	}
-	return append([]byte(nil), line...), nil
 }
 
 func software() string {

@@ -64,7 +64,7 @@ func (o Options) withDefaults() Options {
 
 // Files are what a run writes in its work directory.
 type Files struct {
-	// PKI holds root/, server-ca/ and client-ca/ (see pki.Init).
+	// PKI holds root/, server-ca/ and client-ca/ (see authority.Init).
 	PKI string
 	// ServerBundle is what clients verify the gateway with (server CA and
 	// root); ClientBundle what the gateway verifies clients with.

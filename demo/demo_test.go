@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/probe"
 	"github.com/twoway/twoway/tunnel"
@@ -26,7 +27,7 @@ import (
 
 func TestMain(m *testing.M) {
 	// Keys are unencrypted in the demo, but keep any KDF use cheap.
-	pki.KDFIterations = 1000
+	authority.KDFIterations = 1000
 	os.Exit(m.Run())
 }
 

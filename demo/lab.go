@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/tunnel"
@@ -133,15 +134,15 @@ func (l *lab) tearDown() {
 func (l *lab) makePKI(dir string) error {
 	f := &l.files
 	f.PKI = filepath.Join(dir, "pki")
-	res, err := pki.Init(f.PKI, pki.InitOptions{Org: "twoway demo"})
+	res, err := authority.Init(f.PKI, authority.InitOptions{Org: "twoway demo"})
 	if err != nil {
 		return fmt.Errorf("demo: PKI: %w", err)
 	}
 	l.rootName, l.serverCAName, l.clientCAName = res.Root.Name(), res.ServerCA.Name(), res.ClientCA.Name()
-	f.ServerBundle = filepath.Join(res.ServerCA.Dir, pki.BundleFile)
-	f.ClientBundle = filepath.Join(res.ClientCA.Dir, pki.BundleFile)
+	f.ServerBundle = filepath.Join(res.ServerCA.Dir, authority.BundleFile)
+	f.ClientBundle = filepath.Join(res.ClientCA.Dir, authority.BundleFile)
 
-	issue := func(ca *pki.CA, req pki.IssueRequest, cert, key *string) error {
+	issue := func(ca *authority.CA, req authority.IssueRequest, cert, key *string) error {
 		iss, err := ca.Issue(req)
 		if err != nil {
 			return fmt.Errorf("demo: issue %s %s: %w", req.Kind, req.Name, err)
@@ -149,11 +150,11 @@ func (l *lab) makePKI(dir string) error {
 		*cert, *key = iss.CertFile, iss.KeyFile
 		return nil
 	}
-	client := func(out string) pki.IssueRequest {
-		return pki.IssueRequest{Kind: pki.KindClient, Name: User, Groups: []string{Group}, OutDir: filepath.Join(dir, out)}
+	client := func(out string) authority.IssueRequest {
+		return authority.IssueRequest{Kind: authority.KindClient, Name: User, Groups: []string{Group}, OutDir: filepath.Join(dir, out)}
 	}
-	if err := issue(res.ServerCA, pki.IssueRequest{
-		Kind: pki.KindServer, Name: "127.0.0.1", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv6loopback},
+	if err := issue(res.ServerCA, authority.IssueRequest{
+		Kind: authority.KindServer, Name: "127.0.0.1", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv6loopback},
 		OutDir: filepath.Join(dir, "gateway"),
 	}, &f.GatewayCert, &f.GatewayKey); err != nil {
 		return err
@@ -167,7 +168,7 @@ func (l *lab) makePKI(dir string) error {
 		return err
 	}
 	f.OtherPKI = filepath.Join(dir, "other-pki")
-	other, err := pki.Init(f.OtherPKI, pki.InitOptions{Org: "unrelated"})
+	other, err := authority.Init(f.OtherPKI, authority.InitOptions{Org: "unrelated"})
 	if err != nil {
 		return fmt.Errorf("demo: second PKI: %w", err)
 	}

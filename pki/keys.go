@@ -1,103 +1,27 @@
 package pki
 
 import (
+	"bufio"
+	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strings"
 
 	"github.com/youmark/pkcs8"
 
-	"github.com/twoway/twoway/internal/atomicfile"
-)
-
-// KeyType names a private key algorithm twoway can generate.
-type KeyType string
-
-// Supported key types. ECDSA P-256 is the default: small, fast to verify,
-// and accepted by every TLS stack and OS keychain.
-const (
-	KeyECDSAP256 KeyType = "ecdsa-p256"
-	KeyEd25519   KeyType = "ed25519"
-	KeyRSA3072   KeyType = "rsa-3072"
+	"github.com/twoway/twoway/internal/pbe"
 )
 
 // Errors about private keys that callers branch on.
 var (
-	ErrExists           = errors.New("file already exists (use --force to overwrite)")
 	ErrPasswordRequired = errors.New("key is encrypted: password required")
 	ErrBadPassword      = errors.New("wrong password")
-	ErrUnknownKeyType   = errors.New("unknown key type")
 )
-
-// KDFIterations is the PBKDF2-HMAC-SHA256 iteration count used when
-// encrypting private keys. 600,000 follows OWASP's 2023 guidance for
-// PBKDF2-SHA256; decrypting costs a fraction of a second. Test binaries
-// lower it (in TestMain) because the race detector makes it ~10x slower;
-// nothing else should change it.
-var KDFIterations = 600_000
-
-// ParseKeyType parses a key type name as given on the command line.
-func ParseKeyType(s string) (KeyType, error) {
-	switch t := KeyType(strings.ToLower(s)); t {
-	case KeyECDSAP256, KeyEd25519, KeyRSA3072:
-		return t, nil
-	case "", "ecdsa", "p256", "p-256":
-		return KeyECDSAP256, nil
-	case "rsa":
-		return KeyRSA3072, nil
-	}
-	return "", fmt.Errorf("%w %q (want ecdsa-p256, ed25519 or rsa-3072)", ErrUnknownKeyType, s)
-}
-
-// GenerateKey makes a new private key of type t.
-func GenerateKey(t KeyType) (crypto.Signer, error) {
-	switch t {
-	case KeyECDSAP256, "":
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case KeyEd25519:
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		return k, err
-	case KeyRSA3072:
-		return rsa.GenerateKey(rand.Reader, 3072)
-	}
-	return nil, fmt.Errorf("%w %q", ErrUnknownKeyType, t)
-}
-
-// MarshalPrivateKeyPEM encodes key as PKCS#8 PEM. With a non-empty password
-// it is an "ENCRYPTED PRIVATE KEY" (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC),
-// which openssl, Java and OS keychains read.
-func MarshalPrivateKeyPEM(key crypto.Signer, password []byte) ([]byte, error) {
-	if len(password) == 0 {
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, fmt.Errorf("marshal private key: %w", err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-	}
-	der, err := pkcs8.MarshalPrivateKey(key, password, &pkcs8.Opts{
-		Cipher: pkcs8.AES256CBC,
-		KDFOpts: pkcs8.PBKDF2Opts{
-			SaltSize:       16,
-			IterationCount: KDFIterations,
-			HMACHash:       crypto.SHA256,
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encrypt private key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: der}), nil
-}
 
 // ParsePrivateKeyPEM decodes the first private key block in data: PKCS#8,
 // encrypted PKCS#8, SEC 1 "EC PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY".
@@ -180,28 +104,28 @@ var pbes2BlockSizes = map[string]int{
 // exhaust memory. Schemes the library does not support are left to it.
 func checkEncryptedKeyParams(der []byte) error {
 	malformed := errors.New("malformed encrypted PKCS#8 structure")
-	var e encryptedPrivateKeyInfo
+	var e pbe.EncryptedPrivateKeyInfo
 	if _, err := asn1.Unmarshal(der, &e); err != nil {
 		return malformed
 	}
-	if !e.Algorithm.Algorithm.Equal(oidPBES2) {
+	if !e.Algorithm.Algorithm.Equal(pbe.OIDPBES2) {
 		return nil
 	}
-	var p pbes2Params
+	var p pbe.PBES2Params
 	if _, err := asn1.Unmarshal(e.Algorithm.Parameters.FullBytes, &p); err != nil {
 		return malformed
 	}
 	switch {
-	case p.KDF.Algorithm.Equal(oidPBKDF2):
-		var k pbkdf2Params
+	case p.KDF.Algorithm.Equal(pbe.OIDPBKDF2):
+		var k pbe.PBKDF2Params
 		if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &k); err != nil {
 			return malformed
 		}
 		if k.Iterations > maxPBKDF2Iterations {
 			return fmt.Errorf("PBKDF2 iteration count %d is above the limit of %d", k.Iterations, maxPBKDF2Iterations)
 		}
-	case p.KDF.Algorithm.Equal(oidScrypt):
-		var s scryptParams
+	case p.KDF.Algorithm.Equal(pbe.OIDScrypt):
+		var s pbe.ScryptParams
 		if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &s); err != nil {
 			return malformed
 		}
@@ -265,18 +189,19 @@ func IsEncryptedKeyFile(path string) (bool, error) {
 	}
 }
 
-// WriteFile writes data to path atomically (a temporary file in the same
-// directory, then rename) with mode perm. It refuses to replace an existing
-// file unless force is set, so that a mistyped command never destroys a key.
-func WriteFile(path string, data []byte, perm os.FileMode, force bool) error {
-	if force {
-		return atomicfile.Write(path, data, perm)
+// ReadPasswordFile returns the first line of a password file, without its
+// line ending: what key_password_file, socks.password_file and the pki
+// commands' --password-file flags name. Whether the file is private enough
+// is its caller's check (config refuses, the CLI warns).
+func ReadPasswordFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read password file: %w", err)
 	}
-	if err := atomicfile.Create(path, data, perm); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", path, ErrExists)
-		}
-		return err
+	line, _, _ := bufio.NewReader(bytes.NewReader(data)).ReadLine()
+	line = bytes.TrimRight(line, "\r")
+	if len(line) == 0 {
+		return nil, fmt.Errorf("password file %s: first line is empty", path)
 	}
-	return nil
+	return append([]byte(nil), line...), nil
 }

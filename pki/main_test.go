@@ -4,11 +4,11 @@ import (
 	"os"
 	"testing"
 
-	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/authority"
 )
 
 func TestMain(m *testing.M) {
 	// Key encryption strength is not under test; its format is.
-	pki.KDFIterations = 1000
+	authority.KDFIterations = 1000
 	os.Exit(m.Run())
 }

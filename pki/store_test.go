@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -19,7 +20,7 @@ func TestStoreReload(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	srv := h.ServerCA.Server(t, "gw.example")
 	alice := h.ClientCA.Client(t, "alice")
-	keyPEM, _ := pki.MarshalPrivateKeyPEM(srv.Key, []byte("pw"))
+	keyPEM, _ := authority.MarshalPrivateKeyPEM(srv.Key, []byte("pw"))
 	cfg := pki.StoreConfig{
 		CertFile:    pkitest.WriteFile(t, dir, "gw.crt", pkitest.PEM(srv.Certs()...)),
 		KeyFile:     pkitest.WriteFile(t, dir, "gw.key", keyPEM),
@@ -76,7 +77,7 @@ func TestStoreErrors(t *testing.T) {
 	other := h.ServerCA.Server(t, "other.example")
 	bundle := pkitest.WriteFile(t, dir, "b.crt", pkitest.PEM(h.ClientBundle()...))
 	crt := pkitest.WriteFile(t, dir, "gw.crt", pkitest.PEM(srv.Certs()...))
-	enc, _ := pki.MarshalPrivateKeyPEM(srv.Key, []byte("pw"))
+	enc, _ := authority.MarshalPrivateKeyPEM(srv.Key, []byte("pw"))
 	encKey := pkitest.WriteFile(t, dir, "enc.key", enc)
 	cases := map[string]struct {
 		cfg  pki.StoreConfig

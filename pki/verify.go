@@ -132,7 +132,7 @@ func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Veri
 		}
 		v.cas = append(v.cas, c)
 		v.pool.AddCert(c)
-		if isSelfSigned(c) {
+		if IsSelfSigned(c) {
 			selfSigned = append(selfSigned, c)
 			v.roots.AddCert(c)
 		} else {
@@ -169,7 +169,9 @@ func NewVerifier(bundle []*x509.Certificate, crls []*x509.RevocationList) (*Veri
 	return v, nil
 }
 
-func isSelfSigned(c *x509.Certificate) bool {
+// IsSelfSigned reports whether c is a root: issued by itself, and signed by
+// its own key (a matching name alone is not enough).
+func IsSelfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
 
@@ -178,7 +180,7 @@ func isSelfSigned(c *x509.Certificate) bool {
 // under those roots can issue peer certificates.
 func RootsOnly(bundle []*x509.Certificate) bool {
 	for _, c := range bundle {
-		if !isSelfSigned(c) {
+		if !IsSelfSigned(c) {
 			return false
 		}
 	}
@@ -224,7 +226,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, opts VerifyOptions) (*Ident
 		return nil, fmt.Errorf("verify: usage must be client or server")
 	}
 	if !hasEKU(leaf, opts.Usage.eku()) {
-		return nil, &VerifyError{Check: "usage", Subject: subj, Err: ErrWrongUsage, Detail: fmt.Sprintf("a %s certificate needs the %s extended key usage; this one has %s", opts.Usage, extKeyUsageName(opts.Usage.eku()), ekuList(leaf))}
+		return nil, &VerifyError{Check: "usage", Subject: subj, Err: ErrWrongUsage, Detail: fmt.Sprintf("a %s certificate needs the %s extended key usage; this one has %s", opts.Usage, ExtKeyUsageName(opts.Usage.eku()), ekuList(leaf))}
 	}
 
 	inter := x509.NewCertPool()
@@ -452,7 +454,7 @@ func ekuList(c *x509.Certificate) string {
 	}
 	var names []string
 	for _, u := range c.ExtKeyUsage {
-		names = append(names, extKeyUsageName(u))
+		names = append(names, ExtKeyUsageName(u))
 	}
 	for _, oid := range c.UnknownExtKeyUsage {
 		names = append(names, oid.String())
@@ -478,4 +480,33 @@ func describe(c *x509.Certificate) string {
 		name = c.Subject.String()
 	}
 	return fmt.Sprintf("%q serial %s", name, c.SerialNumber.Text(16))
+}
+
+// extKeyUsageNames are the short names of extended key usages, as in
+// RFC 5280 and openssl's configuration files, so that a refusal names the
+// usage the way the CA's operator wrote it.
+var extKeyUsageNames = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageAny:                            "any",
+	x509.ExtKeyUsageServerAuth:                     "serverAuth",
+	x509.ExtKeyUsageClientAuth:                     "clientAuth",
+	x509.ExtKeyUsageCodeSigning:                    "codeSigning",
+	x509.ExtKeyUsageEmailProtection:                "emailProtection",
+	x509.ExtKeyUsageIPSECEndSystem:                 "ipsecEndSystem",
+	x509.ExtKeyUsageIPSECTunnel:                    "ipsecTunnel",
+	x509.ExtKeyUsageIPSECUser:                      "ipsecUser",
+	x509.ExtKeyUsageTimeStamping:                   "timeStamping",
+	x509.ExtKeyUsageOCSPSigning:                    "OCSPSigning",
+	x509.ExtKeyUsageMicrosoftServerGatedCrypto:     "msSGC",
+	x509.ExtKeyUsageNetscapeServerGatedCrypto:      "nsSGC",
+	x509.ExtKeyUsageMicrosoftCommercialCodeSigning: "msCodeCom",
+	x509.ExtKeyUsageMicrosoftKernelCodeSigning:     "msKernelCodeSigning",
+}
+
+// ExtKeyUsageName is the short name of an extended key usage ("serverAuth",
+// "clientAuth"), or "eku(N)" for one without a name here.
+func ExtKeyUsageName(u x509.ExtKeyUsage) string {
+	if n, ok := extKeyUsageNames[u]; ok {
+		return n
+	}
+	return fmt.Sprintf("eku(%d)", int(u))
 }

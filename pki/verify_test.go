@@ -11,15 +11,6 @@ import (
 	"github.com/twoway/twoway/pki/pkitest"
 )
 
-func mustVerifier(t *testing.T, bundle []*x509.Certificate, crls ...*x509.RevocationList) *pki.Verifier {
-	t.Helper()
-	v, err := pki.NewVerifier(bundle, crls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 func TestVerifyClient(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	other := pkitest.NewRoot(t, "other root").Sub(t, "other client CA")
@@ -32,10 +23,10 @@ func TestVerifyClient(t *testing.T) {
 	engRevoked := eng.Client(t, "eve")
 	crl := h.ClientCA.CRL(t, 1, revoked.Cert)
 	engCRL := eng.CRL(t, 1, engRevoked.Cert)
-	v := mustVerifier(t, h.ClientBundle(), crl, engCRL)
+	v := pkitest.Verifier(t, h.ClientBundle(), crl, engCRL)
 
 	// A bundle holding the expired CA, to see a CA's expiry refuse its leaves.
-	vOld := mustVerifier(t, append([]*x509.Certificate{expiredCA.Cert}, h.Root.Cert))
+	vOld := pkitest.Verifier(t, append([]*x509.Certificate{expiredCA.Cert}, h.Root.Cert))
 
 	cases := []struct {
 		name      string
@@ -87,7 +78,7 @@ func TestVerifyClient(t *testing.T) {
 func TestVerifyIdentity(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	l := h.ClientCA.Issue(t, pkitest.LeafOptions{CommonName: "alice", Groups: []string{"eng", "vpn"}, Emails: []string{"alice@example.com"}, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	id, err := mustVerifier(t, h.ClientBundle()).Verify(l.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
+	id, err := pkitest.Verifier(t, h.ClientBundle()).Verify(l.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +107,7 @@ func TestVerifyServer(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	srv := h.ServerCA.Server(t, "gw.example.com")
 	ipSrv := h.ServerCA.Server(t, "198.18.0.2")
-	v := mustVerifier(t, h.ServerBundle())
+	v := pkitest.Verifier(t, h.ServerBundle())
 	pin := pki.SPKIPin(srv.Cert)
 	caPin := pki.SPKIPin(h.ServerCA.Cert)
 
@@ -149,7 +140,7 @@ func TestVerifyServer(t *testing.T) {
 func TestVerifyTime(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	l := h.ClientCA.Client(t, "alice")
-	v := mustVerifier(t, h.ClientBundle())
+	v := pkitest.Verifier(t, h.ClientBundle())
 	if _, err := v.Verify(l.Certs(), pki.VerifyOptions{Usage: pki.UsageClient, Now: l.Cert.NotAfter.Add(time.Second)}); !errors.Is(err, pki.ErrExpired) {
 		t.Fatalf("after NotAfter: %v", err)
 	}
@@ -178,7 +169,7 @@ func TestNewVerifierRejects(t *testing.T) {
 func TestVerifyBundleWithoutRoot(t *testing.T) {
 	// Trusting only the client CA (no root in the bundle) still works.
 	h := pkitest.NewHierarchy(t)
-	v := mustVerifier(t, []*x509.Certificate{h.ClientCA.Cert})
+	v := pkitest.Verifier(t, []*x509.Certificate{h.ClientCA.Cert})
 	if _, err := v.Verify(h.ClientCA.Client(t, "a").Certs(), pki.VerifyOptions{Usage: pki.UsageClient}); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +181,7 @@ func TestVerifyBundleWithoutRoot(t *testing.T) {
 func TestVerifyErrorMessage(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	l := h.ServerCA.Client(t, "sneaky")
-	_, err := mustVerifier(t, h.ClientBundle()).Verify(l.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
+	_, err := pkitest.Verifier(t, h.ClientBundle()).Verify(l.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
 	msg := err.Error()
 	for _, want := range []string{"chain", "sneaky", "test server CA", "test client CA"} {
 		if !strings.Contains(msg, want) {
@@ -205,7 +196,7 @@ func TestVerifyKeepsChain(t *testing.T) {
 	h := pkitest.NewHierarchy(t)
 	eng := h.ClientCA.Sub(t, "eng CA")
 	bob := eng.Client(t, "bob", "eng")
-	v := mustVerifier(t, h.ClientBundle())
+	v := pkitest.Verifier(t, h.ClientBundle())
 	// bob presents only his leaf and the eng CA; the rest comes from the bundle.
 	id, err := v.Verify(bob.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
 	if err != nil {
@@ -217,5 +208,25 @@ func TestVerifyKeepsChain(t *testing.T) {
 	}
 	if got := strings.Join(names, " <- "); got != "bob <- eng CA <- test client CA <- test root" {
 		t.Fatalf("chain %s", got)
+	}
+}
+
+func TestDaysLeft(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   time.Duration
+		want int
+	}{
+		{30 * 24 * time.Hour, 30},
+		{30*24*time.Hour - time.Second, 29},
+		{time.Hour, 0},
+		{0, 0},
+		{-time.Hour, -1},
+		{-24 * time.Hour, -1},
+		{-25 * time.Hour, -2},
+	} {
+		if got := pki.DaysLeft(now.Add(tc.in), now); got != tc.want {
+			t.Errorf("DaysLeft(now%+v) = %d, want %d", tc.in, got, tc.want)
+		}
 	}
 }

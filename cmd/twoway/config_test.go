@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/authority"
 )
 
 func runCmd(t *testing.T, args ...string) (string, error) {
@@ -22,11 +22,11 @@ func runCmd(t *testing.T, args ...string) (string, error) {
 
 func TestConfigExampleAndCheck(t *testing.T) {
 	dir := t.TempDir()
-	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	res, err := authority.Init(filepath.Join(dir, "pki"), authority.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw.example", OutDir: dir})
+	gw, err := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "gw.example", OutDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,14 +87,14 @@ func TestConfigExampleAndCheck(t *testing.T) {
 // without SOCKS authentication.
 func TestConfigCheckWarns(t *testing.T) {
 	dir := t.TempDir()
-	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	res, err := authority.Init(filepath.Join(dir, "pki"), authority.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw.example", OutDir: dir}); err != nil {
+	if _, err := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "gw.example", OutDir: dir}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: dir}); err != nil {
+	if _, err := res.ClientCA.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	write := func(name, body string) string {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 )
 
@@ -29,7 +30,7 @@ func TestProcessStaleCRL(t *testing.T) {
 		// numbered like the one the CA published (1), so that the CA's
 		// next one (2) is newer: a reload refuses an older number.
 		ca := g.res.ClientCA
-		key, err := pki.LoadPrivateKey(filepath.Join(ca.Dir, pki.CAKeyFile), nil)
+		key, err := pki.LoadPrivateKey(filepath.Join(ca.Dir, authority.CAKeyFile), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +41,7 @@ func TestProcessStaleCRL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(ca.Dir, pki.CRLFile), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(ca.Dir, authority.CRLFile), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -54,7 +55,7 @@ func TestProcessStaleCRL(t *testing.T) {
 	})
 
 	// Publish a fresh CRL and reload: the client gets in.
-	if _, _, err := g.res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
+	if _, _, err := g.res.ClientCA.CRL(authority.CRLOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	g.gw.cmd.Process.Signal(syscall.SIGHUP)

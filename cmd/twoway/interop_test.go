@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
+	"github.com/twoway/twoway/inspect"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -181,12 +183,12 @@ func TestInteropOpenSSLReadsTwowayKeys(t *testing.T) {
 	o := newOpenSSL(t)
 	o.write("key.pw", "key pass\n")
 	o.write("wrong.pw", "nope\n")
-	for _, kt := range []pki.KeyType{pki.KeyECDSAP256, pki.KeyEd25519} {
-		key, err := pki.GenerateKey(kt)
+	for _, kt := range []authority.KeyType{authority.KeyECDSAP256, authority.KeyEd25519} {
+		key, err := authority.GenerateKey(kt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		enc, err := pki.MarshalPrivateKeyPEM(key, []byte("key pass"))
+		enc, err := authority.MarshalPrivateKeyPEM(key, []byte("key pass"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,13 +340,13 @@ func (o *opensslTool) buildHierarchy() {
 	o.write("bundle.crt", string(o.read("int.crt"))+string(o.read("root.crt")))
 }
 
-func inspectJSON(t *testing.T, args ...string) pki.Report {
+func inspectJSON(t *testing.T, args ...string) inspect.Report {
 	t.Helper()
 	out, _, err := twowayRun(t, append([]string{"pki", "inspect", "--json"}, args...)...)
 	if err != nil {
 		t.Fatalf("inspect %v: %v", args, err)
 	}
-	var r pki.Report
+	var r inspect.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("inspect %v JSON: %v", args, err)
 	}
@@ -362,7 +364,7 @@ func TestInteropTwowayInspectsOpenSSL(t *testing.T) {
 		_, fp, _ = strings.Cut(strings.TrimSpace(fp), "=")
 		pub, _ := pem.Decode([]byte(o.run("x509", "-in", "alice.crt", "-noout", "-pubkey")))
 		sum := sha256.Sum256(pub.Bytes)
-		if r.Type != pki.TypeCertificate || c.CommonName != "alice" ||
+		if r.Type != inspect.TypeCertificate || c.CommonName != "alice" ||
 			!slices.Equal(c.Groups, []string{"eng", "ops"}) || !slices.Equal(c.Emails, []string{"alice@corp.test"}) ||
 			!slices.Equal(c.ExtKeyUsage, []string{"clientAuth"}) || !slices.Equal(c.KeyUsage, []string{"digitalSignature"}) ||
 			c.IsCA || c.Status != pki.StatusValid || c.Key.String() != "ECDSA P-256" ||
@@ -396,7 +398,7 @@ func TestInteropTwowayInspectsOpenSSL(t *testing.T) {
 	t.Run("server and expired", func(t *testing.T) {
 		r := inspectJSON(t, o.path("gw-chain.crt"))
 		gw := r.Certificates[0]
-		if r.Type != pki.TypeCertificateChain || len(r.Certificates) != 2 || !slices.Equal(gw.DNSNames, []string{"gw.corp.test"}) ||
+		if r.Type != inspect.TypeCertificateChain || len(r.Certificates) != 2 || !slices.Equal(gw.DNSNames, []string{"gw.corp.test"}) ||
 			!slices.Equal(gw.IPAddresses, []string{"127.0.0.1"}) || !slices.Equal(gw.ExtKeyUsage, []string{"serverAuth"}) {
 			t.Errorf("gw-chain.crt: %+v", r)
 		}
@@ -415,7 +417,7 @@ func TestInteropTwowayInspectsOpenSSL(t *testing.T) {
 		revokedSerial := o.serial("revoked.crt")
 		for _, f := range []string{"crl.pem", "crl.der"} {
 			r := inspectJSON(t, o.path(f))
-			if r.Type != pki.TypeCRL || len(r.CRLs) != 1 {
+			if r.Type != inspect.TypeCRL || len(r.CRLs) != 1 {
 				t.Fatalf("%s: %+v", f, r)
 			}
 			c := r.CRLs[0]
@@ -452,7 +454,7 @@ func TestInteropTwowayInspectsOpenSSL(t *testing.T) {
 			o.run(append([]string{"pkcs12", "-export", "-in", "alice.crt", "-inkey", "alice.key", "-certfile", "int.crt",
 				"-passout", "file:p12.pw", "-out", file}, v.flags...)...)
 			r := inspectJSON(t, "--password-file", o.path("p12.pw"), o.path(file))
-			if r.Type != pki.TypePKCS12 || r.PKCS12.Legacy != v.legacy || len(r.Certificates) != 2 ||
+			if r.Type != inspect.TypePKCS12 || r.PKCS12.Legacy != v.legacy || len(r.Certificates) != 2 ||
 				r.Certificates[0].CommonName != "alice" || len(r.PrivateKeys) != 1 || r.PrivateKeys[0].MatchesCertificate == "" {
 				t.Errorf("%s: %+v %+v", file, r.PKCS12, r)
 			}

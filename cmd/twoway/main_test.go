@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/authority"
 )
 
 // reexecEnv makes the test binary behave as the twoway binary, so process
@@ -18,6 +18,6 @@ func TestMain(m *testing.M) {
 	}
 	// Key encryption strength is not under test here; keep CLI tests fast
 	// under the race detector.
-	pki.KDFIterations = 1000
+	authority.KDFIterations = 1000
 	os.Exit(m.Run())
 }

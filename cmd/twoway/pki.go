@@ -8,7 +8,7 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/twoway/twoway/daemon"
+	"github.com/twoway/twoway/pki"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -66,7 +66,7 @@ func readPassword(cmd *cobra.Command, passwordFile, fileFlag, prompt string, con
 		if fi, err := os.Stat(passwordFile); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
 			fmt.Fprintf(cmd.ErrOrStderr(), "twoway: warning: %s is readable by others (mode %04o); chmod 600 it\n", passwordFile, fi.Mode().Perm())
 		}
-		return daemon.ReadPasswordFile(passwordFile)
+		return pki.ReadPasswordFile(passwordFile)
 	}
 	in, ok := cmd.InOrStdin().(*os.File)
 	if !ok || !term.IsTerminal(int(in.Fd())) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 )
 
@@ -21,9 +22,9 @@ func init() {
 
 // openCA opens the CA directory given with --ca, asking for its key's
 // password only if something is signed and the key is encrypted.
-func openCA(cmd *cobra.Command, dir, passwordFile string) (*pki.CA, error) {
-	return pki.OpenCA(dir, func() ([]byte, error) {
-		return readPassword(cmd, passwordFile, "--password-file", "Password for CA key "+filepath.Join(dir, pki.CAKeyFile)+": ", false)
+func openCA(cmd *cobra.Command, dir, passwordFile string) (*authority.CA, error) {
+	return authority.OpenCA(dir, func() ([]byte, error) {
+		return readPassword(cmd, passwordFile, "--password-file", "Password for CA key "+filepath.Join(dir, authority.CAKeyFile)+": ", false)
 	})
 }
 
@@ -61,7 +62,7 @@ twice) unless --no-password is given. Existing files are refused unless
   twoway pki init --dir ./pki --password-file ca-password.txt --key-type ed25519`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kt, err := pki.ParseKeyType(keyType)
+			kt, err := authority.ParseKeyType(keyType)
 			if err != nil {
 				return err
 			}
@@ -70,9 +71,17 @@ twice) unless --no-password is given. Existing files are refused unless
 				return err
 			}
 			defer clear(pw)
-			res, err := pki.Init(dir, pki.InitOptions{Org: org, KeyType: kt, Password: pw, Force: force})
+			res, err := authority.Init(dir, authority.InitOptions{Org: org, KeyType: kt, Password: pw, Force: force})
 			if err != nil {
 				return err
+			}
+			// Each CA's first, empty CRL, so that a gateway configured with
+			// crls (as `twoway config example server` is) starts right away.
+			// Init's handles hold the keys: no password is asked again.
+			for _, ca := range []*authority.CA{res.Root, res.ServerCA, res.ClientCA} {
+				if _, _, err := ca.CRL(authority.CRLOptions{Initial: true}); err != nil {
+					return err
+				}
 			}
 			printInit(cmd.OutOrStdout(), dir, res, len(pw) > 0)
 			return nil
@@ -83,24 +92,24 @@ twice) unless --no-password is given. Existing files are refused unless
 	f.StringVar(&org, "org", "", `organization name in the CA certificates (default "twoway")`)
 	f.StringVar(&passwordFile, "password-file", "", "encrypt the CA keys with the first line of this file")
 	f.BoolVar(&noPassword, "no-password", false, "leave the CA keys unencrypted (tests and throwaway PKIs only)")
-	f.StringVar(&keyType, "key-type", string(pki.KeyECDSAP256), "CA key type: ecdsa-p256, ed25519 or rsa-3072")
+	f.StringVar(&keyType, "key-type", string(authority.KeyECDSAP256), "CA key type: ecdsa-p256, ed25519 or rsa-3072")
 	f.BoolVar(&force, "force", false, "replace an existing PKI in DIR")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }
 
-func printInit(w io.Writer, dir string, res *pki.InitResult, encrypted bool) {
+func printInit(w io.Writer, dir string, res *authority.InitResult, encrypted bool) {
 	prot := "unencrypted"
 	if encrypted {
 		prot = "encrypted"
 	}
 	fmt.Fprintf(w, "Created a PKI in %s (CA keys %s):\n", dir, prot)
-	for _, ca := range []*pki.CA{res.Root, res.ServerCA, res.ClientCA} {
+	for _, ca := range []*authority.CA{res.Root, res.ServerCA, res.ClientCA} {
 		fmt.Fprintf(w, "  %-24s %-28s expires %s\n", ca.Name(), ca.Dir, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
 	}
 	fmt.Fprintf(w, "\nKeep %s offline: it is needed only to create or revoke intermediate CAs.\n", res.Root.Dir)
-	serverBundle := filepath.Join(res.ServerCA.Dir, pki.BundleFile)
-	clientBundle := filepath.Join(res.ClientCA.Dir, pki.BundleFile)
+	serverBundle := filepath.Join(res.ServerCA.Dir, authority.BundleFile)
+	clientBundle := filepath.Join(res.ClientCA.Dir, authority.BundleFile)
 	fmt.Fprintf(w, `
 The gateway (server) holds:
   its certificate and key    twoway pki issue server --ca %s --name HOST
@@ -152,7 +161,7 @@ typed one; --no-password leaves it unencrypted.`,
   twoway pki ca create --parent ./pki/root --name "partner client CA" --path-len 0 --days 730`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kt, err := pki.ParseKeyType(keyType)
+			kt, err := authority.ParseKeyType(keyType)
 			if err != nil {
 				return err
 			}
@@ -170,15 +179,15 @@ typed one; --no-password leaves it unencrypted.`,
 			// Remember the parent's password so the new key can share it.
 			var parentPW []byte
 			defer func() { clear(parentPW) }()
-			ca, err := pki.OpenCA(parent, func() ([]byte, error) {
-				pw, err := readPassword(cmd, passwordFile, "--password-file", "Password for CA key "+filepath.Join(parent, pki.CAKeyFile)+": ", false)
+			ca, err := authority.OpenCA(parent, func() ([]byte, error) {
+				pw, err := readPassword(cmd, passwordFile, "--password-file", "Password for CA key "+filepath.Join(parent, authority.CAKeyFile)+": ", false)
 				parentPW = pw
 				return pw, err
 			})
 			if err != nil {
 				return err
 			}
-			opts := pki.SubCAOptions{Name: name, Dir: dir, PathLen: pathLen, PermittedDNS: permitDNS, PermittedIPs: ips,
+			opts := authority.SubCAOptions{Name: name, Dir: dir, PathLen: pathLen, PermittedDNS: permitDNS, PermittedIPs: ips,
 				Days: days, KeyType: kt, Force: force}
 			// Ask for the new password after the parent's, and only once the
 			// parent's key has been unlocked (CreateSubCA then reuses it).
@@ -213,7 +222,7 @@ typed one; --no-password leaves it unencrypted.`,
 			fmt.Fprintf(w, "Created CA %q in %s (serial %s, expires %s, path length %s)\n",
 				sub.Name(), sub.Dir, sub.Cert.SerialNumber.Text(16), sub.Cert.NotAfter.UTC().Format(time.DateOnly), pathLenString(sub))
 			fmt.Fprintf(w, "Peers trust it through %s; issue with: twoway pki issue server|client --ca %s ...\n",
-				filepath.Join(sub.Dir, pki.BundleFile), sub.Dir)
+				filepath.Join(sub.Dir, authority.BundleFile), sub.Dir)
 			return nil
 		},
 	}
@@ -225,7 +234,7 @@ typed one; --no-password leaves it unencrypted.`,
 	f.StringSliceVar(&permitDNS, "permit-dns", nil, "permitted DNS domain (name constraint); repeatable")
 	f.StringSliceVar(&permitIP, "permit-ip", nil, "permitted IP range in CIDR form (name constraint); repeatable")
 	f.IntVar(&days, "days", 0, "validity in days (default: the parent's remaining lifetime, at most 5 years)")
-	f.StringVar(&keyType, "key-type", string(pki.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
+	f.StringVar(&keyType, "key-type", string(authority.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
 	f.StringVar(&passwordFile, "password-file", "", "read the parent CA key's password from the first line of this file")
 	f.StringVar(&newPasswordFile, "new-password-file", "", "encrypt the new CA key with the first line of this file")
 	f.BoolVar(&noPassword, "no-password", false, "leave the new CA key unencrypted")
@@ -235,7 +244,7 @@ typed one; --no-password leaves it unencrypted.`,
 	return cmd
 }
 
-func pathLenString(ca *pki.CA) string {
+func pathLenString(ca *authority.CA) string {
 	if ca.Cert.MaxPathLen < 0 || (ca.Cert.MaxPathLen == 0 && !ca.Cert.MaxPathLenZero) {
 		return "unlimited"
 	}
@@ -261,14 +270,14 @@ superseded, cessationOfOperation, certificateHold.`,
 			if (serial == "") == (certFile == "") {
 				return errors.New("give exactly one of --serial and --cert")
 			}
-			if _, _, err := pki.ParseReason(reason); err != nil {
+			if _, _, err := authority.ParseReason(reason); err != nil {
 				return err
 			}
-			c, err := pki.OpenCA(ca, nil) // revoking signs nothing
+			c, err := authority.OpenCA(ca, nil) // revoking signs nothing
 			if err != nil {
 				return err
 			}
-			var rec *pki.Record
+			var rec *authority.Record
 			if certFile != "" {
 				certs, err := pki.LoadCertificates(certFile)
 				if err != nil {
@@ -279,7 +288,7 @@ superseded, cessationOfOperation, certificateHold.`,
 					return fmt.Errorf("%s: %w", certFile, err)
 				}
 			} else {
-				n, err := pki.ParseSerial(serial)
+				n, err := authority.ParseSerial(serial)
 				if err != nil {
 					return err
 				}
@@ -318,7 +327,7 @@ written to CA/crl.pem unless --out is given, replacing the previous CRL.`,
 			if err != nil {
 				return err
 			}
-			crl, path, err := c.CRL(pki.CRLOptions{Days: days, Out: out})
+			crl, path, err := c.CRL(authority.CRLOptions{Days: days, Out: out})
 			if err != nil {
 				return err
 			}
@@ -329,7 +338,7 @@ written to CA/crl.pem unless --out is given, replacing the previous CRL.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&ca, "ca", "", "directory of the CA")
-	f.IntVar(&days, "days", pki.DefaultCRLDays, "days until the next update")
+	f.IntVar(&days, "days", authority.DefaultCRLDays, "days until the next update")
 	f.StringVar(&out, "out", "", "output file (default CA/crl.pem)")
 	f.StringVar(&passwordFile, "password-file", "", "read the CA key's password from the first line of this file")
 	_ = cmd.MarkFlagRequired("ca")
@@ -346,7 +355,7 @@ func newPKIListCmd() *cobra.Command {
   twoway pki list --ca ./pki/root --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := pki.OpenCA(ca, nil)
+			c, err := authority.OpenCA(ca, nil)
 			if err != nil {
 				return err
 			}

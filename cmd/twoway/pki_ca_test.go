@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -175,11 +176,11 @@ func TestPKICAFlow(t *testing.T) {
 	out = caOK(t, "pki", "list", "--ca", clientCA)
 	caContains(t, out, "revoked (keyCompromise)", "revoked (superseded)")
 	out = caOK(t, "pki", "list", "--ca", clientCA, "--json")
-	var entries []pki.ListEntry
+	var entries []authority.ListEntry
 	if err := json.Unmarshal([]byte(out), &entries); err != nil {
 		t.Fatalf("list --json: %v\n%s", err, out)
 	}
-	if len(entries) != 2 || entries[0].Status != "revoked" || entries[0].Serial != alice[0].SerialNumber.Text(16) || entries[0].Kind != pki.KindClient {
+	if len(entries) != 2 || entries[0].Status != "revoked" || entries[0].Serial != alice[0].SerialNumber.Text(16) || entries[0].Kind != authority.KindClient {
 		t.Errorf("list --json: %s", out)
 	}
 	out = caOK(t, "pki", "list", "--ca", filepath.Join(dir, "root"))
@@ -281,7 +282,7 @@ func TestPKICABadInput(t *testing.T) {
 	pkitest.WriteFile(t, expired, "ca.crt", pkitest.PEM(old.Cert))
 	pkitest.WriteFile(t, expired, "ca.key", pkitest.KeyPEM(t, old.Key))
 	pkitest.WriteFile(t, expired, "bundle.crt", pkitest.PEM(old.Chain()...))
-	if err := (&pki.DB{}).Save(filepath.Join(expired, "db.json")); err != nil {
+	if err := (&authority.DB{}).Save(filepath.Join(expired, "db.json")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -494,4 +495,33 @@ func TestPKICAOpenSSL(t *testing.T) {
 	if out, err := openssl("verify", "-CAfile", serverBundle, "-untrusted", leaf, "-purpose", "sslserver", leaf); err != nil {
 		t.Errorf("openssl verify through the sub-CA: %v\n%s", err, out)
 	}
+}
+
+// TestInitWritesCRLs checks that init leaves each CA an empty CRL, so that
+// the example server configuration, which names the client CA's, loads
+// right after init.
+func TestInitWritesCRLs(t *testing.T) {
+	work, dir, _ := caPKI(t)
+	for _, sub := range []string{authority.RootDir, authority.ServerCADir, authority.ClientCADir} {
+		crl, err := pki.LoadCRL(filepath.Join(dir, sub, authority.CRLFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := caCerts(t, filepath.Join(dir, sub, authority.CACertFile))[0]
+		if err := crl.CheckSignatureFrom(ca); err != nil || crl.Number.Sign() != 0 || len(crl.RevokedCertificateEntries) != 0 {
+			t.Errorf("%s CRL: number %v, %d entries, signature %v", sub, crl.Number, len(crl.RevokedCertificateEntries), err)
+		}
+	}
+	caOK(t, "pki", "issue", "server", "--ca", filepath.Join(dir, authority.ServerCADir), "--name", "gw.example.com",
+		"--out-dir", work, "--password-file", filepath.Join(work, "pw.txt"))
+	conf := strings.NewReplacer(`"gateway.crt"`, `"gw.example.com.crt"`, `"gateway.key"`, `"gw.example.com.key"`).
+		Replace(caOK(t, "config", "example", "server"))
+	if !strings.Contains(conf, `crls = ["pki/client-ca/crl.pem"]`) {
+		t.Fatalf("the example no longer names the client CA's CRL:\n%s", conf)
+	}
+	path := filepath.Join(work, "server.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caContains(t, caOK(t, "config", "check", "-c", path), "OK (server")
 }

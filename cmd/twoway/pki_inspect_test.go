@@ -15,6 +15,8 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/twoway/twoway/authority"
+	"github.com/twoway/twoway/inspect"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -92,11 +94,11 @@ func TestPKIInspectCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r pki.Report
+	var r inspect.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out)
 	}
-	if r.Type != pki.TypeCertificateChain || len(r.Certificates) != 2 || r.Certificates[0].Serial != alice.Cert.SerialNumber.Text(16) ||
+	if r.Type != inspect.TypeCertificateChain || len(r.Certificates) != 2 || r.Certificates[0].Serial != alice.Cert.SerialNumber.Text(16) ||
 		r.Certificates[0].Status != pki.StatusValid || !r.Certificates[1].IsCA {
 		t.Errorf("JSON report: %s", out)
 	}
@@ -144,11 +146,11 @@ func TestPKIInspectCRL(t *testing.T) {
 
 func TestPKIInspectKeys(t *testing.T) {
 	dir := t.TempDir()
-	key, err := pki.GenerateKey(pki.KeyECDSAP256)
+	key, err := authority.GenerateKey(authority.KeyECDSAP256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := pki.MarshalPrivateKeyPEM(key, []byte("key pass"))
+	enc, err := authority.MarshalPrivateKeyPEM(key, []byte("key pass"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +190,7 @@ func TestPKIInspectPKCS12(t *testing.T) {
 	dir := t.TempDir()
 	h := pkitest.NewHierarchy(t)
 	carol := h.ClientCA.Client(t, "carol", "eng")
-	der, err := pki.ExportPKCS12(carol.Key, carol.Certs(), []byte("p12 pass"), pki.PKCS12Modern)
+	der, err := authority.ExportPKCS12(carol.Key, carol.Certs(), []byte("p12 pass"), authority.PKCS12Modern)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +327,7 @@ func TestPKIExportP12(t *testing.T) {
 	certFile := write("dave.crt", pkitest.PEM(dave.Certs()...)) // leaf + client CA
 	rootFile := write("root.crt", pkitest.PEM(h.Root.Cert))
 	plainKey := write("dave.key", pkitest.KeyPEM(t, dave.Key))
-	encPEM, err := pki.MarshalPrivateKeyPEM(dave.Key, []byte("key pass"))
+	encPEM, err := authority.MarshalPrivateKeyPEM(dave.Key, []byte("key pass"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +375,7 @@ func TestPKIExportP12(t *testing.T) {
 		t.Fatalf("--force with encrypted key: %v", err)
 	}
 	data, _ = os.ReadFile(out)
-	r, err := pki.Inspect(data, func() ([]byte, error) { return []byte("p12 pass"), nil })
+	r, err := inspect.Inspect(data, func() ([]byte, error) { return []byte("p12 pass"), nil })
 	if err != nil {
 		t.Fatal(err)
 	}

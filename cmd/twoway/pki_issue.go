@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/authority"
 )
 
 func init() {
@@ -42,7 +42,7 @@ type leafKeyFlags struct {
 
 func (k *leafKeyFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&k.keyType, "key-type", string(pki.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
+	f.StringVar(&k.keyType, "key-type", string(authority.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
 	f.BoolVar(&k.encrypt, "encrypt", false, "encrypt the new private key with a password")
 	f.StringVar(&k.keyPasswordFile, "key-password-file", "", "with --encrypt: read the new key's password from the first line of this file (implies --encrypt)")
 }
@@ -62,11 +62,11 @@ func newPKIIssueCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newPKIIssueKindCmd(pki.KindServer), newPKIIssueKindCmd(pki.KindClient))
+	cmd.AddCommand(newPKIIssueKindCmd(authority.KindServer), newPKIIssueKindCmd(authority.KindClient))
 	return cmd
 }
 
-func newPKIIssueKindCmd(kind pki.Kind) *cobra.Command {
+func newPKIIssueKindCmd(kind authority.Kind) *cobra.Command {
 	var (
 		ca, name, outDir, passwordFile string
 		dns, ips, emails, groups       []string
@@ -76,7 +76,7 @@ func newPKIIssueKindCmd(kind pki.Kind) *cobra.Command {
 	)
 	cmd := &cobra.Command{Args: cobra.NoArgs}
 	switch kind {
-	case pki.KindServer:
+	case authority.KindServer:
 		cmd.Use = "server --ca CA --name HOST"
 		cmd.Short = "Issue a gateway certificate (serverAuth) and its key"
 		cmd.Long = `issue server makes a key and a certificate for a gateway, valid for
@@ -85,7 +85,7 @@ names, with any --dns and --ip. It writes OUT/HOST.crt (the certificate and
 the issuing CA chain: what TLS presents) and OUT/HOST.key (mode 0600).
 Validity defaults to 397 days and cannot exceed the CA's.`
 		cmd.Example = `  twoway pki issue server --ca ./pki/server-ca --name gw.example.com --dns vpn.example.com --ip 203.0.113.7`
-	case pki.KindClient:
+	case authority.KindClient:
 		cmd.Use = "client --ca CA --name ID"
 		cmd.Short = "Issue a user or device certificate (clientAuth) and its key"
 		cmd.Long = `issue client makes a key and a certificate for a user or device, valid for
@@ -98,7 +98,7 @@ and cannot exceed the CA's.`
   twoway pki issue client --ca ./pki/client-ca --name laptop-42 --encrypt --out-dir ./out`
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		kt, err := pki.ParseKeyType(key.keyType)
+		kt, err := authority.ParseKeyType(key.keyType)
 		if err != nil {
 			return err
 		}
@@ -106,7 +106,7 @@ and cannot exceed the CA's.`
 		if err != nil {
 			return err
 		}
-		req := pki.IssueRequest{Kind: kind, Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
+		req := authority.IssueRequest{Kind: kind, Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
 			Days: days, KeyType: kt, OutDir: outDir, Force: force}
 		if err := req.Validate(); err != nil {
 			return err
@@ -136,7 +136,7 @@ and cannot exceed the CA's.`
 	f.StringVar(&passwordFile, "password-file", "", "read the CA key's password from the first line of this file")
 	f.BoolVar(&force, "force", false, "overwrite existing files")
 	key.add(cmd)
-	if kind == pki.KindServer {
+	if kind == authority.KindServer {
 		f.StringVar(&name, "name", "", "host name or IP address of the gateway")
 		f.StringSliceVar(&dns, "dns", nil, "additional DNS name (wildcards like *.example.com allowed); repeatable")
 		f.StringSliceVar(&ips, "ip", nil, "additional IP address; repeatable")
@@ -150,7 +150,7 @@ and cannot exceed the CA's.`
 	return cmd
 }
 
-func printIssued(w io.Writer, ca *pki.CA, kind pki.Kind, iss *pki.Issued, encrypted bool) {
+func printIssued(w io.Writer, ca *authority.CA, kind authority.Kind, iss *authority.Issued, encrypted bool) {
 	c := iss.Cert
 	fmt.Fprintf(w, "Issued %s certificate %q by %q\n", kind, c.Subject.CommonName, ca.Name())
 	fmt.Fprintf(w, "  certificate  %s (with %d CA certificate(s) of the chain)\n", iss.CertFile, len(iss.Chain))
@@ -165,11 +165,11 @@ func printIssued(w io.Writer, ca *pki.CA, kind pki.Kind, iss *pki.Issued, encryp
 	fmt.Fprintf(w, "  valid until  %s (%d days)\n", c.NotAfter.UTC().Format(time.RFC3339), int(time.Until(c.NotAfter).Hours()/24+0.5))
 	// Name the bundle the holder needs to verify its peers when the
 	// standard layout makes it obvious.
-	holder, peer := "gateway", pki.ClientCADir
-	if kind == pki.KindClient {
-		holder, peer = "client", pki.ServerCADir
+	holder, peer := "gateway", authority.ClientCADir
+	if kind == authority.KindClient {
+		holder, peer = "client", authority.ServerCADir
 	}
-	bundle := filepath.Join(filepath.Dir(filepath.Clean(ca.Dir)), peer, pki.BundleFile)
+	bundle := filepath.Join(filepath.Dir(filepath.Clean(ca.Dir)), peer, authority.BundleFile)
 	if _, err := os.Stat(bundle); err == nil {
 		fmt.Fprintf(w, "The %s also needs %s to verify its peers.\n", holder, bundle)
 	}
@@ -194,7 +194,7 @@ For a server, NAME is its host name; for a client, its ID.`,
   twoway pki csr --name gw.example.com --dns vpn.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kt, err := pki.ParseKeyType(key.keyType)
+			kt, err := authority.ParseKeyType(key.keyType)
 			if err != nil {
 				return err
 			}
@@ -202,7 +202,7 @@ For a server, NAME is its host name; for a client, its ID.`,
 			if err != nil {
 				return err
 			}
-			req := pki.CSRRequest{Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
+			req := authority.CSRRequest{Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
 				KeyType: kt, OutDir: outDir, Force: force}
 			if err := req.Validate(); err != nil {
 				return err
@@ -211,7 +211,7 @@ For a server, NAME is its host name; for a client, its ID.`,
 				return err
 			}
 			defer clear(req.KeyPassword)
-			res, err := pki.CreateCSR(req)
+			res, err := authority.CreateCSR(req)
 			if err != nil {
 				return err
 			}
@@ -261,24 +261,24 @@ dropped.`,
 			if len(args) != 1 {
 				return errors.New("want the certificate kind: server or client")
 			}
-			_, err := pki.ParseKind(args[0])
+			_, err := authority.ParseKind(args[0])
 			return err
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kind, _ := pki.ParseKind(args[0])
-			csr, err := pki.LoadCSR(csrFile)
+			kind, _ := authority.ParseKind(args[0])
+			csr, err := authority.LoadCSR(csrFile)
 			if err != nil {
 				return err
 			}
 			if out == "" {
 				out = strings.TrimSuffix(csrFile, ".csr") + ".crt"
 			}
-			req := pki.SignRequest{CSR: csr, Kind: kind, Days: days, Out: out, Force: force, Name: name, Groups: groups}
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s asks for a %s certificate: %s\n", csrFile, kind, pki.CSRSummary(csr))
+			req := authority.SignRequest{CSR: csr, Kind: kind, Days: days, Out: out, Force: force, Name: name, Groups: groups}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s asks for a %s certificate: %s\n", csrFile, kind, authority.CSRSummary(csr))
 			if name == "" {
 				ok, err := confirm(cmd, "Sign it? [y/N] ")
 				if err != nil {
-					return fmt.Errorf("%s: %w (%v); it asks for %s", csrFile, pki.ErrUnconfirmed, err, pki.CSRSummary(csr))
+					return fmt.Errorf("%s: %w (%v); it asks for %s", csrFile, authority.ErrUnconfirmed, err, authority.CSRSummary(csr))
 				}
 				if !ok {
 					return fmt.Errorf("%s: not signed", csrFile)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/twoway/twoway/inspect"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/probe"
 )
@@ -154,7 +155,7 @@ func printProbe(w io.Writer, r *probe.Result) {
 // expired within the last day.
 func daysText(d int) string {
 	if d < 0 {
-		return "EXPIRED " + daysAgo(-d-1)
+		return inspect.ExpiredText(d)
 	}
 	return fmt.Sprintf("%d days left", d)
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/authority"
 )
 
 // proc is a twoway process whose JSON log lines the test can wait for.
@@ -223,7 +223,7 @@ func TestProcessForwardReloadDrain(t *testing.T) {
 	if _, err := res.ClientCA.Revoke(cli.Cert.SerialNumber, "keyCompromise"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
+	if _, _, err := res.ClientCA.CRL(authority.CRLOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	held, err := net.Dial("tcp", okAddr)
@@ -269,8 +269,8 @@ func TestProcessForwardReloadDrain(t *testing.T) {
 // server certificate for 127.0.0.1, a client certificate for one identity
 // in group eng (admitted, and allowed to reach target only), a CRL.
 type procGateway struct {
-	res            *pki.InitResult
-	cli            *pki.Issued
+	res            *authority.InitResult
+	cli            *authority.Issued
 	dir            string
 	conf, confPath string
 	gw             *proc
@@ -287,18 +287,18 @@ func startProcGateway(t *testing.T, client, target string) *procGateway {
 func startProcGatewayWith(t *testing.T, client, target, tlsExtra string, before func(*procGateway)) *procGateway {
 	t.Helper()
 	g := &procGateway{dir: t.TempDir()}
-	res, err := pki.Init(filepath.Join(g.dir, "pki"), pki.InitOptions{Org: "proc test"})
+	res, err := authority.Init(filepath.Join(g.dir, "pki"), authority.InitOptions{Org: "proc test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCert, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: g.dir})
+	srvCert, err := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "127.0.0.1", OutDir: g.dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.cli, err = res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: client, Groups: []string{"eng"}, OutDir: g.dir}); err != nil {
+	if g.cli, err = res.ClientCA.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: client, Groups: []string{"eng"}, OutDir: g.dir}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := res.ClientCA.CRL(pki.CRLOptions{}); err != nil {
+	if _, _, err := res.ClientCA.CRL(authority.CRLOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	g.res = res
@@ -336,12 +336,12 @@ func TestProcessDrain(t *testing.T) {
 		t.Skip("process test")
 	}
 	dir := t.TempDir()
-	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	res, err := authority.Init(filepath.Join(dir, "pki"), authority.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCert, _ := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
-	cli, _ := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "erin", OutDir: dir})
+	srvCert, _ := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "127.0.0.1", OutDir: dir})
+	cli, _ := res.ClientCA.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "erin", OutDir: dir})
 	echo := echoServer(t)
 	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n[tls]\ncert = %q\nkey = %q\nclient_ca = \"pki/client-ca/bundle.crt\"\n[policy.admit]\nidentities = [\"erin\"]\n[[policy.rule]]\nidentities = [\"erin\"]\ntargets = [%q]\n[control]\nsocket = \"off\"\n",
 		srvCert.CertFile, srvCert.KeyFile, echo)
@@ -382,12 +382,12 @@ func TestProcessStatus(t *testing.T) {
 		t.Skip("process test")
 	}
 	dir := t.TempDir()
-	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{})
+	res, err := authority.Init(filepath.Join(dir, "pki"), authority.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCert, _ := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
-	cli, _ := res.ClientCA.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "frank", Groups: []string{"ops"}, OutDir: dir})
+	srvCert, _ := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "127.0.0.1", OutDir: dir})
+	cli, _ := res.ClientCA.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "frank", Groups: []string{"ops"}, OutDir: dir})
 	echo := echoServer(t)
 	gwSock, cliSock := filepath.Join(dir, "run", "gw.sock"), filepath.Join(dir, "run", "cli.sock")
 	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n[tls]\ncert = %q\nkey = %q\nclient_ca = \"pki/client-ca/bundle.crt\"\n[control]\nsocket = %q\n[policy.admit]\ngroups = [\"ops\"]\n[[policy.rule]]\ngroups = [\"ops\"]\ntargets = [%q]\n",

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/config"
-	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/service"
 )
 
@@ -61,11 +61,11 @@ func fakeServices(t *testing.T) *fakeServiceHost {
 func serviceFixture(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	res, err := pki.Init(filepath.Join(dir, "pki"), pki.InitOptions{Org: "service test"})
+	res, err := authority.Init(filepath.Join(dir, "pki"), authority.InitOptions{Org: "service test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := res.ServerCA.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "127.0.0.1", OutDir: dir})
+	gw, err := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "127.0.0.1", OutDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

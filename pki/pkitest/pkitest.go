@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // CA is an in-memory certificate authority.
@@ -317,4 +319,15 @@ func SameSnapshot(t testing.TB, before, after map[string]string) {
 			t.Errorf("%s appeared", p)
 		}
 	}
+}
+
+// Verifier is a pki.Verifier of bundle and crls, built as the gateway
+// builds one; t fails if it cannot be.
+func Verifier(t testing.TB, bundle []*x509.Certificate, crls ...*x509.RevocationList) *pki.Verifier {
+	t.Helper()
+	v, err := pki.NewVerifier(bundle, crls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

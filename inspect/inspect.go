@@ -1,4 +1,4 @@
-package pki
+package inspect
 
 import (
 	"bytes"
@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/twoway/twoway/internal/pbe"
+	"github.com/twoway/twoway/pki"
 )
 
 // Errors about files Inspect cannot read.
@@ -40,13 +43,6 @@ const (
 	TypePrivateKey       = "private key"
 	TypePublicKey        = "public key"
 	TypeBundle           = "PEM bundle" // several kinds of object in one file
-)
-
-// Certificate validity states, in CertificateInfo.Status.
-const (
-	StatusValid       = "valid"
-	StatusExpired     = "expired"
-	StatusNotYetValid = "not yet valid"
 )
 
 // Report is a structured summary of a PKI file. It never holds private key
@@ -69,7 +65,7 @@ type KeyInfo struct {
 	Algorithm string `json:"algorithm"` // "ECDSA", "RSA", "Ed25519", "X25519"
 	Curve     string `json:"curve,omitempty"`
 	Bits      int    `json:"bits,omitempty"`
-	// SPKIPin is the pin of the public key (see SPKIPin), so a key file can
+	// SPKIPin is the pin of the public key (see pki.SPKIPin), so a key file can
 	// be matched to a certificate by eye.
 	SPKIPin string `json:"spki_pin,omitempty"`
 }
@@ -97,12 +93,13 @@ type CertificateInfo struct {
 	URIs        []string  `json:"uris,omitempty"`
 	Issuer      string    `json:"issuer"`
 	SelfSigned  bool      `json:"self_signed"`
-	Serial      string    `json:"serial"` // lowercase hex, as in Identity
+	Serial      string    `json:"serial"` // lowercase hex, as in pki.Identity
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
-	Status      string    `json:"status"` // StatusValid, StatusExpired or StatusNotYetValid
-	// DaysLeft is the number of whole days until NotAfter, rounded down:
-	// 0 on the last day, negative once expired (-1 within the first day).
+	Status      string    `json:"status"` // pki.StatusValid, pki.StatusExpired or pki.StatusNotYetValid
+	// DaysLeft is the number of whole days until NotAfter, rounded down
+	// (pki.DaysLeft): 0 on the last day, negative once expired (-1 within
+	// the first day), as in `twoway pki list --json`.
 	DaysLeft int  `json:"days_left"`
 	IsCA     bool `json:"is_ca"`
 	// MaxPathLen is the CA's path length limit; nil means no limit (or not
@@ -202,7 +199,7 @@ type PKCS12Info struct {
 // password is called at most once, and only when a secret is needed: to
 // open a PKCS#12 file (after trying the empty password), or to show the
 // type of an encrypted private key. It may be nil. For a private key,
-// a password function returning an error that wraps ErrPasswordRequired, or
+// a password function returning an error that wraps pki.ErrPasswordRequired, or
 // an empty password, leaves the key reported as encrypted with its type
 // unknown; any other error is returned.
 func Inspect(data []byte, password func() ([]byte, error)) (*Report, error) {
@@ -248,7 +245,7 @@ func (in *inspector) secret() ([]byte, error) {
 	if !in.pwDone {
 		in.pwDone = true
 		if in.password == nil {
-			in.pwErr = ErrPasswordRequired
+			in.pwErr = pki.ErrPasswordRequired
 		} else {
 			in.pw, in.pwErr = in.password()
 		}
@@ -411,7 +408,7 @@ func parsePlainKey(pemType string, der []byte) (crypto.Signer, error) {
 
 func (in *inspector) addPrivateKeyPEM(r *Report, b *pem.Block) error {
 	// Legacy OpenSSL PEM encryption: the headers say how, and we do not
-	// decrypt it (ParsePrivateKeyPEM refuses it too).
+	// decrypt it (pki.ParsePrivateKeyPEM refuses it too).
 	if b.Headers["Proc-Type"] != "" {
 		info := PrivateKeyInfo{Format: keyFormat(b.Type), Encrypted: true, Encryption: "legacy PEM encryption"}
 		if dek := b.Headers["DEK-Info"]; dek != "" {
@@ -444,13 +441,13 @@ func (in *inspector) addPrivateKeyPEM(r *Report, b *pem.Block) error {
 	info.Encryption = describeEncryption(epki.Algorithm)
 	pw, err := in.secret()
 	switch {
-	case errors.Is(err, ErrPasswordRequired) || (err == nil && len(pw) == 0):
+	case errors.Is(err, pki.ErrPasswordRequired) || (err == nil && len(pw) == 0):
 		in.addKey(r, info, nil)
 		return nil
 	case err != nil:
 		return err
 	}
-	key, err := ParsePrivateKeyPEM(pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes}), pw)
+	key, err := pki.ParsePrivateKeyPEM(pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes}), pw)
 	if err != nil {
 		return err
 	}
@@ -470,14 +467,14 @@ func (in *inspector) pkcs12(r *Report, der []byte) error {
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		pw, perr := in.secret()
 		if perr == nil && len(pw) == 0 {
-			perr = ErrPasswordRequired
+			perr = pki.ErrPasswordRequired
 		}
 		if perr != nil {
 			return fmt.Errorf("PKCS#12 file is password protected: %w", perr)
 		}
 		key, leaf, cas, err = pkcs12.DecodeChain(der, string(pw))
 		if errors.Is(err, pkcs12.ErrIncorrectPassword) || errors.Is(err, pkcs12.ErrDecryption) {
-			return fmt.Errorf("PKCS#12: %w", ErrBadPassword)
+			return fmt.Errorf("PKCS#12: %w", pki.ErrBadPassword)
 		}
 	}
 	if err != nil {
@@ -491,7 +488,7 @@ func (in *inspector) pkcs12(r *Report, der []byte) error {
 	// the key belongs to first, whatever order the file used.
 	all := append([]*x509.Certificate{leaf}, cas...)
 	for i, c := range all {
-		if KeyMatches(c, signer) == nil {
+		if pki.KeyMatches(c, signer) == nil {
 			all[0], all[i] = all[i], all[0]
 			break
 		}
@@ -535,7 +532,7 @@ func matchKeys(r *Report, keys []crypto.Signer, certs []*x509.Certificate) {
 			continue
 		}
 		for j, c := range certs {
-			if KeyMatches(c, k) == nil {
+			if pki.KeyMatches(c, k) == nil {
 				r.PrivateKeys[i].MatchesCertificate = r.Certificates[j].Subject
 				break
 			}
@@ -551,17 +548,17 @@ func certificateInfo(c *x509.Certificate, now time.Time) CertificateInfo {
 		DNSNames:              c.DNSNames,
 		Emails:                c.EmailAddresses,
 		Issuer:                nameString(c.RawIssuer, c.Issuer),
-		SelfSigned:            bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil,
+		SelfSigned:            pki.IsSelfSigned(c),
 		Serial:                c.SerialNumber.Text(16),
 		NotBefore:             c.NotBefore,
 		NotAfter:              c.NotAfter,
-		DaysLeft:              DaysLeft(c.NotAfter, now),
+		DaysLeft:              pki.DaysLeft(c.NotAfter, now),
 		IsCA:                  c.BasicConstraintsValid && c.IsCA,
 		KeyUsage:              keyUsageNames(c.KeyUsage),
 		Key:                   keyInfo(c.PublicKey),
 		SignatureAlgorithm:    signatureAlgorithm(c.SignatureAlgorithm),
-		Fingerprint:           Fingerprint(c),
-		SPKIPin:               SPKIPin(c),
+		Fingerprint:           pki.Fingerprint(c),
+		SPKIPin:               pki.SPKIPin(c),
 		SubjectKeyID:          colonHex(c.SubjectKeyId),
 		AuthorityKeyID:        colonHex(c.AuthorityKeyId),
 		CRLDistributionPoints: c.CRLDistributionPoints,
@@ -572,11 +569,11 @@ func certificateInfo(c *x509.Certificate, now time.Time) CertificateInfo {
 	}
 	switch {
 	case now.Before(c.NotBefore):
-		ci.Status = StatusNotYetValid
+		ci.Status = pki.StatusNotYetValid
 	case now.After(c.NotAfter):
-		ci.Status = StatusExpired
+		ci.Status = pki.StatusExpired
 	default:
-		ci.Status = StatusValid
+		ci.Status = pki.StatusValid
 	}
 	// x509 encodes "no limit" as -1, and 0 with MaxPathLenZero unset too.
 	if ci.IsCA && (c.MaxPathLen > 0 || (c.MaxPathLen == 0 && c.MaxPathLenZero)) {
@@ -584,7 +581,7 @@ func certificateInfo(c *x509.Certificate, now time.Time) CertificateInfo {
 		ci.MaxPathLen = &n
 	}
 	for _, u := range c.ExtKeyUsage {
-		ci.ExtKeyUsage = append(ci.ExtKeyUsage, extKeyUsageName(u))
+		ci.ExtKeyUsage = append(ci.ExtKeyUsage, pki.ExtKeyUsageName(u))
 	}
 	for _, oid := range c.UnknownExtKeyUsage {
 		ci.ExtKeyUsage = append(ci.ExtKeyUsage, oid.String())
@@ -658,7 +655,7 @@ func (in *inspector) crlInfo(crl *x509.RevocationList) CRLInfo {
 		ci.Revoked = append(ci.Revoked, RevokedEntry{
 			Serial:    e.SerialNumber.Text(16),
 			RevokedAt: e.RevocationTime,
-			Reason:    ReasonName(e.ReasonCode),
+			Reason:    pki.ReasonName(e.ReasonCode),
 		})
 	}
 	return ci
@@ -753,58 +750,10 @@ func keyUsageNames(u x509.KeyUsage) []string {
 	return out
 }
 
-var extKeyUsageNames = map[x509.ExtKeyUsage]string{
-	x509.ExtKeyUsageAny:                            "any",
-	x509.ExtKeyUsageServerAuth:                     "serverAuth",
-	x509.ExtKeyUsageClientAuth:                     "clientAuth",
-	x509.ExtKeyUsageCodeSigning:                    "codeSigning",
-	x509.ExtKeyUsageEmailProtection:                "emailProtection",
-	x509.ExtKeyUsageIPSECEndSystem:                 "ipsecEndSystem",
-	x509.ExtKeyUsageIPSECTunnel:                    "ipsecTunnel",
-	x509.ExtKeyUsageIPSECUser:                      "ipsecUser",
-	x509.ExtKeyUsageTimeStamping:                   "timeStamping",
-	x509.ExtKeyUsageOCSPSigning:                    "OCSPSigning",
-	x509.ExtKeyUsageMicrosoftServerGatedCrypto:     "msSGC",
-	x509.ExtKeyUsageNetscapeServerGatedCrypto:      "nsSGC",
-	x509.ExtKeyUsageMicrosoftCommercialCodeSigning: "msCodeCom",
-	x509.ExtKeyUsageMicrosoftKernelCodeSigning:     "msKernelCodeSigning",
-}
-
-func extKeyUsageName(u x509.ExtKeyUsage) string {
-	if n, ok := extKeyUsageNames[u]; ok {
-		return n
-	}
-	return fmt.Sprintf("eku(%d)", int(u))
-}
-
-// ASN.1 shapes needed to describe (not decrypt) PKCS#8 and PKCS#12
-// protection, after RFC 5208, RFC 8018 and RFC 7292.
+// ASN.1 shapes needed to describe (not decrypt) PKCS#5 v1 and PKCS#12
+// protection, after RFC 8018 and RFC 7292; those of PKCS#8 and PBES2, which
+// pki reads too, are in internal/pbe.
 type (
-	algorithmIdentifier struct {
-		Algorithm  asn1.ObjectIdentifier
-		Parameters asn1.RawValue `asn1:"optional"`
-	}
-	encryptedPrivateKeyInfo struct {
-		Algorithm     algorithmIdentifier
-		EncryptedData []byte
-	}
-	pbes2Params struct {
-		KDF    algorithmIdentifier
-		Scheme algorithmIdentifier
-	}
-	pbkdf2Params struct {
-		Salt       []byte
-		Iterations int
-		KeyLength  int                 `asn1:"optional"`
-		PRF        algorithmIdentifier `asn1:"optional"`
-	}
-	scryptParams struct {
-		Salt        []byte
-		Cost        int
-		BlockSize   int
-		Parallelism int
-		KeyLength   int `asn1:"optional"`
-	}
 	pbeParams struct {
 		Salt       []byte
 		Iterations int
@@ -820,7 +769,7 @@ type (
 	}
 	macData struct {
 		Mac struct {
-			Algorithm algorithmIdentifier
+			Algorithm pbe.AlgorithmIdentifier
 			Digest    []byte
 		}
 		MacSalt    []byte
@@ -830,7 +779,7 @@ type (
 		Version int
 		Info    struct {
 			ContentType asn1.ObjectIdentifier
-			Algorithm   algorithmIdentifier
+			Algorithm   pbe.AlgorithmIdentifier
 			Content     []byte `asn1:"tag:0,optional"`
 		}
 	}
@@ -842,9 +791,6 @@ type (
 )
 
 var (
-	oidPBES2          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
-	oidPBKDF2         = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 12}
-	oidScrypt         = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11591, 4, 11}
 	oidPBMAC1         = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 14}
 	oidData           = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
 	oidEncryptedData  = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 6}
@@ -891,8 +837,8 @@ func algName(oid asn1.ObjectIdentifier) string {
 // parseEncryptedPKCS8 recognises an EncryptedPrivateKeyInfo whose
 // algorithm is a known password-based scheme, so that random DER is not
 // mistaken for one.
-func parseEncryptedPKCS8(der []byte) (*encryptedPrivateKeyInfo, bool) {
-	var e encryptedPrivateKeyInfo
+func parseEncryptedPKCS8(der []byte) (*pbe.EncryptedPrivateKeyInfo, bool) {
+	var e pbe.EncryptedPrivateKeyInfo
 	rest, err := asn1.Unmarshal(der, &e)
 	if err != nil || len(rest) != 0 {
 		return nil, false
@@ -909,22 +855,22 @@ func parseEncryptedPKCS8(der []byte) (*encryptedPrivateKeyInfo, bool) {
 // describeEncryption names a password-based encryption scheme the way
 // openssl does, e.g. "PBES2, PBKDF2-HMAC-SHA256 (600000 iterations),
 // AES-256-CBC" or "PBE-SHA1-3DES (2048 iterations)".
-func describeEncryption(alg algorithmIdentifier) string {
-	if !alg.Algorithm.Equal(oidPBES2) {
+func describeEncryption(alg pbe.AlgorithmIdentifier) string {
+	if !alg.Algorithm.Equal(pbe.OIDPBES2) {
 		var p pbeParams
 		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err == nil && p.Iterations > 0 {
 			return fmt.Sprintf("%s (%s)", algName(alg.Algorithm), iterations(p.Iterations))
 		}
 		return algName(alg.Algorithm)
 	}
-	var p pbes2Params
+	var p pbe.PBES2Params
 	if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil {
 		return "PBES2 (unreadable parameters)"
 	}
 	kdf := algName(p.KDF.Algorithm)
 	switch {
-	case p.KDF.Algorithm.Equal(oidPBKDF2):
-		var k pbkdf2Params
+	case p.KDF.Algorithm.Equal(pbe.OIDPBKDF2):
+		var k pbe.PBKDF2Params
 		if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &k); err == nil {
 			prf := "HMAC-SHA1" // the RFC 8018 default when absent
 			if len(k.PRF.Algorithm) > 0 {
@@ -932,8 +878,8 @@ func describeEncryption(alg algorithmIdentifier) string {
 			}
 			kdf = fmt.Sprintf("PBKDF2-%s (%s)", prf, iterations(k.Iterations))
 		}
-	case p.KDF.Algorithm.Equal(oidScrypt):
-		var s scryptParams
+	case p.KDF.Algorithm.Equal(pbe.OIDScrypt):
+		var s pbe.ScryptParams
 		if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &s); err == nil {
 			kdf = fmt.Sprintf("scrypt (N=%d, r=%d, p=%d)", s.Cost, s.BlockSize, s.Parallelism)
 		}
@@ -995,7 +941,7 @@ func describePKCS12(der []byte) (*PKCS12Info, error) {
 			// Certificates live in encrypted data in every common layout;
 			// keys are shrouded bags inside plain data.
 			info.CertEncryption = describeEncryption(ed.Info.Algorithm)
-			info.Legacy = info.Legacy || !ed.Info.Algorithm.Algorithm.Equal(oidPBES2)
+			info.Legacy = info.Legacy || !ed.Info.Algorithm.Algorithm.Equal(pbe.OIDPBES2)
 		case ci.ContentType.Equal(oidData):
 			var inner []byte
 			if _, err := asn1.Unmarshal(ci.Content.Bytes, &inner); err != nil {
@@ -1009,25 +955,14 @@ func describePKCS12(der []byte) (*PKCS12Info, error) {
 				if !b.ID.Equal(oidShroudedKeyBag) {
 					continue
 				}
-				var e encryptedPrivateKeyInfo
+				var e pbe.EncryptedPrivateKeyInfo
 				if _, err := asn1.Unmarshal(b.Value.Bytes, &e); err != nil {
 					return nil, fmt.Errorf("malformed PFX key bag: %w", err)
 				}
 				info.KeyEncryption = describeEncryption(e.Algorithm)
-				info.Legacy = info.Legacy || !e.Algorithm.Algorithm.Equal(oidPBES2)
+				info.Legacy = info.Legacy || !e.Algorithm.Algorithm.Equal(pbe.OIDPBES2)
 			}
 		}
 	}
 	return info, nil
-}
-
-// DaysLeft is the whole days from now until t, rounded down, so that a
-// certificate that expired an hour ago shows -1, never 0.
-func DaysLeft(t, now time.Time) int {
-	d := t.Sub(now)
-	days := int(d / (24 * time.Hour))
-	if d < 0 && d%(24*time.Hour) != 0 {
-		days--
-	}
-	return days
 }

@@ -1,4 +1,4 @@
-package pki_test
+package authority_test
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -53,13 +54,13 @@ func TestIssueServer(t *testing.T) {
 	ca := openCA(t, res.ServerCA.Dir)
 	out := t.TempDir()
 	now := time.Now()
-	iss, err := ca.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "GW.example.com", DNSNames: []string{"vpn.example.com", "*.gw.example.com", "gw.example.com"},
+	iss, err := ca.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "GW.example.com", DNSNames: []string{"vpn.example.com", "*.gw.example.com", "gw.example.com"},
 		IPs: []net.IP{net.ParseIP("192.0.2.10")}, OutDir: out})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := iss.Cert
-	checkLeaf(t, c, res.ServerCA.Cert, x509.ExtKeyUsageServerAuth, pki.DefaultServerDays, now)
+	checkLeaf(t, c, res.ServerCA.Cert, x509.ExtKeyUsageServerAuth, authority.DefaultServerDays, now)
 	if c.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("key usage %b, want digitalSignature only for ECDSA", c.KeyUsage)
 	}
@@ -86,9 +87,9 @@ func TestIssueServer(t *testing.T) {
 
 	// The tunnel's verifier accepts it as a server for its names, not as a
 	// client, and not through the client-CA bundle.
-	serverBundle, _ := pki.LoadCertificates(filepath.Join(res.ServerCA.Dir, pki.BundleFile))
-	clientBundle, _ := pki.LoadCertificates(filepath.Join(res.ClientCA.Dir, pki.BundleFile))
-	v := mustVerifier(t, serverBundle)
+	serverBundle, _ := pki.LoadCertificates(filepath.Join(res.ServerCA.Dir, authority.BundleFile))
+	clientBundle, _ := pki.LoadCertificates(filepath.Join(res.ClientCA.Dir, authority.BundleFile))
+	v := pkitest.Verifier(t, serverBundle)
 	for _, name := range []string{"gw.example.com", "vpn.example.com", "x.gw.example.com", "192.0.2.10"} {
 		if _, err := v.Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer, ServerName: name}); err != nil {
 			t.Errorf("verify as server %s: %v", name, err)
@@ -97,12 +98,12 @@ func TestIssueServer(t *testing.T) {
 	if _, err := v.Verify(certs, pki.VerifyOptions{Usage: pki.UsageClient}); !errors.Is(err, pki.ErrWrongUsage) {
 		t.Errorf("verify as client: %v", err)
 	}
-	if _, err := mustVerifier(t, clientBundle).Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer}); !errors.Is(err, pki.ErrUntrusted) {
+	if _, err := pkitest.Verifier(t, clientBundle).Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer}); !errors.Is(err, pki.ErrUntrusted) {
 		t.Errorf("verify through the client-CA bundle: %v", err)
 	}
 
 	// An IP address as the name becomes an IP SAN.
-	ipIss, err := ca.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "198.51.100.7", OutDir: out, Days: 30})
+	ipIss, err := ca.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "198.51.100.7", OutDir: out, Days: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestIssueServer(t *testing.T) {
 
 	// Both are in the CA database.
 	l := listAt(t, ca, time.Now())
-	if len(l) != 2 || l[0].Serial != c.SerialNumber.Text(16) || l[0].Kind != pki.KindServer || l[0].SHA256 != pki.Fingerprint(c) ||
+	if len(l) != 2 || l[0].Serial != c.SerialNumber.Text(16) || l[0].Kind != authority.KindServer || l[0].SHA256 != pki.Fingerprint(c) ||
 		!l[0].NotAfter.Equal(c.NotAfter) || l[0].Subject != c.Subject.String() {
 		t.Errorf("database: %+v", l)
 	}
@@ -125,7 +126,7 @@ func TestIssueServer(t *testing.T) {
 
 func TestIssueRSAServer(t *testing.T) {
 	_, res := initPKI(t, "")
-	iss, err := openCA(t, res.ServerCA.Dir).Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw", KeyType: pki.KeyRSA3072, OutDir: t.TempDir()})
+	iss, err := openCA(t, res.ServerCA.Dir).Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "gw", KeyType: authority.KeyRSA3072, OutDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,13 +143,13 @@ func TestIssueClient(t *testing.T) {
 	ca := openCA(t, res.ClientCA.Dir)
 	out := filepath.Join(t.TempDir(), "new", "dir")
 	now := time.Now()
-	iss, err := ca.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", Groups: []string{"eng", "vpn.users", "eng"},
+	iss, err := ca.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", Groups: []string{"eng", "vpn.users", "eng"},
 		Emails: []string{"alice@example.com"}, OutDir: out, KeyPassword: []byte("leafpw")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := iss.Cert
-	checkLeaf(t, c, res.ClientCA.Cert, x509.ExtKeyUsageClientAuth, pki.DefaultClientDays, now)
+	checkLeaf(t, c, res.ClientCA.Cert, x509.ExtKeyUsageClientAuth, authority.DefaultClientDays, now)
 	if c.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("key usage %b", c.KeyUsage)
 	}
@@ -175,16 +176,16 @@ func TestIssueClient(t *testing.T) {
 		t.Errorf("key pair: %v", err)
 	}
 
-	clientBundle, _ := pki.LoadCertificates(filepath.Join(res.ClientCA.Dir, pki.BundleFile))
+	clientBundle, _ := pki.LoadCertificates(filepath.Join(res.ClientCA.Dir, authority.BundleFile))
 	certs, _ := pki.LoadCertificates(iss.CertFile)
-	id, err := mustVerifier(t, clientBundle).Verify(certs, pki.VerifyOptions{Usage: pki.UsageClient})
+	id, err := pkitest.Verifier(t, clientBundle).Verify(certs, pki.VerifyOptions{Usage: pki.UsageClient})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if id.Name() != "alice" || !id.InGroup("eng") || !id.InGroup("vpn.users") || id.Serial != c.SerialNumber.Text(16) {
 		t.Errorf("identity %+v", id)
 	}
-	if _, err := mustVerifier(t, clientBundle).Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer}); !errors.Is(err, pki.ErrWrongUsage) {
+	if _, err := pkitest.Verifier(t, clientBundle).Verify(certs, pki.VerifyOptions{Usage: pki.UsageServer}); !errors.Is(err, pki.ErrWrongUsage) {
 		t.Errorf("client cert as server: %v", err)
 	}
 }
@@ -194,36 +195,36 @@ func TestIssueBadInput(t *testing.T) {
 	ca := openCA(t, res.ClientCA.Dir)
 	server := openCA(t, res.ServerCA.Dir)
 	out := t.TempDir()
-	if _, err := ca.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: out}); err != nil {
+	if _, err := ca.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: out}); err != nil {
 		t.Fatal(err)
 	}
 	before := pkitest.Snapshot(t, filepath.Dir(dir))
 
 	cases := []struct {
 		name string
-		ca   *pki.CA
-		req  pki.IssueRequest
+		ca   *authority.CA
+		req  authority.IssueRequest
 		is   error
 		msg  string
 	}{
-		{"group with space", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Groups: []string{"eng", "bad group"}}, pki.ErrInvalidGroup, `invalid group "bad group"`},
-		{"empty group", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Groups: []string{""}}, pki.ErrInvalidGroup, `invalid group ""`},
-		{"long group", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Groups: []string{strings.Repeat("g", 65)}}, pki.ErrInvalidGroup, "1-64 characters"},
-		{"group with comma", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Groups: []string{"a,b"}}, pki.ErrInvalidGroup, "invalid group"},
-		{"bad client ID", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "../bob"}, pki.ErrInvalidName, "client ID"},
-		{"empty client ID", ca, pki.IssueRequest{Kind: pki.KindClient}, pki.ErrInvalidName, "client ID"},
-		{"bad email", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Emails: []string{"Bob <bob@example.com>"}}, pki.ErrInvalidName, "e-mail"},
-		{"client with DNS", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", DNSNames: []string{"bob.example.com"}}, pki.ErrInvalidName, "not DNS names"},
-		{"server with group", server, pki.IssueRequest{Kind: pki.KindServer, Name: "gw", Groups: []string{"eng"}}, pki.ErrInvalidName, "host names"},
-		{"bad DNS name", server, pki.IssueRequest{Kind: pki.KindServer, Name: "gw_1.example.com"}, pki.ErrInvalidName, "DNS name"},
-		{"wildcard as name", server, pki.IssueRequest{Kind: pki.KindServer, Name: "*.example.com"}, pki.ErrInvalidName, "DNS name"},
-		{"bad extra DNS", server, pki.IssueRequest{Kind: pki.KindServer, Name: "gw", DNSNames: []string{"a..b"}}, pki.ErrInvalidName, "label"},
-		{"existing files", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "alice"}, pki.ErrExists, "alice.crt"},
-		{"outlives CA", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Days: 3000}, pki.ErrOutlivesCA, "use --days"},
-		{"from the root", openCA(t, res.Root.Dir), pki.IssueRequest{Kind: pki.KindClient, Name: "bob"}, pki.ErrRootIssue, "root CA"},
-		{"unknown kind", ca, pki.IssueRequest{Kind: "peer", Name: "bob"}, nil, "unknown certificate kind"},
-		{"negative days", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", Days: -1}, nil, "--days"},
-		{"unknown key type", ca, pki.IssueRequest{Kind: pki.KindClient, Name: "bob", KeyType: "dsa"}, pki.ErrUnknownKeyType, "dsa"},
+		{"group with space", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Groups: []string{"eng", "bad group"}}, authority.ErrInvalidGroup, `invalid group "bad group"`},
+		{"empty group", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Groups: []string{""}}, authority.ErrInvalidGroup, `invalid group ""`},
+		{"long group", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Groups: []string{strings.Repeat("g", 65)}}, authority.ErrInvalidGroup, "1-64 characters"},
+		{"group with comma", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Groups: []string{"a,b"}}, authority.ErrInvalidGroup, "invalid group"},
+		{"bad client ID", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "../bob"}, authority.ErrInvalidName, "client ID"},
+		{"empty client ID", ca, authority.IssueRequest{Kind: authority.KindClient}, authority.ErrInvalidName, "client ID"},
+		{"bad email", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Emails: []string{"Bob <bob@example.com>"}}, authority.ErrInvalidName, "e-mail"},
+		{"client with DNS", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", DNSNames: []string{"bob.example.com"}}, authority.ErrInvalidName, "not DNS names"},
+		{"server with group", server, authority.IssueRequest{Kind: authority.KindServer, Name: "gw", Groups: []string{"eng"}}, authority.ErrInvalidName, "host names"},
+		{"bad DNS name", server, authority.IssueRequest{Kind: authority.KindServer, Name: "gw_1.example.com"}, authority.ErrInvalidName, "DNS name"},
+		{"wildcard as name", server, authority.IssueRequest{Kind: authority.KindServer, Name: "*.example.com"}, authority.ErrInvalidName, "DNS name"},
+		{"bad extra DNS", server, authority.IssueRequest{Kind: authority.KindServer, Name: "gw", DNSNames: []string{"a..b"}}, authority.ErrInvalidName, "label"},
+		{"existing files", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "alice"}, authority.ErrExists, "alice.crt"},
+		{"outlives CA", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Days: 3000}, authority.ErrOutlivesCA, "use --days"},
+		{"from the root", openCA(t, res.Root.Dir), authority.IssueRequest{Kind: authority.KindClient, Name: "bob"}, authority.ErrRootIssue, "root CA"},
+		{"unknown kind", ca, authority.IssueRequest{Kind: "peer", Name: "bob"}, nil, "unknown certificate kind"},
+		{"negative days", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", Days: -1}, nil, "--days"},
+		{"unknown key type", ca, authority.IssueRequest{Kind: authority.KindClient, Name: "bob", KeyType: "dsa"}, authority.ErrUnknownKeyType, "dsa"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,7 +239,7 @@ func TestIssueBadInput(t *testing.T) {
 
 	// --force replaces the files.
 	old, _ := os.ReadFile(filepath.Join(out, "alice.crt"))
-	if _, err := ca.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: out, Force: true}); err != nil {
+	if _, err := ca.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: out, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	if now, _ := os.ReadFile(filepath.Join(out, "alice.crt")); bytes.Equal(old, now) {
@@ -252,7 +253,7 @@ func TestCSRAndSign(t *testing.T) {
 	server := openCA(t, res.ServerCA.Dir)
 	out := t.TempDir()
 
-	r, err := pki.CreateCSR(pki.CSRRequest{Name: "carol", Groups: []string{"ops"}, Emails: []string{"carol@example.com"}, OutDir: out, KeyPassword: []byte("k")})
+	r, err := authority.CreateCSR(authority.CSRRequest{Name: "carol", Groups: []string{"ops"}, Emails: []string{"carol@example.com"}, OutDir: out, KeyPassword: []byte("k")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +261,7 @@ func TestCSRAndSign(t *testing.T) {
 	if enc, _ := pki.IsEncryptedKeyFile(r.KeyFile); !enc {
 		t.Error("CSR key not encrypted")
 	}
-	csr, err := pki.LoadCSR(r.CSRFile)
+	csr, err := authority.LoadCSR(r.CSRFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,31 +269,31 @@ func TestCSRAndSign(t *testing.T) {
 	crtFile := filepath.Join(out, "carol.crt")
 	// Neither asserted nor confirmed: refused, and the refusal shows
 	// what the request asks for.
-	_, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile})
-	if !errors.Is(err, pki.ErrUnconfirmed) || !strings.Contains(err.Error(), `"carol"`) || !strings.Contains(err.Error(), "ops") || !strings.Contains(err.Error(), "carol@example.com") {
+	_, err = client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: crtFile})
+	if !errors.Is(err, authority.ErrUnconfirmed) || !strings.Contains(err.Error(), `"carol"`) || !strings.Contains(err.Error(), "ops") || !strings.Contains(err.Error(), "carol@example.com") {
 		t.Fatalf("unasserted CSR: %v", err)
 	}
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "ceo"}); !errors.Is(err, pki.ErrBadCSR) {
+	if _, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: crtFile, Name: "ceo"}); !errors.Is(err, authority.ErrBadCSR) {
 		t.Fatalf("asserted name differs: %v", err)
 	}
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "carol", Groups: []string{"admins"}}); !errors.Is(err, pki.ErrBadCSR) {
+	if _, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: crtFile, Name: "carol", Groups: []string{"admins"}}); !errors.Is(err, authority.ErrBadCSR) {
 		t.Fatalf("asserted group the CSR does not ask for: %v", err)
 	}
 	// Confirmed without --group: the groups the CSR asks for are dropped.
 	dropped := filepath.Join(out, "carol-nogroups.crt")
-	iss, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: dropped, Confirmed: true})
+	iss, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: dropped, Confirmed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(iss.Cert.Subject.OrganizationalUnit) != 0 {
 		t.Fatalf("unasserted groups signed: %v", iss.Cert.Subject.OrganizationalUnit)
 	}
-	iss, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "carol", Groups: []string{"ops"}})
+	iss, err = client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: crtFile, Name: "carol", Groups: []string{"ops"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := iss.Cert
-	checkLeaf(t, c, res.ClientCA.Cert, x509.ExtKeyUsageClientAuth, pki.DefaultClientDays, now)
+	checkLeaf(t, c, res.ClientCA.Cert, x509.ExtKeyUsageClientAuth, authority.DefaultClientDays, now)
 	if c.Subject.CommonName != "carol" || !slices.Equal(c.Subject.OrganizationalUnit, []string{"ops"}) || !slices.Equal(c.EmailAddresses, []string{"carol@example.com"}) {
 		t.Errorf("subject %s emails %v", c.Subject, c.EmailAddresses)
 	}
@@ -303,24 +304,24 @@ func TestCSRAndSign(t *testing.T) {
 	if _, err := pki.LoadKeyPair(crtFile, r.KeyFile, []byte("k")); err != nil {
 		t.Errorf("signed cert and CSR key: %v", err)
 	}
-	if l := listAt(t, client, time.Now()); len(l) != 2 || l[0].Kind != pki.KindClient {
+	if l := listAt(t, client, time.Now()); len(l) != 2 || l[0].Kind != authority.KindClient {
 		t.Errorf("database %+v", l)
 	}
 	// Signing the same request as a server fails: groups and e-mails.
-	if _, err := server.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindServer, Out: filepath.Join(out, "x.crt"), Name: "carol", Groups: []string{"ops"}}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := server.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindServer, Out: filepath.Join(out, "x.crt"), Name: "carol", Groups: []string{"ops"}}); !errors.Is(err, authority.ErrInvalidName) {
 		t.Errorf("client CSR as server: %v", err)
 	}
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: crtFile, Name: "carol"}); !errors.Is(err, pki.ErrExists) {
+	if _, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: crtFile, Name: "carol"}); !errors.Is(err, authority.ErrExists) {
 		t.Errorf("existing output: %v", err)
 	}
 
 	// A server request; its name becomes a SAN, with a validity override.
-	r, err = pki.CreateCSR(pki.CSRRequest{Name: "gw.example.com", DNSNames: []string{"vpn.example.com"}, IPs: []net.IP{net.ParseIP("192.0.2.1")}, OutDir: out})
+	r, err = authority.CreateCSR(authority.CSRRequest{Name: "gw.example.com", DNSNames: []string{"vpn.example.com"}, IPs: []net.IP{net.ParseIP("192.0.2.1")}, OutDir: out})
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, _ = pki.LoadCSR(r.CSRFile)
-	iss, err = server.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindServer, Days: 90, Out: filepath.Join(out, "gw.crt"), Name: "gw.example.com"})
+	csr, _ = authority.LoadCSR(r.CSRFile)
+	iss, err = server.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindServer, Days: 90, Out: filepath.Join(out, "gw.crt"), Name: "gw.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,14 +329,14 @@ func TestCSRAndSign(t *testing.T) {
 	if !slices.Equal(iss.Cert.DNSNames, []string{"gw.example.com", "vpn.example.com"}) || len(iss.Cert.IPAddresses) != 1 {
 		t.Errorf("names %v %v", iss.Cert.DNSNames, iss.Cert.IPAddresses)
 	}
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "y.crt"), Name: "gw.example.com"}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: filepath.Join(out, "y.crt"), Name: "gw.example.com"}); !errors.Is(err, authority.ErrInvalidName) {
 		t.Errorf("server CSR as client: %v", err)
 	}
 
-	if _, err := pki.CreateCSR(pki.CSRRequest{Name: "dave", Groups: []string{"no way"}, OutDir: out}); !errors.Is(err, pki.ErrInvalidGroup) {
+	if _, err := authority.CreateCSR(authority.CSRRequest{Name: "dave", Groups: []string{"no way"}, OutDir: out}); !errors.Is(err, authority.ErrInvalidGroup) {
 		t.Errorf("CSR with a bad group: %v", err)
 	}
-	if _, err := pki.CreateCSR(pki.CSRRequest{Name: "carol", OutDir: out}); !errors.Is(err, pki.ErrExists) {
+	if _, err := authority.CreateCSR(authority.CSRRequest{Name: "carol", OutDir: out}); !errors.Is(err, authority.ErrExists) {
 		t.Errorf("CSR over existing files: %v", err)
 	}
 }
@@ -367,11 +368,11 @@ func TestSignCSRPolicy(t *testing.T) {
 		Subject:         pkix.Name{CommonName: "mallory"},
 		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: bc}},
 	})
-	csr, err := pki.ParseCSR(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	csr, err := authority.ParseCSR(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "m.crt"), Name: "mallory"})
+	iss, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: filepath.Join(out, "m.crt"), Name: "mallory"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,21 +384,21 @@ func TestSignCSRPolicy(t *testing.T) {
 	// A bad signature: flip a bit in the signature.
 	bad := bytes.Clone(der)
 	bad[len(bad)-3] ^= 0x40
-	csr, err = pki.ParseCSR(bad)
+	csr, err = authority.ParseCSR(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "bad.crt"), Name: "mallory"})
-	if !errors.Is(err, pki.ErrBadCSR) || !strings.Contains(err.Error(), "signature does not verify") {
+	_, err = client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: filepath.Join(out, "bad.crt"), Name: "mallory"})
+	if !errors.Is(err, authority.ErrBadCSR) || !strings.Contains(err.Error(), "signature does not verify") {
 		t.Errorf("bad signature: %v", err)
 	}
 	// Groups in the request are validated like issue's.
 	csr, _ = x509.ParseCertificateRequest(rawCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "eve", OrganizationalUnit: []string{"admins!"}}}))
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "eve.crt"), Name: "eve", Groups: []string{"admins!"}}); !errors.Is(err, pki.ErrInvalidGroup) || !strings.Contains(err.Error(), `invalid group "admins!"`) {
+	if _, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: filepath.Join(out, "eve.crt"), Name: "eve", Groups: []string{"admins!"}}); !errors.Is(err, authority.ErrInvalidGroup) || !strings.Contains(err.Error(), `invalid group "admins!"`) {
 		t.Errorf("bad group in CSR: %v", err)
 	}
 	csr, _ = x509.ParseCertificateRequest(rawCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "../../etc/x"}}))
-	if _, err := client.SignCSR(pki.SignRequest{CSR: csr, Kind: pki.KindClient, Out: filepath.Join(out, "x.crt"), Confirmed: true}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := client.SignCSR(authority.SignRequest{CSR: csr, Kind: authority.KindClient, Out: filepath.Join(out, "x.crt"), Confirmed: true}); !errors.Is(err, authority.ErrInvalidName) {
 		t.Errorf("bad CN in CSR: %v", err)
 	}
 	pkitest.SameSnapshot(t, before, pkitest.Snapshot(t, dir))
@@ -412,7 +413,7 @@ func TestSignCSRPolicy(t *testing.T) {
 		"junk":          []byte("hello"),
 		"certificate":   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 	} {
-		if _, err := pki.ParseCSR(data); err == nil {
+		if _, err := authority.ParseCSR(data); err == nil {
 			t.Errorf("%s: parsed", name)
 		}
 	}

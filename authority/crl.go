@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"crypto/rand"
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // DefaultCRLDays is how long a CRL is valid when not told otherwise: peers
@@ -92,6 +94,12 @@ type CRLOptions struct {
 	// Out is the file written; default CA_DIR/crl.pem. A CRL is public and
 	// meant to be refreshed, so an existing file is always replaced.
 	Out string
+	// Initial signs the CA's first CRL, before it has signed any, as
+	// number 0 without recording it: peers can load a valid list at once,
+	// and the first CRL made after a revocation is still number 1. It is
+	// refused once the CA has signed a CRL (the number would go back). It
+	// is meant for a CA just made: `twoway pki init` uses it once per CA.
+	Initial bool
 }
 
 // CRL signs a new X.509 v2 CRL listing every certificate the CA revoked,
@@ -120,8 +128,15 @@ func (ca *CA) CRL(opts CRLOptions) (*x509.RevocationList, string, error) {
 	}
 	var der []byte
 	err = ca.update(func(db *DB) error {
+		number := db.CRLNumber + 1
+		if opts.Initial {
+			if db.CRLNumber != 0 {
+				return fmt.Errorf("CA %q (%s) has signed CRL number %d already; an initial CRL would go back to 0", ca.Name(), ca.Dir, db.CRLNumber)
+			}
+			number = 0
+		}
 		tmpl := &x509.RevocationList{
-			Number: big.NewInt(db.CRLNumber + 1),
+			Number: big.NewInt(number),
 			// Pulled back like leaf NotBefore, so peers whose clocks lag
 			// do not see a CRL from the future.
 			ThisUpdate: now.Add(-clockSkew),
@@ -149,7 +164,9 @@ func (ca *CA) CRL(opts CRLOptions) (*x509.RevocationList, string, error) {
 		if der, err = x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, key); err != nil {
 			return fmt.Errorf("sign CRL: %w", err)
 		}
-		db.CRLNumber++
+		if !opts.Initial {
+			db.CRLNumber++
+		}
 		return nil
 	})
 	if err != nil {
@@ -166,40 +183,40 @@ func (ca *CA) CRL(opts CRLOptions) (*x509.RevocationList, string, error) {
 }
 
 // StatusRevoked is List's status for a revoked certificate; the other
-// statuses are those of CertificateInfo (StatusValid, StatusExpired,
-// StatusNotYetValid).
+// statuses are pki's (pki.StatusValid, pki.StatusExpired,
+// pki.StatusNotYetValid), as in inspect.CertificateInfo.
 const StatusRevoked = "revoked"
 
 // ListEntry is a database record with its status at a given time.
 type ListEntry struct {
 	Record
 	Status string `json:"status"`
-	// DaysLeft is the number of whole days until expiry; 0 once expired.
+	// DaysLeft is the number of whole days until NotAfter, rounded down
+	// (pki.DaysLeft): 0 on the last day, negative once expired (-1 within
+	// the first day), as in `twoway pki inspect --json`.
 	DaysLeft int `json:"days_left"`
 }
 
 // List returns every certificate the CA issued, oldest first, with its
-// status at now.
+// status at now. It reads db.json afresh and changes nothing: neither the
+// file nor the handle, whose view (CRLNumber) only its own changes move.
 func (ca *CA) List(now time.Time) ([]ListEntry, error) {
 	db, err := LoadDB(filepath.Join(ca.Dir, DBFile))
 	if err != nil {
 		return nil, err
 	}
-	ca.db = db
 	out := make([]ListEntry, 0, len(db.Certificates))
 	for _, r := range db.Certificates {
-		e := ListEntry{Record: r, Status: StatusValid}
+		e := ListEntry{Record: r, Status: pki.StatusValid}
 		switch {
 		case r.Revoked():
 			e.Status = StatusRevoked
 		case now.After(r.NotAfter):
-			e.Status = StatusExpired
+			e.Status = pki.StatusExpired
 		case now.Before(r.NotBefore):
-			e.Status = StatusNotYetValid
+			e.Status = pki.StatusNotYetValid
 		}
-		if left := r.NotAfter.Sub(now); left > 0 {
-			e.DaysLeft = int(left / (24 * time.Hour))
-		}
+		e.DaysLeft = pki.DaysLeft(r.NotAfter, now)
 		out = append(out, e)
 	}
 	return out, nil

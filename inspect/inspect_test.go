@@ -1,4 +1,4 @@
-package pki
+package inspect
 
 import (
 	"bytes"
@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
+	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
 
@@ -144,14 +146,14 @@ func TestInspectCertificate(t *testing.T) {
 				Serial:                "beef",
 				NotBefore:             leaf.NotBefore,
 				NotAfter:              leaf.NotAfter,
-				Status:                StatusValid,
+				Status:                pki.StatusValid,
 				DaysLeft:              90,
 				KeyUsage:              []string{"digitalSignature"},
 				ExtKeyUsage:           []string{"clientAuth"},
-				Key:                   KeyInfo{Algorithm: "ECDSA", Curve: "P-256", Bits: 256, SPKIPin: SPKIPin(leaf)},
+				Key:                   KeyInfo{Algorithm: "ECDSA", Curve: "P-256", Bits: 256, SPKIPin: pki.SPKIPin(leaf)},
 				SignatureAlgorithm:    "ECDSA-SHA256",
-				Fingerprint:           Fingerprint(leaf),
-				SPKIPin:               SPKIPin(leaf),
+				Fingerprint:           pki.Fingerprint(leaf),
+				SPKIPin:               pki.SPKIPin(leaf),
 				AuthorityKeyID:        colonHex(ca.cert.SubjectKeyId),
 				CRLDistributionPoints: []string{"http://crl.corp.example/client.crl"},
 			}
@@ -226,10 +228,10 @@ func TestInspectValidityStatus(t *testing.T) {
 	}{
 		// Floored, as in twoway status: 3 days and an hour ago is -4,
 		// an hour ago -1 (never 0 once expired).
-		{"expired", expired, StatusExpired, -4},
-		{"just expired", justExpired, StatusExpired, -1},
-		{"not yet valid", future, StatusNotYetValid, 40},
-		{"expires today", soon, StatusValid, 0},
+		{"expired", expired, pki.StatusExpired, -4},
+		{"just expired", justExpired, pki.StatusExpired, -1},
+		{"not yet valid", future, pki.StatusNotYetValid, 40},
+		{"expires today", soon, pki.StatusValid, 0},
 	} {
 		c := mustInspect(t, pemCerts(tc.cert), nil).Certificates[0]
 		if c.Status != tc.status || c.DaysLeft != tc.days {
@@ -401,7 +403,7 @@ func assertNoKeyMaterial(t *testing.T, r *Report, keyFile []byte) {
 
 func TestInspectEncryptedKey(t *testing.T) {
 	key := ecKey(t)
-	data, err := MarshalPrivateKeyPEM(key, []byte("s3cret"))
+	data, err := authority.MarshalPrivateKeyPEM(key, []byte("s3cret"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,13 +414,13 @@ func TestInspectEncryptedKey(t *testing.T) {
 		if !k.Encrypted || k.Key != nil || k.Format != "PKCS#8" {
 			t.Fatalf("got %+v", k)
 		}
-		want := fmt.Sprintf("PBES2, PBKDF2-HMAC-SHA256 (%d iterations), AES-256-CBC", KDFIterations)
+		want := fmt.Sprintf("PBES2, PBKDF2-HMAC-SHA256 (%d iterations), AES-256-CBC", authority.KDFIterations)
 		if k.Encryption != want {
 			t.Errorf("encryption %q, want %q", k.Encryption, want)
 		}
 	})
 	t.Run("password unavailable", func(t *testing.T) {
-		r := mustInspect(t, data, func() ([]byte, error) { return nil, ErrPasswordRequired })
+		r := mustInspect(t, data, func() ([]byte, error) { return nil, pki.ErrPasswordRequired })
 		if k := r.PrivateKeys[0]; !k.Encrypted || k.Key != nil {
 			t.Fatalf("got %+v", k)
 		}
@@ -433,7 +435,7 @@ func TestInspectEncryptedKey(t *testing.T) {
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		_, err := inspectAt(data, staticPassword("nope"), testNow)
-		if !errors.Is(err, ErrBadPassword) {
+		if !errors.Is(err, pki.ErrBadPassword) {
 			t.Fatalf("err = %v, want ErrBadPassword", err)
 		}
 	})
@@ -464,8 +466,8 @@ func TestInspectEncryptedKey(t *testing.T) {
 }
 
 func TestInspectAsksPasswordOnce(t *testing.T) {
-	a, _ := MarshalPrivateKeyPEM(ecKey(t), []byte("pw"))
-	b, _ := MarshalPrivateKeyPEM(ecKey(t), []byte("pw"))
+	a, _ := authority.MarshalPrivateKeyPEM(ecKey(t), []byte("pw"))
+	b, _ := authority.MarshalPrivateKeyPEM(ecKey(t), []byte("pw"))
 	calls := 0
 	r := mustInspect(t, append(a, b...), func() ([]byte, error) { calls++; return []byte("pw"), nil })
 	if calls != 1 || len(r.PrivateKeys) != 2 || r.PrivateKeys[1].Key == nil {
@@ -566,7 +568,7 @@ func FuzzInspect(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	p12, err := ExportPKCS12(key, []*x509.Certificate{cert}, []byte("pw"), PKCS12Modern)
+	p12, err := authority.ExportPKCS12(key, []*x509.Certificate{cert}, []byte("pw"), authority.PKCS12Modern)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"bytes"
@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // File names inside a CA directory.
@@ -95,7 +97,7 @@ func OpenCA(dir string, password func() ([]byte, error)) (*CA, error) {
 	}
 	if !fi.IsDir() {
 		if filepath.Base(dir) != CACertFile {
-			if certs, err := LoadCertificates(dir); err == nil && !certs[0].IsCA {
+			if certs, err := pki.LoadCertificates(dir); err == nil && !certs[0].IsCA {
 				return nil, errorf(ErrNotCA, "%s is not a CA certificate (a CA is named by its directory, e.g. pki/client-ca)", dir)
 			}
 			return nil, fmt.Errorf("%s is a file; a CA is named by its directory (the one holding %s and %s)", dir, CACertFile, CAKeyFile)
@@ -104,7 +106,7 @@ func OpenCA(dir string, password func() ([]byte, error)) (*CA, error) {
 	}
 	ca := &CA{Dir: dir, password: password}
 	certPath := filepath.Join(dir, CACertFile)
-	certs, err := LoadCertificates(certPath)
+	certs, err := pki.LoadCertificates(certPath)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +129,7 @@ func OpenCA(dir string, password func() ([]byte, error)) (*CA, error) {
 // issuers, each signed by the next, ending at a root.
 func loadBundle(dir string, cert *x509.Certificate) ([]*x509.Certificate, error) {
 	path := filepath.Join(dir, BundleFile)
-	bundle, err := LoadCertificates(path)
+	bundle, err := pki.LoadCertificates(path)
 	if err != nil {
 		return nil, err
 	}
@@ -139,14 +141,14 @@ func loadBundle(dir string, cert *x509.Certificate) ([]*x509.Certificate, error)
 			return nil, fmt.Errorf("%s: certificate %d is not signed by certificate %d: %w", path, i+1, i+2, err)
 		}
 	}
-	if !isSelfSigned(bundle[len(bundle)-1]) {
+	if !pki.IsSelfSigned(bundle[len(bundle)-1]) {
 		return nil, fmt.Errorf("%s does not end with a self-signed root CA", path)
 	}
 	return bundle, nil
 }
 
 // IsRoot reports whether the CA is a self-signed root.
-func (ca *CA) IsRoot() bool { return isSelfSigned(ca.Cert) }
+func (ca *CA) IsRoot() bool { return pki.IsSelfSigned(ca.Cert) }
 
 // Name is the CA's common name.
 func (ca *CA) Name() string { return ca.Cert.Subject.CommonName }
@@ -160,7 +162,7 @@ func (ca *CA) CRLNumber() int64 { return ca.db.CRLNumber }
 func (ca *CA) chain() []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, c := range ca.Bundle {
-		if !isSelfSigned(c) {
+		if !pki.IsSelfSigned(c) {
 			out = append(out, c)
 		}
 	}
@@ -180,14 +182,14 @@ func (ca *CA) signer() (crypto.Signer, error) {
 		return ca.key, nil
 	}
 	path := filepath.Join(ca.Dir, CAKeyFile)
-	enc, err := IsEncryptedKeyFile(path)
+	enc, err := pki.IsEncryptedKeyFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("CA key: %w", err)
 	}
 	var pw []byte
 	if enc {
 		if ca.password == nil {
-			return nil, fmt.Errorf("%w for CA key %s", ErrPasswordRequired, path)
+			return nil, fmt.Errorf("%w for CA key %s", pki.ErrPasswordRequired, path)
 		}
 		if pw, err = ca.password(); err != nil {
 			return nil, err
@@ -197,16 +199,16 @@ func (ca *CA) signer() (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA key: %w", err)
 	}
-	key, err := ParsePrivateKeyPEM(data, pw)
+	key, err := pki.ParsePrivateKeyPEM(data, pw)
 	switch {
-	case errors.Is(err, ErrBadPassword):
-		return nil, fmt.Errorf("%w for CA key %s", ErrBadPassword, path)
-	case errors.Is(err, ErrPasswordRequired):
-		return nil, fmt.Errorf("%w for CA key %s", ErrPasswordRequired, path)
+	case errors.Is(err, pki.ErrBadPassword):
+		return nil, fmt.Errorf("%w for CA key %s", pki.ErrBadPassword, path)
+	case errors.Is(err, pki.ErrPasswordRequired):
+		return nil, fmt.Errorf("%w for CA key %s", pki.ErrPasswordRequired, path)
 	case err != nil:
 		return nil, fmt.Errorf("CA key %s: %w", path, err)
 	}
-	if err := KeyMatches(ca.Cert, key); err != nil {
+	if err := pki.KeyMatches(ca.Cert, key); err != nil {
 		return nil, fmt.Errorf("CA key %s: %w %s", path, err, filepath.Join(ca.Dir, CACertFile))
 	}
 	ca.key = key
@@ -261,7 +263,7 @@ func (ca *CA) sign(tmpl *x509.Certificate, pub crypto.PublicKey, usage x509.ExtK
 	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, c := range ca.Bundle {
-		if isSelfSigned(c) {
+		if pki.IsSelfSigned(c) {
 			roots.AddCert(c)
 		} else {
 			inter.AddCert(c)

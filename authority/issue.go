@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"crypto"
@@ -20,6 +20,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // Default leaf validity. 397 days is the longest lifetime browsers accept
@@ -454,7 +456,7 @@ func checkPublicKey(pub crypto.PublicKey) error {
 func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
 	if b, _ := pem.Decode(data); b != nil {
 		if b.Type != "CERTIFICATE REQUEST" && b.Type != "NEW CERTIFICATE REQUEST" {
-			return nil, fmt.Errorf("%w: expected CERTIFICATE REQUEST, found %s", ErrNoPEM, b.Type)
+			return nil, fmt.Errorf("%w: expected CERTIFICATE REQUEST, found %s", pki.ErrNoPEM, b.Type)
 		}
 		data = b.Bytes
 	} else if strings.Contains(string(data), "-----BEGIN") {

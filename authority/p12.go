@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // PKCS12Encoding chooses the algorithms that protect a PKCS#12 file.
@@ -32,14 +34,14 @@ var ErrEmptyPassword = errors.New("empty password refused: the PKCS#12 file woul
 // ExportPKCS12 encodes key and chain as a password-protected PKCS#12 file
 // (DER). chain[0] is the certificate the key belongs to; the rest are CA
 // certificates to include (duplicates are dropped). The key must match
-// chain[0] (ErrKeyMismatch otherwise).
+// chain[0] (pki.ErrKeyMismatch otherwise).
 //
 // The iteration counts are the encoder's (2048, as OpenSSL 3 uses):
 // importers differ in how many they tolerate, and a PKCS#12 file is a
 // transport container whose password should be strong and short-lived.
 func ExportPKCS12(key crypto.Signer, chain []*x509.Certificate, password []byte, enc PKCS12Encoding) ([]byte, error) {
 	if len(chain) == 0 || chain[0] == nil {
-		return nil, ErrNoCertificate
+		return nil, pki.ErrNoCertificate
 	}
 	if len(password) == 0 {
 		return nil, ErrEmptyPassword
@@ -48,7 +50,7 @@ func ExportPKCS12(key crypto.Signer, chain []*x509.Certificate, password []byte,
 		return nil, errors.New("no private key")
 	}
 	leaf := chain[0]
-	if err := KeyMatches(leaf, key); err != nil {
+	if err := pki.KeyMatches(leaf, key); err != nil {
 		return nil, fmt.Errorf("certificate %q: %w", leaf.Subject.CommonName, err)
 	}
 	var cas []*x509.Certificate

@@ -1,4 +1,4 @@
-package pki
+package authority
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/twoway/twoway/pki"
 )
 
 // Kind says what an issued certificate is for.
@@ -39,20 +41,21 @@ const dbVersion = 1
 // directory as db.json. It is the source of every CRL the CA signs.
 type DB struct {
 	Version int `json:"version"`
-	// CRLNumber is the number of the last CRL signed (0: none yet). CRL
-	// numbers must increase, so it is persisted before the CRL is written.
+	// CRLNumber is the number of the last CRL signed (0: none yet, or only
+	// the initial CRL, number 0). CRL numbers must increase, so it is
+	// persisted before the CRL is written.
 	CRLNumber    int64    `json:"crl_number"`
 	Certificates []Record `json:"certificates"`
 }
 
 // Record describes one issued certificate.
 type Record struct {
-	Serial    string     `json:"serial"` // lowercase hex, as Identity.Serial
+	Serial    string     `json:"serial"` // lowercase hex, as pki.Identity.Serial
 	Subject   string     `json:"subject"`
 	Kind      Kind       `json:"kind"`
 	NotBefore time.Time  `json:"not_before"`
 	NotAfter  time.Time  `json:"not_after"`
-	SHA256    string     `json:"sha256"` // Fingerprint of the certificate
+	SHA256    string     `json:"sha256"` // pki.Fingerprint of the certificate
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	Reason    string     `json:"reason,omitempty"` // RFC 5280 reason name, set when revoked
 }
@@ -67,7 +70,7 @@ func newRecord(c *x509.Certificate, kind Kind) Record {
 		Kind:      kind,
 		NotBefore: c.NotBefore.UTC(),
 		NotAfter:  c.NotAfter.UTC(),
-		SHA256:    Fingerprint(c),
+		SHA256:    pki.Fingerprint(c),
 	}
 }
 

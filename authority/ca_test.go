@@ -1,4 +1,4 @@
-package pki_test
+package authority_test
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 )
@@ -27,10 +28,10 @@ var (
 
 // initPKI makes the standard hierarchy in a temporary directory, with
 // unencrypted keys unless a password is given.
-func initPKI(t *testing.T, password string) (string, *pki.InitResult) {
+func initPKI(t *testing.T, password string) (string, *authority.InitResult) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pki")
-	res, err := pki.Init(dir, pki.InitOptions{Org: "Example Corp", Password: []byte(password)})
+	res, err := authority.Init(dir, authority.InitOptions{Org: "Example Corp", Password: []byte(password)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,9 +40,9 @@ func initPKI(t *testing.T, password string) (string, *pki.InitResult) {
 
 // openCA opens a CA directory whose key needs no password, failing the
 // test if a password is asked for.
-func openCA(t *testing.T, dir string) *pki.CA {
+func openCA(t *testing.T, dir string) *authority.CA {
 	t.Helper()
-	ca, err := pki.OpenCA(dir, func() ([]byte, error) {
+	ca, err := authority.OpenCA(dir, func() ([]byte, error) {
 		t.Error("password requested for an unencrypted CA key")
 		return nil, errors.New("no password")
 	})
@@ -51,7 +52,7 @@ func openCA(t *testing.T, dir string) *pki.CA {
 	return ca
 }
 
-func listAt(t *testing.T, ca *pki.CA, now time.Time) []pki.ListEntry {
+func listAt(t *testing.T, ca *authority.CA, now time.Time) []authority.ListEntry {
 	t.Helper()
 	l, err := ca.List(now)
 	if err != nil {
@@ -156,23 +157,23 @@ func TestInit(t *testing.T) {
 		t.Errorf("subjects: %s / %s / %s", root.Subject, server.Subject, client.Subject)
 	}
 
-	for _, sub := range []string{pki.RootDir, pki.ServerCADir, pki.ClientCADir} {
+	for _, sub := range []string{authority.RootDir, authority.ServerCADir, authority.ClientCADir} {
 		d := filepath.Join(dir, sub)
-		checkMode(t, filepath.Join(d, pki.CAKeyFile), 0o600)
-		enc, err := pki.IsEncryptedKeyFile(filepath.Join(d, pki.CAKeyFile))
+		checkMode(t, filepath.Join(d, authority.CAKeyFile), 0o600)
+		enc, err := pki.IsEncryptedKeyFile(filepath.Join(d, authority.CAKeyFile))
 		if err != nil || !enc {
 			t.Errorf("%s: CA key encrypted=%v err=%v", sub, enc, err)
 		}
-		certs, err := pki.LoadCertificates(filepath.Join(d, pki.CACertFile))
+		certs, err := pki.LoadCertificates(filepath.Join(d, authority.CACertFile))
 		if err != nil || len(certs) != 1 {
 			t.Errorf("%s: ca.crt holds %d certificates (%v), want 1", sub, len(certs), err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, pki.RootDir, pki.BundleFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, authority.RootDir, authority.BundleFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("root has a bundle.crt: %v", err)
 	}
-	for _, ca := range []*pki.CA{res.ServerCA, res.ClientCA} {
-		bundle, err := pki.LoadCertificates(filepath.Join(ca.Dir, pki.BundleFile))
+	for _, ca := range []*authority.CA{res.ServerCA, res.ClientCA} {
+		bundle, err := pki.LoadCertificates(filepath.Join(ca.Dir, authority.BundleFile))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,8 +182,8 @@ func TestInit(t *testing.T) {
 		}
 	}
 	// The root's database knows both intermediates, so it can revoke them.
-	list := listAt(t, openCA(t, filepath.Join(dir, pki.RootDir)), time.Now())
-	if len(list) != 2 || list[0].Kind != pki.KindCA || list[0].Serial != server.SerialNumber.Text(16) ||
+	list := listAt(t, openCA(t, filepath.Join(dir, authority.RootDir)), time.Now())
+	if len(list) != 2 || list[0].Kind != authority.KindCA || list[0].Serial != server.SerialNumber.Text(16) ||
 		list[1].Serial != client.SerialNumber.Text(16) || list[1].SHA256 != pki.Fingerprint(client) {
 		t.Errorf("root database: %+v", list)
 	}
@@ -190,7 +191,7 @@ func TestInit(t *testing.T) {
 
 func TestInitKeyTypes(t *testing.T) {
 	dir := t.TempDir()
-	res, err := pki.Init(dir, pki.InitOptions{KeyType: pki.KeyEd25519})
+	res, err := authority.Init(dir, authority.InitOptions{KeyType: authority.KeyEd25519})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,11 +202,11 @@ func TestInitKeyTypes(t *testing.T) {
 		t.Errorf("default org: %s", res.Root.Cert.Subject)
 	}
 	// Unencrypted without a password.
-	enc, err := pki.IsEncryptedKeyFile(filepath.Join(dir, pki.ClientCADir, pki.CAKeyFile))
+	enc, err := pki.IsEncryptedKeyFile(filepath.Join(dir, authority.ClientCADir, authority.CAKeyFile))
 	if err != nil || enc {
 		t.Errorf("encrypted=%v err=%v", enc, err)
 	}
-	iss, err := openCA(t, res.ClientCA.Dir).Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: t.TempDir()})
+	iss, err := openCA(t, res.ClientCA.Dir).Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,16 +218,16 @@ func TestInitKeyTypes(t *testing.T) {
 func TestInitRefusesOverwrite(t *testing.T) {
 	dir, res := initPKI(t, "")
 	before := pkitest.Snapshot(t, dir)
-	_, err := pki.Init(dir, pki.InitOptions{})
-	if !errors.Is(err, pki.ErrExists) {
+	_, err := authority.Init(dir, authority.InitOptions{})
+	if !errors.Is(err, authority.ErrExists) {
 		t.Fatalf("second Init: %v, want ErrExists", err)
 	}
 	pkitest.SameSnapshot(t, before, pkitest.Snapshot(t, dir))
 
-	if _, _, err := openCA(t, res.ClientCA.Dir).CRL(pki.CRLOptions{}); err != nil {
+	if _, _, err := openCA(t, res.ClientCA.Dir).CRL(authority.CRLOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	res2, err := pki.Init(dir, pki.InitOptions{Force: true})
+	res2, err := authority.Init(dir, authority.InitOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,10 +237,10 @@ func TestInitRefusesOverwrite(t *testing.T) {
 	if l := listAt(t, res2.Root, time.Now()); len(l) != 2 || l[0].Serial != res2.ServerCA.Cert.SerialNumber.Text(16) {
 		t.Errorf("new root database: %+v", l)
 	}
-	if _, err := os.Stat(filepath.Join(res.ClientCA.Dir, pki.CRLFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(res.ClientCA.Dir, authority.CRLFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the old PKI's CRL survived --force: %v", err)
 	}
-	if _, err := pki.Init(dir, pki.InitOptions{Org: "bad\norg"}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := authority.Init(dir, authority.InitOptions{Org: "bad\norg"}); !errors.Is(err, authority.ErrInvalidName) {
 		t.Errorf("control character in org: %v", err)
 	}
 }
@@ -252,23 +253,23 @@ func TestOpenCABadInput(t *testing.T) {
 	leafFile := pkitest.WriteFile(t, tmp, "alice.crt", pkitest.PEM(leaf.Cert))
 
 	// A leaf certificate file given as the CA.
-	_, err := pki.OpenCA(leafFile, nil)
-	if !errors.Is(err, pki.ErrNotCA) || !strings.Contains(err.Error(), leafFile+" is not a CA certificate") {
+	_, err := authority.OpenCA(leafFile, nil)
+	if !errors.Is(err, authority.ErrNotCA) || !strings.Contains(err.Error(), leafFile+" is not a CA certificate") {
 		t.Errorf("leaf file as CA: %v", err)
 	}
 	// A directory whose ca.crt is a leaf.
 	fake := filepath.Join(tmp, "fake")
 	os.Mkdir(fake, 0o700)
-	pkitest.WriteFile(t, fake, pki.CACertFile, pkitest.PEM(leaf.Cert))
-	_, err = pki.OpenCA(fake, nil)
-	if !errors.Is(err, pki.ErrNotCA) || !strings.Contains(err.Error(), filepath.Join(fake, pki.CACertFile)+" is not a CA certificate") {
+	pkitest.WriteFile(t, fake, authority.CACertFile, pkitest.PEM(leaf.Cert))
+	_, err = authority.OpenCA(fake, nil)
+	if !errors.Is(err, authority.ErrNotCA) || !strings.Contains(err.Error(), filepath.Join(fake, authority.CACertFile)+" is not a CA certificate") {
 		t.Errorf("leaf ca.crt: %v", err)
 	}
 	// ca.crt itself names its directory.
-	if ca, err := pki.OpenCA(filepath.Join(res.ClientCA.Dir, pki.CACertFile), nil); err != nil || ca.Dir != res.ClientCA.Dir {
+	if ca, err := authority.OpenCA(filepath.Join(res.ClientCA.Dir, authority.CACertFile), nil); err != nil || ca.Dir != res.ClientCA.Dir {
 		t.Errorf("OpenCA(ca.crt): %v", err)
 	}
-	if _, err := pki.OpenCA(filepath.Join(tmp, "missing"), nil); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := authority.OpenCA(filepath.Join(tmp, "missing"), nil); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing dir: %v", err)
 	}
 
@@ -276,7 +277,7 @@ func TestOpenCABadInput(t *testing.T) {
 	corrupt := func(name string, data []byte, want string) {
 		t.Helper()
 		d := t.TempDir()
-		for _, f := range []string{pki.CACertFile, pki.CAKeyFile, pki.DBFile, pki.BundleFile} {
+		for _, f := range []string{authority.CACertFile, authority.CAKeyFile, authority.DBFile, authority.BundleFile} {
 			b, err := os.ReadFile(filepath.Join(res.ClientCA.Dir, f))
 			if err != nil {
 				t.Fatal(err)
@@ -284,33 +285,33 @@ func TestOpenCABadInput(t *testing.T) {
 			pkitest.WriteFile(t, d, f, b)
 		}
 		pkitest.WriteFile(t, d, name, data)
-		ca, err := pki.OpenCA(d, staticPW("pw"))
+		ca, err := authority.OpenCA(d, staticPW("pw"))
 		if err == nil {
 			// Key problems show when signing.
-			_, err = ca.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "x", OutDir: t.TempDir()})
+			_, err = ca.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "x", OutDir: t.TempDir()})
 		}
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("corrupt %s: %v, want one line containing %q", name, err, want)
 		}
 	}
-	certPEM, _ := os.ReadFile(filepath.Join(res.ClientCA.Dir, pki.CACertFile))
-	keyPEM, _ := os.ReadFile(filepath.Join(res.ClientCA.Dir, pki.CAKeyFile))
-	corrupt(pki.CACertFile, certPEM[:len(certPEM)/2], "ca.crt")
-	corrupt(pki.CACertFile, []byte("junk"), "no PEM data")
-	corrupt(pki.CAKeyFile, keyPEM[:len(keyPEM)/2], "ca.key")
-	corrupt(pki.DBFile, []byte(`{"version": 1, "certificates": [`), "corrupt CA database")
-	corrupt(pki.DBFile, []byte(`{"version": 1, "certificates": [{"serial": "zz"}]}`), "invalid serial")
-	corrupt(pki.BundleFile, pkitest.PEM(res.ServerCA.Cert, res.Root.Cert), "does not start with ca.crt")
-	corrupt(pki.BundleFile, pkitest.PEM(res.ClientCA.Cert), "does not end with a self-signed root")
-	otherKey, _ := os.ReadFile(filepath.Join(dir, pki.ServerCADir, pki.CAKeyFile))
-	corrupt(pki.CAKeyFile, otherKey, "does not match")
+	certPEM, _ := os.ReadFile(filepath.Join(res.ClientCA.Dir, authority.CACertFile))
+	keyPEM, _ := os.ReadFile(filepath.Join(res.ClientCA.Dir, authority.CAKeyFile))
+	corrupt(authority.CACertFile, certPEM[:len(certPEM)/2], "ca.crt")
+	corrupt(authority.CACertFile, []byte("junk"), "no PEM data")
+	corrupt(authority.CAKeyFile, keyPEM[:len(keyPEM)/2], "ca.key")
+	corrupt(authority.DBFile, []byte(`{"version": 1, "certificates": [`), "corrupt CA database")
+	corrupt(authority.DBFile, []byte(`{"version": 1, "certificates": [{"serial": "zz"}]}`), "invalid serial")
+	corrupt(authority.BundleFile, pkitest.PEM(res.ServerCA.Cert, res.Root.Cert), "does not start with ca.crt")
+	corrupt(authority.BundleFile, pkitest.PEM(res.ClientCA.Cert), "does not end with a self-signed root")
+	otherKey, _ := os.ReadFile(filepath.Join(dir, authority.ServerCADir, authority.CAKeyFile))
+	corrupt(authority.CAKeyFile, otherKey, "does not match")
 }
 
 func TestWrongPassword(t *testing.T) {
 	dir, res := initPKI(t, "right")
 	out := t.TempDir()
 	calls := 0
-	ca, err := pki.OpenCA(res.ClientCA.Dir, func() ([]byte, error) { calls++; return []byte("wrong"), nil })
+	ca, err := authority.OpenCA(res.ClientCA.Dir, func() ([]byte, error) { calls++; return []byte("wrong"), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,8 +321,8 @@ func TestWrongPassword(t *testing.T) {
 		t.Errorf("password asked %d times for list", calls)
 	}
 	before := pkitest.Snapshot(t, dir)
-	_, err = ca.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: out})
-	want := "wrong password for CA key " + filepath.Join(res.ClientCA.Dir, pki.CAKeyFile)
+	_, err = ca.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: out})
+	want := "wrong password for CA key " + filepath.Join(res.ClientCA.Dir, authority.CAKeyFile)
 	if !errors.Is(err, pki.ErrBadPassword) || err.Error() != want {
 		t.Errorf("Issue with wrong password: %v, want %q", err, want)
 	}
@@ -334,11 +335,11 @@ func TestWrongPassword(t *testing.T) {
 	pkitest.SameSnapshot(t, before, pkitest.Snapshot(t, dir))
 
 	// No password function at all for an encrypted key.
-	ca, _ = pki.OpenCA(res.ClientCA.Dir, nil)
+	ca, _ = authority.OpenCA(res.ClientCA.Dir, nil)
 	if err := ca.Unlock(); !errors.Is(err, pki.ErrPasswordRequired) {
 		t.Errorf("Unlock without a password: %v", err)
 	}
-	ca, _ = pki.OpenCA(res.ClientCA.Dir, staticPW("right"))
+	ca, _ = authority.OpenCA(res.ClientCA.Dir, staticPW("right"))
 	if err := ca.Unlock(); err != nil {
 		t.Errorf("Unlock with the right password: %v", err)
 	}
@@ -351,12 +352,12 @@ func writeCADir(t *testing.T, dir string, ca *pkitest.CA) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pkitest.WriteFile(t, dir, pki.CACertFile, pkitest.PEM(ca.Cert))
-	pkitest.WriteFile(t, dir, pki.CAKeyFile, pkitest.KeyPEM(t, ca.Key))
+	pkitest.WriteFile(t, dir, authority.CACertFile, pkitest.PEM(ca.Cert))
+	pkitest.WriteFile(t, dir, authority.CAKeyFile, pkitest.KeyPEM(t, ca.Key))
 	if ca.Parent != nil {
-		pkitest.WriteFile(t, dir, pki.BundleFile, pkitest.PEM(ca.Chain()...))
+		pkitest.WriteFile(t, dir, authority.BundleFile, pkitest.PEM(ca.Chain()...))
 	}
-	if err := (&pki.DB{}).Save(filepath.Join(dir, pki.DBFile)); err != nil {
+	if err := (&authority.DB{}).Save(filepath.Join(dir, authority.DBFile)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -368,19 +369,19 @@ func TestExpiredCA(t *testing.T) {
 	writeCADir(t, dir, old)
 	out := t.TempDir()
 	ca := openCA(t, dir)
-	_, err := ca.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: out})
+	_, err := ca.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: out})
 	want := `CA "old CA" (` + dir + `) expired on ` + old.Cert.NotAfter.UTC().Format(time.DateOnly)
-	if !errors.Is(err, pki.ErrCAExpired) || err.Error() != want {
+	if !errors.Is(err, authority.ErrCAExpired) || err.Error() != want {
 		t.Errorf("issue from expired CA: %v, want %q", err, want)
 	}
-	if _, err := ca.CreateSubCA(pki.SubCAOptions{Name: "x", Dir: filepath.Join(out, "x")}); !errors.Is(err, pki.ErrCAExpired) {
+	if _, err := ca.CreateSubCA(authority.SubCAOptions{Name: "x", Dir: filepath.Join(out, "x")}); !errors.Is(err, authority.ErrCAExpired) {
 		t.Errorf("sub-CA from expired CA: %v", err)
 	}
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
 		t.Errorf("files written: %v", entries)
 	}
 	// A valid intermediate under an expired root cannot issue either.
-	key, err := pki.GenerateKey(pki.KeyECDSAP256)
+	key, err := authority.GenerateKey(authority.KeyECDSAP256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,8 +398,8 @@ func TestExpiredCA(t *testing.T) {
 	sub := (&pkitest.CA{Cert: rootCert, Key: key}).Sub(t, "sub")
 	d2 := filepath.Join(t.TempDir(), "sub")
 	writeCADir(t, d2, sub)
-	_, err = openCA(t, d2).Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "alice", OutDir: out})
-	if !errors.Is(err, pki.ErrCAExpired) || !strings.Contains(err.Error(), `CA "old root" (`+d2+`) expired on`) {
+	_, err = openCA(t, d2).Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "alice", OutDir: out})
+	if !errors.Is(err, authority.ErrCAExpired) || !strings.Contains(err.Error(), `CA "old root" (`+d2+`) expired on`) {
 		t.Errorf("issue under an expired root: %v", err)
 	}
 }
@@ -410,11 +411,11 @@ func TestCreateSubCAOneNameType(t *testing.T) {
 	_, res := initPKI(t, "")
 	server := openCA(t, res.ServerCA.Dir)
 	_, ipnet, _ := net.ParseCIDR("198.18.0.0/16")
-	dnsOnly, err := server.CreateSubCA(pki.SubCAOptions{Name: "dns-only", PermittedDNS: []string{"branch.example.com"}})
+	dnsOnly, err := server.CreateSubCA(authority.SubCAOptions{Name: "dns-only", PermittedDNS: []string{"branch.example.com"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ipOnly, err := server.CreateSubCA(pki.SubCAOptions{Name: "ip-only", PermittedIPs: []*net.IPNet{ipnet}})
+	ipOnly, err := server.CreateSubCA(authority.SubCAOptions{Name: "ip-only", PermittedIPs: []*net.IPNet{ipnet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestCreateSubCAOneNameType(t *testing.T) {
 	}
 	cases := []struct {
 		name string
-		ca   *pki.CA
+		ca   *authority.CA
 		host string
 		ok   bool
 	}{
@@ -436,7 +437,7 @@ func TestCreateSubCAOneNameType(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			iss, err := tc.ca.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: tc.host, OutDir: t.TempDir()})
+			iss, err := tc.ca.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: tc.host, OutDir: t.TempDir()})
 			if !tc.ok {
 				if err == nil {
 					// Issued: see whether a client dialing that host accepts it.
@@ -461,7 +462,7 @@ func TestCreateSubCA(t *testing.T) {
 	dir, res := initPKI(t, "")
 	server := openCA(t, res.ServerCA.Dir)
 	_, ipnet, _ := net.ParseCIDR("10.0.0.0/8")
-	sub, err := server.CreateSubCA(pki.SubCAOptions{Name: "branch", PermittedDNS: []string{"example.com"}, PermittedIPs: []*net.IPNet{ipnet}})
+	sub, err := server.CreateSubCA(authority.SubCAOptions{Name: "branch", PermittedDNS: []string{"example.com"}, PermittedIPs: []*net.IPNet{ipnet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,18 +486,18 @@ func TestCreateSubCA(t *testing.T) {
 	if !c.NotAfter.Equal(res.ServerCA.Cert.NotAfter) {
 		t.Errorf("NotAfter %v, want the parent's %v", c.NotAfter, res.ServerCA.Cert.NotAfter)
 	}
-	bundle, err := pki.LoadCertificates(filepath.Join(sub.Dir, pki.BundleFile))
+	bundle, err := pki.LoadCertificates(filepath.Join(sub.Dir, authority.BundleFile))
 	if err != nil || len(bundle) != 3 || !bundle[0].Equal(c) || !bundle[1].Equal(res.ServerCA.Cert) || !bundle[2].Equal(res.Root.Cert) {
 		t.Errorf("sub bundle: %d certs, %v", len(bundle), err)
 	}
-	if l := listAt(t, openCA(t, res.ServerCA.Dir), time.Now()); len(l) != 1 || l[0].Kind != pki.KindCA || l[0].Serial != c.SerialNumber.Text(16) {
+	if l := listAt(t, openCA(t, res.ServerCA.Dir), time.Now()); len(l) != 1 || l[0].Kind != authority.KindCA || l[0].Serial != c.SerialNumber.Text(16) {
 		t.Errorf("parent database: %+v", l)
 	}
 
 	// Issuing within the constraints works, and peers trusting the server
 	// CA bundle accept the longer chain.
 	out := t.TempDir()
-	iss, err := sub.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw.example.com", IPs: []net.IP{net.ParseIP("10.1.2.3")}, OutDir: out})
+	iss, err := sub.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "gw.example.com", IPs: []net.IP{net.ParseIP("10.1.2.3")}, OutDir: out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,11 +514,11 @@ func TestCreateSubCA(t *testing.T) {
 	}
 	// Outside them it is refused and nothing is written.
 	before := pkitest.Snapshot(t, dir)
-	_, err = sub.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw.other.org", OutDir: out})
+	_, err = sub.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "gw.other.org", OutDir: out})
 	if err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Errorf("issue outside name constraints: %v", err)
 	}
-	_, err = sub.Issue(pki.IssueRequest{Kind: pki.KindServer, Name: "gw.example.com", IPs: []net.IP{net.ParseIP("192.0.2.1")}, OutDir: t.TempDir()})
+	_, err = sub.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "gw.example.com", IPs: []net.IP{net.ParseIP("192.0.2.1")}, OutDir: t.TempDir()})
 	if err == nil {
 		t.Error("issued for an IP outside the permitted range")
 	}
@@ -525,40 +526,40 @@ func TestCreateSubCA(t *testing.T) {
 
 	// Path lengths: the sub-CA (0) cannot have sub-CAs; the server CA (1)
 	// cannot have one allowing another level.
-	if _, err := sub.CreateSubCA(pki.SubCAOptions{Name: "deeper"}); !errors.Is(err, pki.ErrPathLen) || !strings.Contains(err.Error(), "cannot issue sub-CAs") {
+	if _, err := sub.CreateSubCA(authority.SubCAOptions{Name: "deeper"}); !errors.Is(err, authority.ErrPathLen) || !strings.Contains(err.Error(), "cannot issue sub-CAs") {
 		t.Errorf("sub-CA under path length 0: %v", err)
 	}
-	if _, err := server.CreateSubCA(pki.SubCAOptions{Name: "deep", PathLen: 1}); !errors.Is(err, pki.ErrPathLen) {
+	if _, err := server.CreateSubCA(authority.SubCAOptions{Name: "deep", PathLen: 1}); !errors.Is(err, authority.ErrPathLen) {
 		t.Errorf("path length 1 under 1: %v", err)
 	}
-	if _, err := server.CreateSubCA(pki.SubCAOptions{Name: "long", Days: 3650}); !errors.Is(err, pki.ErrOutlivesCA) {
+	if _, err := server.CreateSubCA(authority.SubCAOptions{Name: "long", Days: 3650}); !errors.Is(err, authority.ErrOutlivesCA) {
 		t.Errorf("sub-CA outliving its parent: %v", err)
 	}
-	if _, err := server.CreateSubCA(pki.SubCAOptions{Name: "a/b"}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := server.CreateSubCA(authority.SubCAOptions{Name: "a/b"}); !errors.Is(err, authority.ErrInvalidName) {
 		t.Errorf("name with a slash and no dir: %v", err)
 	}
-	if _, err := server.CreateSubCA(pki.SubCAOptions{Name: "bad", Dir: filepath.Join(t.TempDir(), "bad"), PermittedDNS: []string{"bad domain"}}); !errors.Is(err, pki.ErrInvalidName) {
+	if _, err := server.CreateSubCA(authority.SubCAOptions{Name: "bad", Dir: filepath.Join(t.TempDir(), "bad"), PermittedDNS: []string{"bad domain"}}); !errors.Is(err, authority.ErrInvalidName) {
 		t.Errorf("bad permitted domain: %v", err)
 	}
-	if _, err := server.CreateSubCA(pki.SubCAOptions{Name: "branch"}); !errors.Is(err, pki.ErrExists) {
+	if _, err := server.CreateSubCA(authority.SubCAOptions{Name: "branch"}); !errors.Is(err, authority.ErrExists) {
 		t.Errorf("existing sub-CA dir: %v", err)
 	}
 
 	// The root has no limit: a sub-CA under it may itself allow sub-CAs,
 	// and an RSA CA signs with SHA-256.
 	rootCA := openCA(t, res.Root.Dir)
-	mid, err := rootCA.CreateSubCA(pki.SubCAOptions{Name: "partner CA", Dir: filepath.Join(dir, "partner"), PathLen: 1, Days: 30, KeyType: pki.KeyRSA3072, Password: []byte("pw")})
+	mid, err := rootCA.CreateSubCA(authority.SubCAOptions{Name: "partner CA", Dir: filepath.Join(dir, "partner"), PathLen: 1, Days: 30, KeyType: authority.KeyRSA3072, Password: []byte("pw")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if mid.Cert.MaxPathLen != 1 || mid.Cert.NotAfter.Sub(mid.Cert.NotBefore) > 30*24*time.Hour+time.Hour {
 		t.Errorf("partner CA: path len %d, validity %v", mid.Cert.MaxPathLen, mid.Cert.NotAfter.Sub(mid.Cert.NotBefore))
 	}
-	reopened, err := pki.OpenCA(mid.Dir, staticPW("pw"))
+	reopened, err := authority.OpenCA(mid.Dir, staticPW("pw"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := reopened.Issue(pki.IssueRequest{Kind: pki.KindClient, Name: "bob", OutDir: t.TempDir(), Days: 10})
+	leaf, err := reopened.Issue(authority.IssueRequest{Kind: authority.KindClient, Name: "bob", OutDir: t.TempDir(), Days: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
