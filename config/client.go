@@ -25,6 +25,8 @@ type Client struct {
 	Forwards []Forward `toml:"forward"`
 	// SOCKS is the authentication of dynamic (-D) forwards.
 	SOCKS SOCKS `toml:"socks"`
+	// Proxy is the HTTP proxy to reach the gateways through.
+	Proxy Proxy `toml:"proxy"`
 	// Reconnect paces reconnection attempts.
 	Reconnect Reconnect `toml:"reconnect"`
 	// VPN configures VPN mode; off unless vpn.enable.
@@ -134,6 +136,7 @@ func LoadClient(path string) (*Client, error) {
 	c.TLS.KeyPasswordFile = src.resolve(c.TLS.KeyPasswordFile)
 	c.TLS.ServerCA = src.resolve(c.TLS.ServerCA)
 	c.SOCKS.PasswordFile = src.resolve(c.SOCKS.PasswordFile)
+	c.Proxy.PasswordFile = src.resolve(c.Proxy.PasswordFile)
 	for i, p := range c.TLS.Pins {
 		c.TLS.Pins[i] = strings.TrimPrefix(p, "sha256//")
 	}
@@ -190,6 +193,9 @@ func (c *Client) Validate() error {
 		}
 	}
 	if err := c.SOCKS.validate(src); err != nil {
+		return err
+	}
+	if err := c.Proxy.validate(src); err != nil {
 		return err
 	}
 	if err := checkDuration(src, "reconnect.min_backoff", c.Reconnect.MinBackoff, 10*time.Millisecond, 0); err != nil {

@@ -193,6 +193,15 @@ enable = false                  # true asks the gateway for VPN mode (needs root
 # user = "alice"
 # password_file = "/etc/twoway/socks.pass"   # first line; not readable by group or others
 
+# An HTTP proxy to reach the gateways through (CONNECT; the TLS session to
+# the gateway is inside it, verified as always). Without url, HTTPS_PROXY
+# and NO_PROXY from the environment apply; url = "direct" ignores them.
+[proxy]
+# url = "http://proxy.corp.example:3128"
+# no_proxy = "corp.example,198.18.0.0/15"    # gateways reached directly
+# user = "alice"
+# password_file = "/etc/twoway/proxy.pass"   # first line; not readable by group or others
+
 [control]
 # Local socket for 'twoway status' (and 'twoway kick' on the gateway).
 # Default: /run/twoway/client.sock when run as root; "off" disables it.
