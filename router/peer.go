@@ -25,7 +25,7 @@ type Peer struct {
 	lanBatch [][]byte
 
 	log logLimiter
-	q   queue
+	q   *fqQueue
 
 	// Owned by the goroutine calling Dequeue: the buffers handed out by
 	// the previous Dequeue, recycled by the next.
@@ -41,7 +41,7 @@ func (p *Peer) enqueue(pkt []byte) Verdict {
 	if p.gso {
 		return p.q.enqueueWith(noGSO, pkt)
 	}
-	return p.q.enqueue(pkt)
+	return p.q.enqueueWith(nil, pkt)
 }
 
 // Identity returns the peer's identity.
@@ -75,21 +75,16 @@ func (p *Peer) Dequeue(pkts [][]byte) ([][]byte, error) {
 	clear(p.inflight)
 	p.inflight = p.inflight[:0]
 	pkts = pkts[:0]
-	q := &p.q
+	q := p.q
 	for {
 		q.mu.Lock()
 		if q.n > 0 {
-			k := min(q.n, max(cap(pkts), 1))
-			for range k {
-				b := q.ring[q.head]
-				q.ring[q.head] = nil
-				q.head = (q.head + 1) % len(q.ring)
-				p.inflight = append(p.inflight, b)
-				pkts = append(pkts, b.b)
-			}
-			q.n -= k
+			pkts, p.inflight = q.dequeueInto(pkts, p.inflight)
 			q.mu.Unlock()
-			return pkts, nil
+			if len(pkts) > 0 {
+				return pkts, nil
+			}
+			continue // CoDel dropped all that was queued
 		}
 		closed := q.closed
 		q.mu.Unlock()
@@ -108,73 +103,6 @@ func (p *Peer) Queued() int {
 	p.q.mu.Lock()
 	defer p.q.mu.Unlock()
 	return p.q.n
-}
-
-// queue is a peer's bounded outbound queue: many producers (FromLAN,
-// FromPeer of other peers), one consumer (Dequeue).
-type queue struct {
-	ready chan struct{} // capacity 1: signalled when the queue becomes non-empty
-	done  chan struct{} // closed by close
-
-	mu     sync.Mutex // guards the fields below
-	ring   []*pbuf
-	head   int
-	n      int
-	closed bool
-}
-
-func newQueue(n int) queue {
-	return queue{ready: make(chan struct{}, 1), done: make(chan struct{}), ring: make([]*pbuf, n)}
-}
-
-// enqueue copies pkt into the queue and returns ToPeer, or DropQueue when
-// the queue is full, or DropNoRoute when its peer was removed. It never
-// blocks on the consumer.
-func (q *queue) enqueue(pkt []byte) Verdict {
-	return q.enqueueWith(nil, pkt)
-}
-
-// enqueueWith is enqueue of pre and pkt as one item.
-func (q *queue) enqueueWith(pre, pkt []byte) Verdict {
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return DropNoRoute
-	}
-	if q.n == len(q.ring) {
-		q.mu.Unlock()
-		return DropQueue
-	}
-	b := getBuf(len(pre) + len(pkt))
-	b.b = append(append(b.b[:0], pre...), pkt...)
-	q.ring[(q.head+q.n)%len(q.ring)] = b
-	q.n++
-	wake := q.n == 1
-	q.mu.Unlock()
-	if wake {
-		select {
-		case q.ready <- struct{}{}:
-		default: // already signalled
-		}
-	}
-	return ToPeer
-}
-
-// close discards the queued packets and wakes the consumer for good.
-func (q *queue) close() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed {
-		return
-	}
-	q.closed = true
-	for q.n > 0 {
-		putBuf(q.ring[q.head])
-		q.ring[q.head] = nil
-		q.head = (q.head + 1) % len(q.ring)
-		q.n--
-	}
-	close(q.done)
 }
 
 // Packet buffers for the queues come in two sizes: most packets are at most

@@ -319,7 +319,7 @@ func (r *Router) addPeer(id *pki.Identity, addrs []netip.Addr, gso bool) (*Peer,
 		addrs: slices.Clone(addrs),
 		gso:   gso,
 		cache: newFlowCache(r.cacheLen),
-		q:     newQueue(r.queueLen),
+		q:     newFQQueue(r.queueLen, DefaultQueueBytes, &r.counters[queueDrops], &r.counters[ecnMarked]),
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -521,13 +521,13 @@ func (r *Router) deliver(p *Peer, b []byte, offset, n int) Verdict {
 	}
 	g := tun.GetGSO(b, offset)
 	if g.Kind == tun.GSONone {
-		return p.q.enqueue(pkt)
+		return p.q.enqueueWith(nil, pkt)
 	}
 	scratch := scratchPool.Get().(*[]byte)
 	defer scratchPool.Put(scratch)
 	v := ToPeer
 	err := tun.Segment(pkt, g, *scratch, func(seg []byte) {
-		if sv := p.q.enqueue(seg); sv != ToPeer {
+		if sv := p.q.enqueueWith(nil, seg); sv != ToPeer {
 			v = sv
 		}
 	})
@@ -588,17 +588,24 @@ func protoName(f *flow) string {
 // Stats returns a snapshot of the counters since New.
 func (r *Router) Stats() Stats {
 	c := func(i int) uint64 { return r.counters[i].Load() }
+	// A packet a queue accepted and dropped later moves from ToPeer to
+	// Queue. Batches are counted after they are queued, so for a moment
+	// the later drop may be ahead of the acceptance: never below zero.
+	qd := c(queueDrops)
+	toPeer := c(int(ToPeer))
+	qd = min(qd, toPeer)
 	return Stats{
 		ToLAN:          c(int(ToLAN)),
-		ToPeer:         c(int(ToPeer)),
+		ToPeer:         toPeer - qd,
 		Malformed:      c(int(DropMalformed)),
 		LinkLocal:      c(int(DropLinkLocal)),
 		Spoof:          c(int(DropSpoof)),
 		ClientToClient: c(int(DropClientToClient)),
 		Policy:         c(int(DropPolicy)),
 		NoRoute:        c(int(DropNoRoute)),
-		Queue:          c(int(DropQueue)),
+		Queue:          c(int(DropQueue)) + qd,
 		LANError:       c(lanError),
+		Marked:         c(ecnMarked),
 	}
 }
 

@@ -32,7 +32,9 @@ const (
 // not a verdict.
 const (
 	lanError    = int(numVerdicts)
-	numCounters = lanError + 1
+	ecnMarked   = lanError + 1 // packets the queues marked CE instead of dropping
+	queueDrops  = lanError + 2 // packets the queues accepted (counted ToPeer) and dropped later
+	numCounters = queueDrops + 1
 )
 
 var verdictNames = [numVerdicts]string{
@@ -66,8 +68,14 @@ type Stats struct {
 	ClientToClient uint64
 	Policy         uint64
 	NoRoute        uint64
-	Queue          uint64
-	LANError       uint64 // refused by the LAN's Write
+	// Queue counts packets a peer's queue dropped: for room (from the
+	// flow holding the most bytes) or because CoDel judged the queue
+	// too long. Packets it accepted count in ToPeer first.
+	Queue    uint64
+	LANError uint64 // refused by the LAN's Write
+	// Marked counts packets CoDel marked CE (ECN) instead of dropping:
+	// delivered, not a drop.
+	Marked uint64
 }
 
 // Dropped returns the total of all drop counters.
