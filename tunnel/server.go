@@ -869,8 +869,7 @@ func (ss *serverSession) handleConnect(st *yamux.Stream, h streamHeader) {
 	target := net.JoinHostPort(h.Host, strconv.Itoa(int(h.Port)))
 	conn, rep := ss.srv.dial(ss.ctx, ss.peer, h.Host, h.Port)
 	if rep.Code != CodeOK {
-		lvl := slog.LevelInfo
-		ss.log.Log(ss.ctx, lvl, "stream refused", "stream", st.StreamID(), "target", target, "code", rep.Code.String(), "reason", rep.Message)
+		ss.log.Info("stream refused", "stream", st.StreamID(), "target", target, "code", rep.Code.String(), "reason", rep.Message)
 		ss.refuseStream(st, rep.Code, rep.Message)
 		return
 	}
