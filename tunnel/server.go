@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/twoway/twoway/internal/ratelog"
 	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
@@ -173,8 +174,8 @@ type Server struct {
 	log       *slog.Logger
 	policy    atomic.Pointer[policyBox]
 	gate      *handshakeGate
-	refusals  logLimiter    // rate-limits refusal log lines
-	lingering chan struct{} // lingerClose slots
+	refusals  ratelog.Limiter // rate-limits refusal log lines
+	lingering chan struct{}   // lingerClose slots
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
 	pool      *receivePool   // the gateway-wide receive budget; nil for none
@@ -437,7 +438,7 @@ func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) 
 func (s *Server) refuse(r Refusal, logger *slog.Logger) {
 	// A flood of refusals is one event, not thousands of lines: past
 	// refusalLogBurst a second, they are counted and the count logged.
-	if skipped, ok := s.refusals.allow(time.Second / refusalLogBurst); ok {
+	if skipped, ok := s.refusals.Allow(time.Now(), 1, time.Second/refusalLogBurst); ok {
 		if skipped > 0 {
 			s.log.Warn("connection refusals not logged (rate limit)", "count", skipped)
 		}

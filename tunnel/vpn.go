@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/twoway/twoway/internal/ratelog"
 	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/router"
 	"github.com/twoway/twoway/tun"
@@ -143,7 +144,7 @@ func (s *Server) readLAN() {
 	}
 	sizes := make([]int, batch)
 	pkts := make([][]byte, batch)
-	var lim logLimiter
+	var lim ratelog.Limiter
 	for {
 		var n int
 		var err error
@@ -170,7 +171,7 @@ func (s *Server) readLAN() {
 		if err != nil {
 			// Per-batch trouble (ErrTooManySegments, a refused read):
 			// IP loss is recovered end to end.
-			if n, ok := lim.allow(packetErrorLogEvery); ok {
+			if n, ok := lim.Allow(time.Now(), 1, packetErrorLogEvery); ok {
 				s.log.Warn("reading the TUN device", "err", err, "suppressed", n)
 			}
 		}
@@ -291,7 +292,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	pr := newPacketReader(ss.conn.consuming(st, st.StreamID()), ss.gso)
 	max := s.cfg.VPN.Device.BatchSize()
 	var b packetBatch
-	var lim logLimiter
+	var lim ratelog.Limiter
 	for {
 		err := pr.readBatch(&b, max)
 		ss.ctr.pktsIn.Add(uint64(len(b.pkts)))
@@ -299,7 +300,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 			if ferr := s.router.FromPeer(peer, b.pkts, tun.Offset, nil); ferr != nil {
 				if errors.Is(ferr, router.ErrPeerClosed) || errors.Is(ferr, tun.ErrClosed) {
 					err = ferr // shutting down
-				} else if n, ok := lim.allow(packetErrorLogEvery); ok {
+				} else if n, ok := lim.Allow(time.Now(), 1, packetErrorLogEvery); ok {
 					ss.log.Warn("writing to the TUN device", "err", ferr, "suppressed", n)
 				}
 			}
@@ -429,7 +430,7 @@ func (c *Client) readDevice() {
 	sizes := make([]int, batch)
 	pkts := make([][]byte, batch)
 	var pw packetWriter
-	var lim logLimiter
+	var lim ratelog.Limiter
 	var failed *clientLink // a link whose stream a write failed on
 	for {
 		var (
@@ -477,7 +478,7 @@ func (c *Client) readDevice() {
 			return
 		}
 		if err != nil {
-			if n, ok := lim.allow(packetErrorLogEvery); ok {
+			if n, ok := lim.Allow(time.Now(), 1, packetErrorLogEvery); ok {
 				c.log.Warn("reading the TUN device", "err", err, "suppressed", n)
 			}
 		}
@@ -696,7 +697,7 @@ func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream, gso bool)
 	max := dev.BatchSize()
 	gdev, _ := tun.AsGSO(dev)
 	var b packetBatch
-	var lim logLimiter
+	var lim ratelog.Limiter
 	for {
 		err := pr.readBatch(&b, max)
 		cs.ctr.pktsIn.Add(uint64(len(b.pkts)))
@@ -712,7 +713,7 @@ func (cs *clientSession) writeDevice(dev tun.Device, st *yamux.Stream, gso bool)
 			if werr != nil {
 				if errors.Is(werr, tun.ErrClosed) {
 					err = werr
-				} else if n, ok := lim.allow(packetErrorLogEvery); ok {
+				} else if n, ok := lim.Allow(time.Now(), 1, packetErrorLogEvery); ok {
 					cs.log.Warn("writing to the TUN device", "err", werr, "suppressed", n)
 				}
 			}
