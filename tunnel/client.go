@@ -485,31 +485,6 @@ func (c *Client) connectAny() (*clientSession, error) {
 	return nil, errors.Join(errs...)
 }
 
-// HelloError is the gateway's refusal of a session, after the TLS
-// handshake: denied by policy, busy, version mismatch.
-type HelloError struct {
-	Code    string
-	Message string
-}
-
-// Error says the gateway refused and why.
-func (e *HelloError) Error() string { return "gateway refused session: " + e.Code + ": " + e.Message }
-
-// Is maps codes to the package's sentinels.
-func (e *HelloError) Is(target error) bool {
-	switch e.Code {
-	case ctlDenied:
-		return target == ErrDenied
-	case ctlBusy:
-		return target == ErrLimit
-	case ctlShutdown:
-		return target == ErrShutdown
-	case ctlVersion:
-		return target == ErrUnsupported
-	}
-	return false
-}
-
 // beforeDial runs for each address the gateway's name resolves to, just
 // before connecting: a kept VPN configuration that would swallow the dial
 // goes first.

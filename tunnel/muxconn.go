@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -167,10 +166,6 @@ func (c *muxConn) accepted(id uint32) {
 		c.guard.accept(id)
 	}
 }
-
-// ErrPingFlood ends a session whose peer sends multiplexer pings faster
-// than pingLimit allows.
-var ErrPingFlood = errors.New("peer sends pings faster than allowed")
 
 // pingLimit and pingBurst bound the pings a peer may send: twoway sends
 // one per keepalive interval and one per status RTT probe; yamux's own

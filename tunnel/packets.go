@@ -3,7 +3,6 @@ package tunnel
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -34,10 +33,6 @@ const (
 	// packet already here" can be answered without blocking.
 	packetReadBuffer = 128 << 10
 )
-
-// ErrBadPacket means a packets stream carried a frame that is not a packet
-// (length 0).
-var ErrBadPacket = errors.New("malformed packet frame")
 
 // packetWriter frames batches of packets. Its buffer grows to the largest
 // batch seen and is then reused: no allocation in the steady state. One

@@ -19,9 +19,6 @@ type Credentials interface {
 	Verifier() *pki.Verifier
 }
 
-// ErrALPN means the peer did not negotiate the twoway protocol.
-var ErrALPN = errors.New("peer does not speak " + ALPN)
-
 // serverHandshake records what happened during one server-side handshake,
 // for the session and for the refusal log.
 type serverHandshake struct {

@@ -331,10 +331,6 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 	}
 }
 
-// ErrPacketsLost ends a VPN session whose packets stream ended while the
-// session itself was up; the client reconnects.
-var ErrPacketsLost = errors.New("VPN packets lost")
-
 func (s *session) logPacketErr(dir string, err error) {
 	if !isClosedErr(err) && !errors.Is(err, yamux.ErrTimeout) && !errors.Is(err, router.ErrPeerClosed) &&
 		!errors.Is(err, tun.ErrClosed) && !isTimeout(err) {
