@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -320,19 +319,11 @@ func (s *Server) Stop() {
 			s.cancel() // abandons handshakes in progress
 		}
 
-		// In parallel: the bye waits for the session's earlier writes, so
-		// a client that stopped reading would hold up every other
-		// client's bye until its own session times out.
+		// In parallel (closeSessions): the bye waits for the session's
+		// earlier writes, so a client that stopped reading would hold up
+		// every other client's bye until its own session times out.
 		drained := make([]<-chan struct{}, len(sessions))
-		var starting sync.WaitGroup
-		for i, ss := range sessions {
-			starting.Add(1)
-			go func() {
-				defer starting.Done()
-				drained[i] = ss.startDrain()
-			}()
-		}
-		starting.Wait()
+		closeSessions(sessions, func(i int, ss *serverSession) { drained[i] = ss.startDrain() })
 		timer := time.NewTimer(s.cfg.DrainTimeout)
 	wait:
 		for _, ch := range drained {
@@ -381,76 +372,6 @@ func (s *Server) sessionList() []*serverSession {
 		out = append(out, ss)
 	}
 	return out
-}
-
-// Revalidate re-checks every live session against the current credentials
-// (chain, expiry, CRLs) and policy, and closes those that no longer pass,
-// telling the client why. Call it after reloading either. It returns when
-// the failing sessions are closed; they are closed in parallel, so one
-// stalled peer does not delay the others.
-func (s *Server) Revalidate() {
-	ver := s.cfg.Credentials.Verifier()
-	pol := s.pol()
-	s.mu.Lock()
-	sessions := s.sessionList()
-	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, ss := range sessions {
-		code, err := ss.recheck(ver, pol)
-		if err == nil {
-			ss.recheckForwards(pol)
-			continue
-		}
-		s.refuse(Refusal{Remote: ss.info.Remote, Stage: "revalidate", Identity: ss.peer, Err: err}, ss.log)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ss.closeWithBye(code, err.Error(), fmt.Errorf("revalidation: %w", err))
-		}()
-	}
-	wg.Wait()
-}
-
-// recheck verifies the session's chain and admission again; on failure it
-// returns the bye code to send and why.
-func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) {
-	id, err := ver.Verify(ss.chain, pki.VerifyOptions{Usage: pki.UsageClient})
-	switch {
-	case errors.Is(err, pki.ErrRevoked):
-		return ctlRevoked, err
-	case errors.Is(err, pki.ErrExpired):
-		return ctlExpired, err
-	case err != nil:
-		return ctlDenied, err
-	}
-	id = pol.Honour(id)
-	if d := pol.Admit(id); !d.Allow {
-		return ctlDenied, fmt.Errorf("%w: no longer admitted (rule %q)", ErrDenied, d.Rule)
-	}
-	if !slices.Equal(id.Groups, ss.peer.Groups) {
-		// The session's identity is read without a lock by its streams
-		// and packets; a new one comes with a new session.
-		return ctlDenied, fmt.Errorf("%w: the groups its CA may grant changed (now %v); reconnect", ErrDenied, id.Groups)
-	}
-	return "", nil
-}
-
-func (s *Server) refuse(r Refusal, logger *slog.Logger) {
-	// A flood of refusals is one event, not thousands of lines: past
-	// refusalLogBurst a second, they are counted and the count logged.
-	if skipped, ok := s.refusals.Allow(time.Now(), 1, time.Second/refusalLogBurst); ok {
-		if skipped > 0 {
-			s.log.Warn("connection refusals not logged (rate limit)", "count", skipped)
-		}
-		if logger == nil {
-			s.log.Warn("connection refused", r.logAttrs(true)...)
-		} else {
-			logger.Warn("connection refused", r.logAttrs(false)...)
-		}
-	}
-	if s.cfg.OnRefuse != nil {
-		s.cfg.OnRefuse(r)
-	}
 }
 
 // gateWait is how long the accept loop waits for a handshake slot when
@@ -708,45 +629,9 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		Grants: grants, Params: params, VPN: vpn, GSO: ss.gso,
 		PeerSoftware: m.Software, Established: time.Now(),
 	}
-	s.mu.Lock()
-	switch {
-	case s.stopping:
-		s.mu.Unlock()
-		reply(ctlShutdown, "gateway is shutting down")
-		return refuse("capacity", ErrShutdown)
-	case len(s.sessions) >= s.cfg.MaxSessions:
-		s.mu.Unlock()
-		reply(ctlBusy, "gateway is at its session limit")
-		return refuse("capacity", fmt.Errorf("session limit %d reached", s.cfg.MaxSessions))
-	}
-	if other := s.byName[ss.peer.Name()]; other.n > 0 && other.issuer != issuerOf(ss.peer) {
-		// Two CAs vouch for the same name: whichever came first keeps
-		// it, rather than the two sharing addresses and kicks.
-		s.mu.Unlock()
-		msg := fmt.Sprintf("the name %q is in use by a certificate from another CA (%s)", ss.peer.Name(), other.issuerName)
-		reply(ctlDenied, msg)
-		return refuse("admit", fmt.Errorf("%w: %s", ErrDenied, msg))
-	}
-	s.sessions[ss.id] = ss
-	nb := s.byName[ss.peer.Name()]
-	nb.n++
-	nb.issuer, nb.issuerName = issuerOf(ss.peer), ss.peer.Issuer
-	s.byName[ss.peer.Name()] = nb
-	key := ss.peer.Key()
-	s.byIdentity[key]++
-	var replaced *serverSession
-	if lim := s.cfg.MaxSessionsPerIdentity; lim > 0 && s.byIdentity[key] > lim {
-		replaced = s.oldestOf(key, ss)
-	}
-	s.mu.Unlock()
-	if replaced != nil {
-		replaced.log.Info("session replaced: identity is at its session limit", "limit", s.cfg.MaxSessionsPerIdentity, "by", ss.id)
-		ss.wg.Add(1)
-		go func() {
-			defer ss.wg.Done()
-			replaced.closeWithBye(ctlLimit, fmt.Sprintf("replaced by a newer session of %s (limit %d per identity)", ss.peer.Name(), s.cfg.MaxSessionsPerIdentity),
-				fmt.Errorf("%w: replaced by session %s", ErrLimit, ss.id))
-		}()
+	if no := s.admit(ss); no != nil {
+		reply(no.code, no.msg)
+		return refuse(no.stage, no.err)
 	}
 
 	caps := []string{capForward, capReverse, capReset}
@@ -773,55 +658,6 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		return refuse("hello", fmt.Errorf("sending hello: %w", err))
 	}
 	return nil
-}
-
-// removeSession forgets ss. Called with s.mu held.
-func (s *Server) removeSession(ss *serverSession) {
-	if _, ok := s.sessions[ss.id]; !ok {
-		return
-	}
-	delete(s.sessions, ss.id)
-	key := ss.peer.Key()
-	if s.byIdentity[key]--; s.byIdentity[key] <= 0 {
-		delete(s.byIdentity, key)
-	}
-	nb := s.byName[ss.peer.Name()]
-	if nb.n--; nb.n <= 0 {
-		delete(s.byName, ss.peer.Name())
-	} else {
-		s.byName[ss.peer.Name()] = nb
-	}
-}
-
-// nameHolder is who holds a name among the live sessions.
-type nameHolder struct {
-	n          int
-	issuer     string // fingerprint of the CA that signed their certificates
-	issuerName string
-}
-
-// issuerOf is the fingerprint of the CA that signed id's certificate.
-func issuerOf(id *pki.Identity) string {
-	if len(id.CAs) == 0 {
-		return id.Issuer
-	}
-	return id.CAs[0].Fingerprint
-}
-
-// oldestOf returns the longest-established live session of key other than
-// except. Called with s.mu held; it scans every session, which only
-// happens when an identity is over its limit.
-func (s *Server) oldestOf(key string, except *serverSession) *serverSession {
-	var oldest *serverSession
-	for _, o := range s.sessions {
-		if o == except || o.mux.IsClosed() || o.peer.Key() != key {
-			continue
-		}
-		if oldest == nil || o.info.Established.Before(oldest.info.Established) {
-			oldest = o
-		}
-	}
-	return oldest
 }
 
 func capSet(caps []string) map[string]bool {
@@ -1002,60 +838,6 @@ func (ss *serverSession) trackForward(id uint32, ref forwardRef) func() {
 		delete(ss.forwards, id)
 		ss.mu.Unlock()
 	}
-}
-
-// recheckForwards asks pol again about every remote listener and every
-// forwarded stream the session holds, and closes what it no longer allows:
-// a listener with a listen_error telling the client why, a stream with a
-// reset on both sides. Without this, narrowing the policy would leave a
-// connected client with whatever it had opened before, for as long as it
-// stays connected.
-func (ss *serverSession) recheckForwards(pol Policy) {
-	var lost []*remoteListener
-	closedListener := make(map[uint32]bool)
-	ss.mu.Lock()
-	for id, rl := range ss.listeners {
-		if d := pol.Bind(ss.peer, rl.bound.Addr(), rl.bound.Port()); !d.Allow {
-			delete(ss.listeners, id)
-			closedListener[id] = true
-			lost = append(lost, rl)
-			ss.log.Info("remote listener closed: no longer allowed by policy", "id", id, "addr", rl.bound.String(), "rule", d.Rule)
-		}
-	}
-	var streams []uint32
-	for sid, f := range ss.forwards {
-		if f.listener != 0 {
-			if !closedListener[f.listener] {
-				continue
-			}
-			ss.log.Info("stream closed: its remote listener is no longer allowed", "stream", sid, "listener", f.listener)
-		} else {
-			d := ss.srv.dialDecision(pol, ss.peer, f.host, f.addr.Addr(), f.addr.Port())
-			if d.Allow {
-				continue
-			}
-			target := f.addr.String()
-			if f.host != "" {
-				target = net.JoinHostPort(f.host, strconv.Itoa(int(f.addr.Port()))) + " (" + f.addr.Addr().String() + ")"
-			}
-			ss.log.Info("stream closed: target no longer allowed by policy", "stream", sid, "target", target, "rule", d.Rule)
-		}
-		streams = append(streams, sid)
-	}
-	ss.mu.Unlock()
-
-	for _, rl := range lost {
-		rl.ln.Close()
-		_ = ss.sendControl(&controlMsg{Type: msgListenError, ID: rl.id, Code: ctlDenied,
-			Message: fmt.Sprintf("%s is no longer allowed by the gateway's policy", rl.bound)})
-	}
-	for _, sid := range streams {
-		ss.abortStream(sid) // or, not proxied yet, as soon as it is
-		if ss.peerCaps[capReset] && !ss.mux.IsClosed() {
-			_ = ss.sendControl(&controlMsg{Type: msgReset, Stream: sid})
-		}
-	}
-	ss.srv.totals.policyClosed.Add(uint64(len(lost) + len(streams)))
 }
 
 // handleControl serves the client's control messages after the hello.
