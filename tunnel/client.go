@@ -127,11 +127,12 @@ func (c ClientConfig) Validate() error {
 // Client keeps a session to a gateway up and serves the forwards over it.
 // Local listeners stay open across reconnects.
 type Client struct {
-	cfg    ClientConfig
-	log    *slog.Logger
-	bufs   *sync.Pool
-	ctx    context.Context // cancelled by Stop
-	cancel context.CancelFunc
+	cfg     ClientConfig
+	log     *slog.Logger
+	bufs    *sync.Pool
+	ctx     context.Context // cancelled by Stop
+	cancel  context.CancelFunc
+	unwatch atomic.Pointer[func() bool] // stops the context.AfterFunc watching Start's ctx
 
 	locals []*localListener
 
@@ -204,16 +205,14 @@ func (c *Client) Start(ctx context.Context) error {
 		c.wg.Add(1)
 		go func() { defer c.wg.Done(); c.readDevice() }()
 	}
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go func() { defer c.wg.Done(); defer close(c.runDone); c.run() }()
-	go func() {
-		defer c.wg.Done()
-		select {
-		case <-ctx.Done():
-			go c.Stop()
-		case <-c.ctx.Done():
-		}
-	}()
+	// Stop ends this watch first thing, so no Stop starts from it after
+	// Stop; one already started is itself a call of Stop, which waits
+	// for the first. Atomic: with ctx already done, that Stop may run
+	// before Start has stored the stop function.
+	unwatch := context.AfterFunc(ctx, c.Stop)
+	c.unwatch.Store(&unwatch)
 	return nil
 }
 
@@ -222,6 +221,9 @@ func (c *Client) Start(ctx context.Context) error {
 // idempotent.
 func (c *Client) Stop() {
 	c.stopOnce.Do(func() {
+		if unwatch := c.unwatch.Load(); unwatch != nil {
+			(*unwatch)()
+		}
 		c.mu.Lock()
 		c.stopping = true
 		c.cur = nil

@@ -180,9 +180,10 @@ type Server struct {
 	release   memoryRelease  // gives memory back after many sessions end
 	totals    serverTotals   // counters of ended sessions
 
-	ln     net.Listener
-	ctx    context.Context // cancelled by Stop: ends handshakes and dials
-	cancel context.CancelFunc
+	ln      net.Listener
+	ctx     context.Context // cancelled by Stop: ends handshakes and dials
+	cancel  context.CancelFunc
+	unwatch atomic.Pointer[func() bool] // stops the context.AfterFunc watching Start's ctx
 
 	mu         sync.Mutex
 	sessions   map[string]*serverSession // guarded by mu
@@ -263,20 +264,18 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ln = ln
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.log.Info("gateway listening", "addr", ln.Addr().String())
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop() }()
 	if s.router != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.readLAN() }()
 	}
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-			go s.Stop() // Stop waits for this goroutine
-		case <-s.ctx.Done():
-		}
-	}()
+	// Stop ends this watch first thing, so no Stop starts from it after
+	// Stop; one already started is itself a call of Stop, which waits
+	// for the first. Atomic: with ctx already done, that Stop may run
+	// before Start has stored the stop function.
+	unwatch := context.AfterFunc(ctx, s.Stop)
+	s.unwatch.Store(&unwatch)
 	return nil
 }
 
@@ -306,6 +305,9 @@ func (s *Server) fail(err error) {
 // closes everything and waits for every goroutine. It is idempotent.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
+		if unwatch := s.unwatch.Load(); unwatch != nil {
+			(*unwatch)()
+		}
 		s.mu.Lock()
 		s.stopping = true
 		sessions := s.sessionList()
