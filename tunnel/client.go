@@ -492,6 +492,7 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	t := c.cfg.Tuning
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
 	mc.cork = ck
+	mc.direct = t.noCoalesce
 	logger := c.log.With("gateway", hs.identity, "remote", endpoint)
 	mux, err := yamux.Client(mc, t.yamuxConfig(logger))
 	if err != nil {

@@ -461,6 +461,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	t := s.cfg.Tuning
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
 	mc.cork = ck
+	mc.direct = t.noCoalesce
 	// One more than the session's accept loop allows, so that it, which
 	// says bye, acts first (see session.acceptLoop).
 	mc.guard = newStreamGuard(t.MaxStreams + 2 + acceptBacklog)
