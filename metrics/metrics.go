@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +73,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	stopped  chan struct{}
+	unwatch  atomic.Pointer[func() bool] // stops the context.AfterFunc watching Start's ctx
 	errMu    sync.Mutex
 	err      error // first fatal error; guarded by errMu
 }
@@ -143,7 +145,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ln = ln
 	s.log.Info("metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -155,14 +157,12 @@ func (s *Server) Start(ctx context.Context) error {
 			go s.Stop()
 		}
 	}()
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-			go s.Stop() // Stop waits for this goroutine
-		case <-s.stopped:
-		}
-	}()
+	// Stop ends this watch first thing, so no Stop starts from it after
+	// Stop; one already started is itself a call of Stop, which waits
+	// for the first. Atomic: with ctx already done, that Stop may run
+	// before Start has stored the stop function.
+	unwatch := context.AfterFunc(ctx, s.Stop)
+	s.unwatch.Store(&unwatch)
 	return nil
 }
 
@@ -173,6 +173,9 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // everything. It is idempotent.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
+		if unwatch := s.unwatch.Load(); unwatch != nil {
+			(*unwatch)()
+		}
 		close(s.stopped)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

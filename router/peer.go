@@ -5,8 +5,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/twoway/twoway/internal/ratelog"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/tun"
 )
@@ -24,7 +24,7 @@ type Peer struct {
 	cache    flowCache
 	lanBatch [][]byte
 
-	log logLimiter
+	log ratelog.Limiter // dropped-packet lines
 	q   *fqQueue
 
 	// Owned by the goroutine calling Dequeue: the buffers handed out by
@@ -139,40 +139,4 @@ func putBuf(b *pbuf) {
 	} else {
 		smallPool.Put(b)
 	}
-}
-
-// logLimiter allows up to a rate of log lines per second and counts the
-// rest. It is touched only when a packet is dropped.
-type logLimiter struct {
-	mu         sync.Mutex // guards the fields below
-	window     time.Time  // start of the current one-second window
-	count      int
-	suppressed uint64
-}
-
-// allow reports whether a line may be logged now and, if so, how many were
-// suppressed since the last one.
-func (l *logLimiter) allow(now time.Time, rate int) (uint64, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.window) >= time.Second || now.Before(l.window) {
-		l.window, l.count = now, 0
-	}
-	if l.count >= rate {
-		l.suppressed++
-		return 0, false
-	}
-	l.count++
-	s := l.suppressed
-	l.suppressed = 0
-	return s, true
-}
-
-// flush returns and resets the suppressed count.
-func (l *logLimiter) flush() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.suppressed
-	l.suppressed = 0
-	return s
 }

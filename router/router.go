@@ -358,7 +358,7 @@ func (r *Router) RemovePeer(p *Peer) {
 	r.mu.Unlock()
 	p.removed.Store(true)
 	p.q.close()
-	if n := p.log.flush(); n > 0 {
+	if n := p.log.Flush(); n > 0 {
 		r.logger.Info("dropped packets not logged", "peer", p.name, "suppressed", n)
 	}
 }
@@ -557,7 +557,7 @@ func (r *Router) logDrop(p *Peer, v Verdict, f *flow, rule string) {
 	if r.logRate == 0 || !r.logger.Enabled(context.Background(), level) {
 		return
 	}
-	suppressed, ok := p.log.allow(r.now(), r.logRate)
+	suppressed, ok := p.log.Allow(r.now(), r.logRate, time.Second)
 	if !ok {
 		return
 	}

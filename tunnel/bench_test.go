@@ -73,8 +73,7 @@ func (e *benchEnv) send(b *testing.B, n int64, chunk []byte) {
 func BenchmarkThroughput(b *testing.B) {
 	for _, coalesce := range []bool{true, false} {
 		b.Run(fmt.Sprintf("coalesce=%v", coalesce), func(b *testing.B) {
-			defer setCoalesce(coalesce)()
-			e := newBenchEnv(b, Tuning{}, nil)
+			e := newBenchEnv(b, Tuning{noCoalesce: !coalesce}, nil)
 			chunk := make([]byte, 64<<10)
 			b.SetBytes(int64(len(chunk)))
 			b.ResetTimer()
@@ -256,11 +255,4 @@ func startDelayProxy(b *testing.B, target string, d time.Duration) string {
 	}()
 	b.Cleanup(func() { ln.Close(); wg.Wait() })
 	return ln.Addr().String()
-}
-
-// setCoalesce switches write coalescing for sessions created until the
-// returned function restores it.
-func setCoalesce(on bool) func() {
-	old := coalesceWrites.Swap(on)
-	return func() { coalesceWrites.Store(old) }
 }

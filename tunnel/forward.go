@@ -36,9 +36,6 @@ type Forward struct {
 	Target string
 }
 
-// ErrBadForward means a forward is not usable.
-var ErrBadForward = errors.New("bad forward")
-
 // Validate checks f: Listen is IP:port (a host name is allowed on the
 // client side, -L and -D; the gateway's policy decides -R binds by address,
 // so there it must be an IP), port 0 picks a free port; Target is

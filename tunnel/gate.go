@@ -71,13 +71,6 @@ type gateTicket struct {
 	released bool // guarded by handshakeGate.mu
 }
 
-// Errors the gate refuses with.
-var (
-	errGateFull   = errors.New("every handshake slot is busy with a connection past its ClientHello")
-	errSourceFull = errors.New("this source has too many handshakes in progress")
-	errEvicted    = errors.New("evicted: no ClientHello while the handshake slots were needed")
-)
-
 func newHandshakeGate(max, perSource int, limiter *sourceLimiter) *handshakeGate {
 	return &handshakeGate{max: max, perSource: perSource, limiter: limiter, freed: make(chan struct{}, 1),
 		order: list.New(), waiting: make(map[netip.Addr]int), active: make(map[netip.Addr]int)}

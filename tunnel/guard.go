@@ -2,34 +2,10 @@ package tunnel
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 )
-
-// Errors a streamGuard ends a session with.
-var (
-	// ErrEarlyStreams means the peer opened a second stream before the
-	// hello completed.
-	ErrEarlyStreams = errors.New("peer opened more than one stream before the hello")
-	// ErrStreamAbuse means the peer kept sending data on streams the
-	// gateway had not accepted (refused, or not answered yet).
-	ErrStreamAbuse = errors.New("peer keeps sending data on streams it was not given")
-	// errPendingStreams means the peer has more unanswered streams than
-	// the session allows at all; yamux would take them, so the guard
-	// stops before its own table grows without bound.
-	errPendingStreams = fmt.Errorf("%w: peer has too many unanswered streams", ErrLimit)
-)
-
-// isPeerAbuse reports the read errors by which the gateway's connection
-// refuses what the peer sent: the session's end is their doing, and the
-// log should say so rather than "closed by peer".
-func isPeerAbuse(err error) bool {
-	return errors.Is(err, ErrPingFlood) || errors.Is(err, ErrEarlyStreams) ||
-		errors.Is(err, ErrStreamAbuse) || errors.Is(err, errPendingStreams)
-}
 
 // yamux frame layout, as the guard reads it.
 const (

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -73,7 +72,7 @@ type muxConn struct {
 	flushers   sync.WaitGroup
 	closeOnce  sync.Once
 	closeFlush time.Duration
-	direct     bool      // coalescing off: Write goes straight to tc
+	direct     bool      // coalescing off (Tuning.noCoalesce): Write goes straight to tc; set before use
 	cork       *corkConn // under tc, if set: a batch of several records leaves in one syscall
 	// guard, if set (gateway side), filters what the peer sends before
 	// yamux reads it and shapes the window updates we send; set before
@@ -111,17 +110,11 @@ func (c *muxConn) injectUpdate(id, delta uint32) {
 	c.kick()
 }
 
-// coalesceWrites can be switched off by benchmarks to measure what
-// coalescing buys; production code never changes it.
-var coalesceWrites atomic.Bool
-
-func init() { coalesceWrites.Store(true) }
-
 // batchPool recycles flush buffers so an idle session holds none.
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 func newMuxConn(tc, raw net.Conn, stall time.Duration, maxPending int) *muxConn {
-	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, closeFlush: time.Second, direct: !coalesceWrites.Load(),
+	c := &muxConn{tc: tc, raw: raw, stall: stall, maxPending: maxPending, closeFlush: time.Second,
 		pings: rate.NewLimiter(pingLimit, pingBurst)}
 	c.dataCond = sync.NewCond(&c.mu)
 	c.spaceCond = sync.NewCond(&c.mu)
@@ -167,10 +160,6 @@ func (c *muxConn) accepted(id uint32) {
 		c.guard.accept(id)
 	}
 }
-
-// ErrPingFlood ends a session whose peer sends multiplexer pings faster
-// than pingLimit allows.
-var ErrPingFlood = errors.New("peer sends pings faster than allowed")
 
 // pingLimit and pingBurst bound the pings a peer may send: twoway sends
 // one per keepalive interval and one per status RTT probe; yamux's own

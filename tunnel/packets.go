@@ -3,12 +3,9 @@ package tunnel
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/twoway/twoway/tun"
 )
@@ -36,10 +33,6 @@ const (
 	// packet already here" can be answered without blocking.
 	packetReadBuffer = 128 << 10
 )
-
-// ErrBadPacket means a packets stream carried a frame that is not a packet
-// (length 0).
-var ErrBadPacket = errors.New("malformed packet frame")
 
 // packetWriter frames batches of packets. Its buffer grows to the largest
 // batch seen and is then reused: no allocation in the steady state. One
@@ -193,24 +186,4 @@ func (pr *packetReader) readBatch(b *packetBatch, max int) error {
 			return nil // the rest of it is still in flight: do not wait
 		}
 	}
-}
-
-// logLimiter lets one log line through per interval and counts the rest:
-// per-packet errors (a device write the kernel refused) must not flood the
-// log.
-type logLimiter struct {
-	last       atomic.Int64 // UnixNano of the last line let through
-	suppressed atomic.Uint64
-}
-
-// allow reports whether to log now and how many lines were suppressed since
-// the last one.
-func (l *logLimiter) allow(every time.Duration) (uint64, bool) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(every) || !l.last.CompareAndSwap(last, now) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }

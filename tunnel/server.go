@@ -9,17 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/twoway/twoway/internal/ratelog"
 	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/pki"
-	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/router"
 )
 
@@ -173,8 +171,8 @@ type Server struct {
 	log       *slog.Logger
 	policy    atomic.Pointer[policyBox]
 	gate      *handshakeGate
-	refusals  logLimiter    // rate-limits refusal log lines
-	lingering chan struct{} // lingerClose slots
+	refusals  ratelog.Limiter // rate-limits refusal log lines
+	lingering chan struct{}   // lingerClose slots
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
 	pool      *receivePool   // the gateway-wide receive budget; nil for none
@@ -182,9 +180,10 @@ type Server struct {
 	release   memoryRelease  // gives memory back after many sessions end
 	totals    serverTotals   // counters of ended sessions
 
-	ln     net.Listener
-	ctx    context.Context // cancelled by Stop: ends handshakes and dials
-	cancel context.CancelFunc
+	ln      net.Listener
+	ctx     context.Context // cancelled by Stop: ends handshakes and dials
+	cancel  context.CancelFunc
+	unwatch atomic.Pointer[func() bool] // stops the context.AfterFunc watching Start's ctx
 
 	mu         sync.Mutex
 	sessions   map[string]*serverSession // guarded by mu
@@ -265,20 +264,18 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ln = ln
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.log.Info("gateway listening", "addr", ln.Addr().String())
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop() }()
 	if s.router != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.readLAN() }()
 	}
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-			go s.Stop() // Stop waits for this goroutine
-		case <-s.ctx.Done():
-		}
-	}()
+	// Stop ends this watch first thing, so no Stop starts from it after
+	// Stop; one already started is itself a call of Stop, which waits
+	// for the first. Atomic: with ctx already done, that Stop may run
+	// before Start has stored the stop function.
+	unwatch := context.AfterFunc(ctx, s.Stop)
+	s.unwatch.Store(&unwatch)
 	return nil
 }
 
@@ -308,6 +305,9 @@ func (s *Server) fail(err error) {
 // closes everything and waits for every goroutine. It is idempotent.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
+		if unwatch := s.unwatch.Load(); unwatch != nil {
+			(*unwatch)()
+		}
 		s.mu.Lock()
 		s.stopping = true
 		sessions := s.sessionList()
@@ -319,19 +319,11 @@ func (s *Server) Stop() {
 			s.cancel() // abandons handshakes in progress
 		}
 
-		// In parallel: the bye waits for the session's earlier writes, so
-		// a client that stopped reading would hold up every other
-		// client's bye until its own session times out.
+		// In parallel (closeSessions): the bye waits for the session's
+		// earlier writes, so a client that stopped reading would hold up
+		// every other client's bye until its own session times out.
 		drained := make([]<-chan struct{}, len(sessions))
-		var starting sync.WaitGroup
-		for i, ss := range sessions {
-			starting.Add(1)
-			go func() {
-				defer starting.Done()
-				drained[i] = ss.startDrain()
-			}()
-		}
-		starting.Wait()
+		closeSessions(sessions, func(i int, ss *serverSession) { drained[i] = ss.startDrain() })
 		timer := time.NewTimer(s.cfg.DrainTimeout)
 	wait:
 		for _, ch := range drained {
@@ -380,76 +372,6 @@ func (s *Server) sessionList() []*serverSession {
 		out = append(out, ss)
 	}
 	return out
-}
-
-// Revalidate re-checks every live session against the current credentials
-// (chain, expiry, CRLs) and policy, and closes those that no longer pass,
-// telling the client why. Call it after reloading either. It returns when
-// the failing sessions are closed; they are closed in parallel, so one
-// stalled peer does not delay the others.
-func (s *Server) Revalidate() {
-	ver := s.cfg.Credentials.Verifier()
-	pol := s.pol()
-	s.mu.Lock()
-	sessions := s.sessionList()
-	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, ss := range sessions {
-		code, err := ss.recheck(ver, pol)
-		if err == nil {
-			ss.recheckForwards(pol)
-			continue
-		}
-		s.refuse(Refusal{Remote: ss.info.Remote, Stage: "revalidate", Identity: ss.peer, Err: err}, ss.log)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ss.closeWithBye(code, err.Error(), fmt.Errorf("revalidation: %w", err))
-		}()
-	}
-	wg.Wait()
-}
-
-// recheck verifies the session's chain and admission again; on failure it
-// returns the bye code to send and why.
-func (ss *serverSession) recheck(ver *pki.Verifier, pol Policy) (string, error) {
-	id, err := ver.Verify(ss.chain, pki.VerifyOptions{Usage: pki.UsageClient})
-	switch {
-	case errors.Is(err, pki.ErrRevoked):
-		return ctlRevoked, err
-	case errors.Is(err, pki.ErrExpired):
-		return ctlExpired, err
-	case err != nil:
-		return ctlDenied, err
-	}
-	id = pol.Honour(id)
-	if d := pol.Admit(id); !d.Allow {
-		return ctlDenied, fmt.Errorf("%w: no longer admitted (rule %q)", ErrDenied, d.Rule)
-	}
-	if !slices.Equal(id.Groups, ss.peer.Groups) {
-		// The session's identity is read without a lock by its streams
-		// and packets; a new one comes with a new session.
-		return ctlDenied, fmt.Errorf("%w: the groups its CA may grant changed (now %v); reconnect", ErrDenied, id.Groups)
-	}
-	return "", nil
-}
-
-func (s *Server) refuse(r Refusal, logger *slog.Logger) {
-	// A flood of refusals is one event, not thousands of lines: past
-	// refusalLogBurst a second, they are counted and the count logged.
-	if skipped, ok := s.refusals.allow(time.Second / refusalLogBurst); ok {
-		if skipped > 0 {
-			s.log.Warn("connection refusals not logged (rate limit)", "count", skipped)
-		}
-		if logger == nil {
-			s.log.Warn("connection refused", r.logAttrs(true)...)
-		} else {
-			logger.Warn("connection refused", r.logAttrs(false)...)
-		}
-	}
-	if s.cfg.OnRefuse != nil {
-		s.cfg.OnRefuse(r)
-	}
 }
 
 // gateWait is how long the accept loop waits for a handshake slot when
@@ -539,6 +461,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	t := s.cfg.Tuning
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
 	mc.cork = ck
+	mc.direct = t.noCoalesce
 	// One more than the session's accept loop allows, so that it, which
 	// says bye, acts first (see session.acceptLoop).
 	mc.guard = newStreamGuard(t.MaxStreams + 2 + acceptBacklog)
@@ -707,45 +630,9 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		Grants: grants, Params: params, VPN: vpn, GSO: ss.gso,
 		PeerSoftware: m.Software, Established: time.Now(),
 	}
-	s.mu.Lock()
-	switch {
-	case s.stopping:
-		s.mu.Unlock()
-		reply(ctlShutdown, "gateway is shutting down")
-		return refuse("capacity", ErrShutdown)
-	case len(s.sessions) >= s.cfg.MaxSessions:
-		s.mu.Unlock()
-		reply(ctlBusy, "gateway is at its session limit")
-		return refuse("capacity", fmt.Errorf("session limit %d reached", s.cfg.MaxSessions))
-	}
-	if other := s.byName[ss.peer.Name()]; other.n > 0 && other.issuer != issuerOf(ss.peer) {
-		// Two CAs vouch for the same name: whichever came first keeps
-		// it, rather than the two sharing addresses and kicks.
-		s.mu.Unlock()
-		msg := fmt.Sprintf("the name %q is in use by a certificate from another CA (%s)", ss.peer.Name(), other.issuerName)
-		reply(ctlDenied, msg)
-		return refuse("admit", fmt.Errorf("%w: %s", ErrDenied, msg))
-	}
-	s.sessions[ss.id] = ss
-	nb := s.byName[ss.peer.Name()]
-	nb.n++
-	nb.issuer, nb.issuerName = issuerOf(ss.peer), ss.peer.Issuer
-	s.byName[ss.peer.Name()] = nb
-	key := ss.peer.Key()
-	s.byIdentity[key]++
-	var replaced *serverSession
-	if lim := s.cfg.MaxSessionsPerIdentity; lim > 0 && s.byIdentity[key] > lim {
-		replaced = s.oldestOf(key, ss)
-	}
-	s.mu.Unlock()
-	if replaced != nil {
-		replaced.log.Info("session replaced: identity is at its session limit", "limit", s.cfg.MaxSessionsPerIdentity, "by", ss.id)
-		ss.wg.Add(1)
-		go func() {
-			defer ss.wg.Done()
-			replaced.closeWithBye(ctlLimit, fmt.Sprintf("replaced by a newer session of %s (limit %d per identity)", ss.peer.Name(), s.cfg.MaxSessionsPerIdentity),
-				fmt.Errorf("%w: replaced by session %s", ErrLimit, ss.id))
-		}()
+	if no := s.admit(ss); no != nil {
+		reply(no.code, no.msg)
+		return refuse(no.stage, no.err)
 	}
 
 	caps := []string{capForward, capReverse, capReset}
@@ -772,55 +659,6 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		return refuse("hello", fmt.Errorf("sending hello: %w", err))
 	}
 	return nil
-}
-
-// removeSession forgets ss. Called with s.mu held.
-func (s *Server) removeSession(ss *serverSession) {
-	if _, ok := s.sessions[ss.id]; !ok {
-		return
-	}
-	delete(s.sessions, ss.id)
-	key := ss.peer.Key()
-	if s.byIdentity[key]--; s.byIdentity[key] <= 0 {
-		delete(s.byIdentity, key)
-	}
-	nb := s.byName[ss.peer.Name()]
-	if nb.n--; nb.n <= 0 {
-		delete(s.byName, ss.peer.Name())
-	} else {
-		s.byName[ss.peer.Name()] = nb
-	}
-}
-
-// nameHolder is who holds a name among the live sessions.
-type nameHolder struct {
-	n          int
-	issuer     string // fingerprint of the CA that signed their certificates
-	issuerName string
-}
-
-// issuerOf is the fingerprint of the CA that signed id's certificate.
-func issuerOf(id *pki.Identity) string {
-	if len(id.CAs) == 0 {
-		return id.Issuer
-	}
-	return id.CAs[0].Fingerprint
-}
-
-// oldestOf returns the longest-established live session of key other than
-// except. Called with s.mu held; it scans every session, which only
-// happens when an identity is over its limit.
-func (s *Server) oldestOf(key string, except *serverSession) *serverSession {
-	var oldest *serverSession
-	for _, o := range s.sessions {
-		if o == except || o.mux.IsClosed() || o.peer.Key() != key {
-			continue
-		}
-		if oldest == nil || o.info.Established.Before(oldest.info.Established) {
-			oldest = o
-		}
-	}
-	return oldest
 }
 
 func capSet(caps []string) map[string]bool {
@@ -863,367 +701,6 @@ func (ss *serverSession) handleStream(st *yamux.Stream) {
 	default:
 		ss.refuseStream(st, CodeUnsupported, "stream kind "+h.Kind.String()+" is not served")
 	}
-}
-
-func (ss *serverSession) handleConnect(st *yamux.Stream, h streamHeader) {
-	target := net.JoinHostPort(h.Host, strconv.Itoa(int(h.Port)))
-	conn, rep := ss.srv.dial(ss.ctx, ss.peer, h.Host, h.Port)
-	if rep.Code != CodeOK {
-		lvl := slog.LevelInfo
-		ss.log.Log(ss.ctx, lvl, "stream refused", "stream", st.StreamID(), "target", target, "code", rep.Code.String(), "reason", rep.Message)
-		ss.refuseStream(st, rep.Code, rep.Message)
-		return
-	}
-	ss.conn.accepted(st.StreamID())
-	_ = st.SetWriteDeadline(time.Now().Add(ss.tuning.DeadPeerTimeout))
-	if _, err := st.Write(rep.marshal()); err != nil {
-		conn.Close()
-		st.Close()
-		return
-	}
-	_ = st.SetWriteDeadline(time.Time{})
-	ss.log.Debug("stream open", "stream", st.StreamID(), "target", target, "addr", conn.RemoteAddr().String())
-	ref := forwardRef{addr: conn.RemoteAddr().(*net.TCPAddr).AddrPort()}
-	ref.addr = netip.AddrPortFrom(ref.addr.Addr().Unmap(), ref.addr.Port())
-	if _, err := netip.ParseAddr(h.Host); err != nil {
-		ref.host = h.Host
-	}
-	defer ss.trackForward(st.StreamID(), ref)()
-	ss.proxy(st, conn)
-}
-
-// dial resolves host, asks the policy about every address it resolves to,
-// and connects to the first allowed one that answers. Checking each
-// resolved address means a DNS answer cannot widen what a rule allows.
-func (s *Server) dial(ctx context.Context, id *pki.Identity, host string, port uint16) (net.Conn, streamReply) {
-	if err := checkHost(host); err != nil {
-		return nil, streamReply{Code: CodeBadRequest, Message: err.Error()}
-	}
-	if port == 0 {
-		return nil, streamReply{Code: CodeBadRequest, Message: "port 0"}
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-	defer cancel()
-
-	var addrs []netip.Addr
-	name := host
-	if ip, err := netip.ParseAddr(host); err == nil {
-		addrs, name = []netip.Addr{ip.Unmap()}, ""
-	} else {
-		found, err := s.cfg.Resolver.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			return nil, dialReply(err)
-		}
-		for _, a := range found {
-			addrs = append(addrs, a.Unmap())
-		}
-		if len(addrs) == 0 {
-			return nil, streamReply{Code: CodeNotFound, Message: host + ": no addresses"}
-		}
-	}
-
-	pol := s.pol()
-	var allowed []netip.Addr
-	var denied policy.Decision
-	for _, a := range addrs {
-		d := s.dialDecision(pol, id, name, a, port)
-		if d.Allow {
-			allowed = append(allowed, a)
-		} else if denied.Rule == "" {
-			denied = d
-		}
-	}
-	if len(allowed) == 0 {
-		msg := fmt.Sprintf("%s port %d (rule %q)", host, port, denied.Rule)
-		if denied.Reason != "" {
-			msg += ": " + denied.Reason
-		}
-		return nil, streamReply{Code: CodeDenied, Message: msg}
-	}
-
-	var lastErr error
-	var d net.Dialer
-	for i, a := range allowed {
-		// Split what is left of the timeout between the remaining
-		// addresses, so one black hole does not use it all.
-		actx := ctx
-		if dl, ok := ctx.Deadline(); ok && len(allowed)-i > 1 {
-			var c context.CancelFunc
-			actx, c = context.WithTimeout(ctx, time.Until(dl)/time.Duration(len(allowed)-i))
-			defer c()
-		}
-		conn, err := d.DialContext(actx, "tcp", netip.AddrPortFrom(a, port).String())
-		if err == nil {
-			return conn, streamReply{Code: CodeOK, Bound: conn.LocalAddr().String()}
-		}
-		lastErr = err
-	}
-	return nil, dialReply(lastErr)
-}
-
-// dialDecision asks pol whether id may have the gateway connect to
-// addr:port (resolved from name, if set). Beyond the policy's own answer,
-// an address in the VPN pools is another client's, which only
-// client_to_client grants, whatever the rules say: otherwise a forward
-// would be a way around it.
-func (s *Server) dialDecision(pol Policy, id *pki.Identity, name string, addr netip.Addr, port uint16) policy.Decision {
-	if v := s.cfg.VPN; v != nil && !v.ClientToClient && v.Pool.Contains(addr) {
-		return policy.Decision{Rule: "client_to_client = false", Reason: "client-to-client"}
-	}
-	return pol.Dial(id, policy.Target{Host: name, Addr: addr, Port: port, Proto: "tcp", Local: s.local.contains(addr)})
-}
-
-// remoteListener is a listener the gateway holds for a client's -R forward.
-type remoteListener struct {
-	id    uint32
-	ln    net.Listener
-	bound netip.AddrPort // what the policy allowed: a reload asks again
-}
-
-// forwardRef is what a live forwarded stream reaches, kept so that a policy
-// reload can ask about it again: the target the gateway dialed for a
-// connect stream, or the remote listener a reverse stream came in on.
-type forwardRef struct {
-	host     string // the host name the client asked for; "" for an address
-	addr     netip.AddrPort
-	listener uint32 // non-zero for a reverse stream
-}
-
-// trackForward records a forwarded stream until the returned func runs.
-func (ss *serverSession) trackForward(id uint32, ref forwardRef) func() {
-	ss.mu.Lock()
-	if ss.forwards == nil {
-		ss.forwards = make(map[uint32]forwardRef)
-	}
-	ss.forwards[id] = ref
-	ss.mu.Unlock()
-	return func() {
-		ss.mu.Lock()
-		delete(ss.forwards, id)
-		ss.mu.Unlock()
-	}
-}
-
-// recheckForwards asks pol again about every remote listener and every
-// forwarded stream the session holds, and closes what it no longer allows:
-// a listener with a listen_error telling the client why, a stream with a
-// reset on both sides. Without this, narrowing the policy would leave a
-// connected client with whatever it had opened before, for as long as it
-// stays connected.
-func (ss *serverSession) recheckForwards(pol Policy) {
-	var lost []*remoteListener
-	closedListener := make(map[uint32]bool)
-	ss.mu.Lock()
-	for id, rl := range ss.listeners {
-		if d := pol.Bind(ss.peer, rl.bound.Addr(), rl.bound.Port()); !d.Allow {
-			delete(ss.listeners, id)
-			closedListener[id] = true
-			lost = append(lost, rl)
-			ss.log.Info("remote listener closed: no longer allowed by policy", "id", id, "addr", rl.bound.String(), "rule", d.Rule)
-		}
-	}
-	var streams []uint32
-	for sid, f := range ss.forwards {
-		if f.listener != 0 {
-			if !closedListener[f.listener] {
-				continue
-			}
-			ss.log.Info("stream closed: its remote listener is no longer allowed", "stream", sid, "listener", f.listener)
-		} else {
-			d := ss.srv.dialDecision(pol, ss.peer, f.host, f.addr.Addr(), f.addr.Port())
-			if d.Allow {
-				continue
-			}
-			target := f.addr.String()
-			if f.host != "" {
-				target = net.JoinHostPort(f.host, strconv.Itoa(int(f.addr.Port()))) + " (" + f.addr.Addr().String() + ")"
-			}
-			ss.log.Info("stream closed: target no longer allowed by policy", "stream", sid, "target", target, "rule", d.Rule)
-		}
-		streams = append(streams, sid)
-	}
-	ss.mu.Unlock()
-
-	for _, rl := range lost {
-		rl.ln.Close()
-		_ = ss.sendControl(&controlMsg{Type: msgListenError, ID: rl.id, Code: ctlDenied,
-			Message: fmt.Sprintf("%s is no longer allowed by the gateway's policy", rl.bound)})
-	}
-	for _, sid := range streams {
-		ss.abortStream(sid) // or, not proxied yet, as soon as it is
-		if ss.peerCaps[capReset] && !ss.mux.IsClosed() {
-			_ = ss.sendControl(&controlMsg{Type: msgReset, Stream: sid})
-		}
-	}
-	ss.srv.totals.policyClosed.Add(uint64(len(lost) + len(streams)))
-}
-
-// handleControl serves the client's control messages after the hello.
-func (ss *serverSession) handleControl(m *controlMsg) {
-	switch m.Type {
-	case msgListen:
-		bound, code, err := ss.listen(m.ID, m.Bind)
-		if err != nil {
-			ss.log.Info("remote listen refused", "id", m.ID, "bind", m.Bind, "code", code, "err", err)
-			_ = ss.sendControl(&controlMsg{Type: msgListenError, ID: m.ID, Code: code, Message: err.Error()})
-			return
-		}
-		ss.log.Info("remote listener open", "id", m.ID, "addr", bound)
-		_ = ss.sendControl(&controlMsg{Type: msgListenOK, ID: m.ID, Bound: bound})
-	case msgUnlisten:
-		ss.mu.Lock()
-		rl := ss.listeners[m.ID]
-		delete(ss.listeners, m.ID)
-		ss.mu.Unlock()
-		if rl != nil {
-			rl.ln.Close()
-		}
-	default:
-		ss.log.Debug("ignoring control message", "type", m.Type)
-	}
-}
-
-// listen opens a remote (-R) listener if the policy allows the bind.
-func (ss *serverSession) listen(id uint32, bind string) (string, string, error) {
-	host, portStr, err := net.SplitHostPort(bind)
-	if err != nil {
-		return "", ctlBadRequest, fmt.Errorf("%w: bind %q: %w", ErrBadRequest, bind, err)
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return "", ctlBadRequest, fmt.Errorf("%w: bind address %q is not an IP address", ErrBadRequest, host)
-	}
-	addr = addr.Unmap()
-	port, err := parsePort(portStr, true)
-	if err != nil {
-		return "", ctlBadRequest, fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
-	if id == 0 {
-		return "", ctlBadRequest, fmt.Errorf("%w: listener id 0", ErrBadRequest)
-	}
-	pol := ss.srv.pol()
-	// Port 0 asks for any free port; the policy is asked about the port
-	// actually bound, right after binding and before accepting anything.
-	if port != 0 {
-		if d := pol.Bind(ss.peer, addr, port); !d.Allow {
-			return "", ctlDenied, fmt.Errorf("%w: bind %s (rule %q)", ErrDenied, bind, d.Rule)
-		}
-	}
-	ss.mu.Lock()
-	_, dup := ss.listeners[id]
-	n := len(ss.listeners)
-	draining := ss.draining
-	ss.mu.Unlock()
-	switch {
-	case draining:
-		return "", ctlShutdown, ErrShutdown
-	case dup:
-		return "", ctlBadRequest, fmt.Errorf("%w: listener id %d already in use", ErrBadRequest, id)
-	case n >= ss.srv.cfg.MaxListeners:
-		return "", ctlLimit, fmt.Errorf("%w: at most %d remote listeners per session", ErrLimit, ss.srv.cfg.MaxListeners)
-	}
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, port).String())
-	if err != nil {
-		return "", ctlFailed, err
-	}
-	bound := ln.Addr().(*net.TCPAddr).AddrPort()
-	if port == 0 {
-		if d := pol.Bind(ss.peer, addr, bound.Port()); !d.Allow {
-			ln.Close()
-			return "", ctlDenied, fmt.Errorf("%w: bind %s (rule %q)", ErrDenied, bound, d.Rule)
-		}
-	}
-	rl := &remoteListener{id: id, ln: ln, bound: netip.AddrPortFrom(addr, bound.Port())}
-	ss.mu.Lock()
-	if ss.draining || ss.listeners == nil {
-		ss.mu.Unlock()
-		ln.Close()
-		return "", ctlShutdown, ErrShutdown
-	}
-	ss.listeners[id] = rl
-	ss.mu.Unlock()
-	ss.wg.Add(1)
-	go func() {
-		defer ss.wg.Done()
-		ss.acceptRemote(rl)
-	}()
-	return bound.String(), "", nil
-}
-
-// closeListeners closes every remote listener; no more are accepted.
-func (ss *serverSession) closeListeners() {
-	ss.mu.Lock()
-	ls := ss.listeners
-	ss.listeners = nil
-	ss.mu.Unlock()
-	for _, rl := range ls {
-		rl.ln.Close()
-	}
-}
-
-func (ss *serverSession) acceptRemote(rl *remoteListener) {
-	var backoff time.Duration
-	for {
-		c, err := rl.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-ss.done():
-				return
-			}
-		}
-		backoff = 0
-		if ss.mux.NumStreams() > ss.tuning.MaxStreams || !ss.streamStart() {
-			c.Close()
-			continue
-		}
-		ss.wg.Add(1)
-		go func() {
-			defer ss.wg.Done()
-			defer ss.streamDone()
-			ss.serveRemote(rl.id, c)
-		}()
-	}
-}
-
-// serveRemote carries one connection accepted on a remote listener back
-// to the client, which dials its local target and answers.
-func (ss *serverSession) serveRemote(id uint32, c net.Conn) {
-	origin := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	st, err := ss.mux.OpenStream()
-	if err != nil {
-		c.Close()
-		return
-	}
-	defer ss.conn.streamClosed(st.StreamID())
-	hdr, _ := streamHeader{Kind: KindReverse, Listener: id, Host: origin.Addr().Unmap().String(), Port: origin.Port()}.marshal()
-	_ = st.SetDeadline(time.Now().Add(ss.srv.cfg.DialTimeout + ss.tuning.DeadPeerTimeout))
-	if _, err := st.Write(hdr); err != nil {
-		c.Close()
-		st.Close()
-		return
-	}
-	rep, err := readStreamReply(st)
-	if err == nil {
-		err = rep.err()
-	}
-	if err != nil {
-		ss.log.Info("remote connection refused by client", "listener", id, "origin", origin.String(), "err", err)
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
-		c.Close()
-		st.Close()
-		return
-	}
-	_ = st.SetDeadline(time.Time{})
-	defer ss.trackForward(st.StreamID(), forwardRef{listener: id})()
-	ss.proxy(st, c)
 }
 
 // lingerClose closes a connection refused in the handshake so that its

@@ -21,18 +21,6 @@ import (
 	"github.com/twoway/twoway/pki"
 )
 
-// Session-level errors.
-var (
-	// ErrPeerDead means nothing was received from the peer for the
-	// dead-peer timeout.
-	ErrPeerDead = errors.New("peer stopped responding")
-	// ErrClosedByPeer means the peer closed the session or its control
-	// stream.
-	ErrClosedByPeer = errors.New("session closed by peer")
-	// ErrStopped is returned by a stopped Client or Server.
-	ErrStopped = errors.New("stopped")
-)
-
 // SessionInfo describes an established session: what each side proved and
 // what was agreed. It is what the demo command narrates.
 type SessionInfo struct {
@@ -229,33 +217,6 @@ func (s *session) endReason() error {
 		return err
 	}
 	return ErrClosedByPeer
-}
-
-// ByeError is the reason a peer gave for ending (or draining) a session.
-type ByeError struct {
-	Code    string // "shutdown", "revoked", "expired", "denied", ...
-	Message string
-}
-
-// Error gives the peer's code and message.
-func (e *ByeError) Error() string {
-	if e.Message == "" {
-		return "peer said bye: " + e.Code
-	}
-	return "peer said bye: " + e.Code + ": " + e.Message
-}
-
-// Is maps codes to the package's sentinels.
-func (e *ByeError) Is(target error) bool {
-	switch e.Code {
-	case ctlShutdown:
-		return target == ErrShutdown
-	case ctlDenied, ctlRevoked, ctlExpired:
-		return target == ErrDenied
-	case ctlLimit:
-		return target == ErrLimit
-	}
-	return false
 }
 
 // sendControl writes one control message. A peer that does not read its

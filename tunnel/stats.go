@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -107,32 +105,6 @@ func (s *Server) Totals() Totals {
 		t.StreamsOpened += st.StreamsOpened
 	}
 	return t
-}
-
-// Kick ends every session of the identity (by name, as Identity.Name
-// reports it) and returns how many there were. The client is told why; it
-// may reconnect, so to keep someone out revoke the certificate or change
-// the policy and reload.
-func (s *Server) Kick(identity string) int {
-	s.mu.Lock()
-	var victims []*serverSession
-	for _, ss := range s.sessions {
-		if ss.peer != nil && ss.peer.Name() == identity && !ss.mux.IsClosed() {
-			victims = append(victims, ss)
-		}
-	}
-	s.mu.Unlock()
-	// In parallel, as Stop and Revalidate do: each bye may wait up to
-	// byeTimeout behind a session's earlier writes.
-	var wg sync.WaitGroup
-	for _, ss := range victims {
-		ss.log.Info("session kicked by administrator")
-		wg.Go(func() {
-			ss.closeWithBye(ctlDenied, "kicked by administrator", fmt.Errorf("%w: kicked by administrator", ErrDenied))
-		})
-	}
-	wg.Wait()
-	return len(victims)
 }
 
 // Stats returns the counters of the client's current session, and false

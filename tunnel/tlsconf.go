@@ -19,9 +19,6 @@ type Credentials interface {
 	Verifier() *pki.Verifier
 }
 
-// ErrALPN means the peer did not negotiate the twoway protocol.
-var ErrALPN = errors.New("peer does not speak " + ALPN)
-
 // serverHandshake records what happened during one server-side handshake,
 // for the session and for the refusal log.
 type serverHandshake struct {
@@ -141,50 +138,6 @@ func clientTLSConfig(creds Credentials, serverName string, pins []string, hs *cl
 			return &tls.Certificate{}, nil // none: the gateway will refuse us
 		},
 	}, nil
-}
-
-// Refusal describes a connection the server turned away, for the log and
-// the OnRefuse hook.
-type Refusal struct {
-	Remote net.Addr
-	// Stage is where it failed: "rate" (per-source handshake limit),
-	// "capacity" (too many handshakes or sessions), "tls" (handshake),
-	// "verify" (certificate), "alpn", "hello", "admit" (policy),
-	// "revalidate" (a live session failing a re-check).
-	Stage string
-	// Presented is what the peer's leaf certificate claims, unverified,
-	// when it sent one and verification failed.
-	Presented *pki.Identity
-	// Identity is the verified identity, for "admit" and "revalidate".
-	Identity *pki.Identity
-	Err      error
-}
-
-// logAttrs renders a refusal for slog. A session's logger already
-// carries the peer and remote address, so withPeer is false for it.
-func (r Refusal) logAttrs(withPeer bool) []any {
-	attrs := []any{"stage", r.Stage}
-	if withPeer {
-		attrs = append(attrs, "remote", addrString(r.Remote))
-		if r.Identity != nil {
-			attrs = append(attrs, "peer", r.Identity)
-		}
-	}
-	if r.Identity == nil && r.Presented != nil {
-		attrs = append(attrs, "presented", r.Presented)
-	}
-	var ve *pki.VerifyError
-	if errors.As(r.Err, &ve) {
-		attrs = append(attrs, "check", ve.Check)
-	}
-	return append(attrs, "err", r.Err)
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
 }
 
 // classifyHandshake turns a failed server handshake into a refusal.

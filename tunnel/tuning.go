@@ -42,6 +42,10 @@ type Tuning struct {
 	// CopyBuffer is the size of the pooled buffers used to copy between a
 	// forwarded connection and its stream, one per direction.
 	CopyBuffer int
+
+	// noCoalesce switches the write coalescer off (muxConn.direct), so
+	// that benchmarks can measure what it buys; nothing else sets it.
+	noCoalesce bool
 }
 
 // acceptBacklog is yamux's AcceptBacklog. yamux assumes it is the same on

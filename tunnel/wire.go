@@ -3,11 +3,9 @@ package tunnel
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
-	"syscall"
 )
 
 // ALPN is the application protocol both sides must negotiate. A peer that
@@ -76,9 +74,6 @@ type streamHeader struct {
 	Listener uint32
 	Host     string
 }
-
-// ErrBadHeader means a stream header or reply could not be decoded.
-var ErrBadHeader = errors.New("malformed stream header")
 
 func (h streamHeader) marshal() ([]byte, error) {
 	if len(h.Host) > 255 {
@@ -150,62 +145,6 @@ func (c Code) String() string {
 		return s
 	}
 	return "code(" + strconv.Itoa(int(c)) + ")"
-}
-
-// Sentinel errors, one per failure code, so callers (the SOCKS5 front end,
-// the CLI) can branch with errors.Is.
-var (
-	ErrDenied      = errors.New("denied by policy")
-	ErrRefused     = errors.New("connection refused")
-	ErrUnreachable = errors.New("unreachable")
-	ErrTimeout     = errors.New("timed out")
-	ErrNotFound    = errors.New("host not found")
-	ErrDialFailed  = errors.New("dial failed")
-	ErrBadRequest  = errors.New("bad request")
-	ErrLimit       = errors.New("too many streams")
-	ErrShutdown    = errors.New("shutting down")
-	ErrUnsupported = errors.New("unsupported")
-)
-
-var codeErrs = map[Code]error{
-	CodeDenied: ErrDenied, CodeRefused: ErrRefused, CodeUnreachable: ErrUnreachable,
-	CodeTimeout: ErrTimeout, CodeNotFound: ErrNotFound, CodeDialFailed: ErrDialFailed,
-	CodeBadRequest: ErrBadRequest, CodeLimit: ErrLimit, CodeShutdown: ErrShutdown,
-	CodeUnsupported: ErrUnsupported,
-}
-
-// StreamError is a non-OK reply: the code and the peer's explanation (for
-// policy denials, the rule that decided).
-type StreamError struct {
-	Code    Code
-	Message string
-}
-
-// Error is the code's meaning and the peer's explanation.
-func (e *StreamError) Error() string {
-	if e.Message == "" {
-		return e.Code.String()
-	}
-	return e.Code.String() + ": " + e.Message
-}
-
-// Unwrap returns the code's sentinel and, where one fits, the errno a local
-// dial would have produced, so code written for net.Dial errors (a SOCKS5
-// reply mapper, say) treats a remote failure like a local one.
-func (e *StreamError) Unwrap() []error {
-	errs := []error{codeErrs[e.Code]}
-	switch e.Code {
-	case CodeRefused:
-		errs = append(errs, syscall.ECONNREFUSED)
-	case CodeUnreachable:
-		errs = append(errs, syscall.EHOSTUNREACH)
-	case CodeTimeout:
-		errs = append(errs, syscall.ETIMEDOUT)
-	}
-	if errs[0] == nil {
-		errs = errs[1:]
-	}
-	return errs
 }
 
 // streamReply answers a stream header:
@@ -363,9 +302,6 @@ type SessionParams struct {
 	KeepAlive    int64  `json:"keepalive_ms"`
 	DeadPeer     int64  `json:"dead_peer_ms"`
 }
-
-// ErrBadControl means a control message could not be decoded.
-var ErrBadControl = errors.New("malformed control message")
 
 func writeControl(w io.Writer, m *controlMsg) error {
 	body, err := json.Marshal(m)
