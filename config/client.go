@@ -83,9 +83,9 @@ func (s *SOCKS) validate(src *source) error {
 	case s.User == "" && s.PasswordFile == "":
 		return nil
 	case s.User == "":
-		return src.errf("socks.user", "%w: password_file is set, so is a user name", ErrRequired)
+		return src.err("socks.user", &UnpairedError{Given: "socks.password_file", text: "password_file is set, so is a user name"})
 	case s.PasswordFile == "":
-		return src.errf("socks.password_file", "%w: user is set, so is a password file", ErrRequired)
+		return src.err("socks.password_file", &UnpairedError{Given: "socks.user", text: "user is set, so is a password file"})
 	case len(s.User) > 255:
 		return src.errf("socks.user", "longer than SOCKS5's 255 bytes")
 	}
@@ -187,7 +187,7 @@ func (c *Client) Validate() error {
 		if listenPort(f.ListenAddr()) != 0 {
 			id := side + " " + f.ListenAddr()
 			if j, dup := listens[id]; dup {
-				return src.errf(key, "listen address %s is also used by forward[%d]", f.ListenAddr(), j)
+				return src.err(key, &ListenReusedError{Addr: f.ListenAddr(), Other: j})
 			}
 			listens[id] = i
 		}

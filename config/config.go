@@ -345,22 +345,67 @@ func checkSecretFile(src *source, key, path string, allowInsecure bool) ([]byte,
 		if table, _, ok := strings.Cut(key, "."); ok && table != "tls" {
 			allow = table + ".allow_insecure_permissions"
 		}
-		return nil, src.err(key, &insecureKeyError{path: path, mode: mode, allow: allow})
+		return nil, src.err(key, &InsecureFileError{Path: path, Mode: mode, Allow: allow})
 	}
 	return data, nil
 }
 
-type insecureKeyError struct {
-	path  string
-	mode  fs.FileMode
-	allow string // the key that would allow it
+// The problems below name other settings in their fix or description.
+// They are types, not only text, so that a command whose settings are
+// flags rather than a file (forward) can say the same in terms of its
+// flags.
+
+// InsecureFileError is a secret file (a private key or a password file)
+// that group or others can read. Allow is the key that accepts it as it
+// is. It matches ErrInsecureKeyPermissions.
+type InsecureFileError struct {
+	Path  string
+	Mode  fs.FileMode
+	Allow string
 }
 
-func (e *insecureKeyError) Error() string {
-	return fmt.Sprintf("secret file %s is readable by group/others (mode %04o); chmod 600 it or set %s = true", e.path, uint32(e.mode), e.allow)
+func (e *InsecureFileError) Error() string {
+	return fmt.Sprintf("secret file %s is readable by group/others (mode %04o); chmod 600 it or set %s = true", e.Path, uint32(e.Mode), e.Allow)
 }
 
-func (e *insecureKeyError) Is(target error) bool { return target == ErrInsecureKeyPermissions }
+// Is reports whether target is ErrInsecureKeyPermissions.
+func (e *InsecureFileError) Is(target error) bool { return target == ErrInsecureKeyPermissions }
+
+// EncryptedKeyError is an encrypted private key with no password file:
+// PasswordKey is the key that names one.
+type EncryptedKeyError struct {
+	Path        string
+	PasswordKey string
+}
+
+func (e *EncryptedKeyError) Error() string {
+	return fmt.Sprintf("%s is encrypted: set %s to a file holding its password", e.Path, e.PasswordKey)
+}
+
+// UnpairedError is one of two settings that go together set without the
+// other: Given is the key set; the Error's Key is the one missing. It
+// matches ErrRequired.
+type UnpairedError struct {
+	Given string
+	// text says it in the file's terms.
+	text string
+}
+
+func (e *UnpairedError) Error() string { return ErrRequired.Error() + ": " + e.text }
+
+// Unwrap returns ErrRequired.
+func (e *UnpairedError) Unwrap() error { return ErrRequired }
+
+// ListenReusedError is a forward listening on the address an earlier
+// forward, Forwards[Other], already listens on.
+type ListenReusedError struct {
+	Addr  string
+	Other int
+}
+
+func (e *ListenReusedError) Error() string {
+	return fmt.Sprintf("listen address %s is also used by forward[%d]", e.Addr, e.Other)
+}
 
 // checkCertificates checks a PEM certificate file and returns its
 // certificates.
@@ -399,7 +444,7 @@ func checkKeyPair(src *source, keyKey, keyPath string, cert *x509.Certificate, p
 	}
 	if block.Type == "ENCRYPTED PRIVATE KEY" {
 		if passFile == "" {
-			return src.errf(keyKey, "%s is encrypted: set tls.key_password_file to a file holding its password", keyPath)
+			return src.err(keyKey, &EncryptedKeyError{Path: keyPath, PasswordKey: "tls.key_password_file"})
 		}
 		return nil
 	}

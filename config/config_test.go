@@ -455,6 +455,35 @@ func TestClientErrors(t *testing.T) {
 	}
 }
 
+// TestPolicyCompiledOnce: LoadServer's validation compiles the policy and
+// keeps it, so the daemon (start and reload) and config check use that one
+// rather than compiling it again; Validate compiles an edited policy anew.
+func TestPolicyCompiledOnce(t *testing.T) {
+	dir := t.TempDir()
+	writeFixture(t, dir)
+	p := filepath.Join(dir, "server.toml")
+	rules := "[[policy.rule]]\ngroups = [\"*\"]\ntargets = [\"any\"]\n[[policy.rule]]\ngroups = [\"eng\"]\ntargets = [\"any\"]\n"
+	os.WriteFile(p, []byte(serverTLS+minimalPolicy+rules), 0o644)
+	s, err := LoadServer(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.CompiledPolicy()
+	if err != nil || first == nil {
+		t.Fatalf("CompiledPolicy = %v, %v", first, err)
+	}
+	if again, _ := s.CompiledPolicy(); again != first {
+		t.Errorf("CompiledPolicy compiled the policy again")
+	}
+	s.Policy.Rules = s.Policy.Rules[:1]
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if edited, _ := s.CompiledPolicy(); edited == first {
+		t.Errorf("after an edit and Validate, CompiledPolicy is the policy compiled before")
+	}
+}
+
 func TestValidateInCode(t *testing.T) {
 	// A config built in code (tests, flags-only mode) reports keys
 	// without a file.

@@ -42,6 +42,8 @@ type Server struct {
 	User string `toml:"user"`
 
 	src *source
+	// compiled is Policy as the last successful Validate compiled it.
+	compiled *policy.Policy
 }
 
 // ServerTLS is the [tls] table of server.toml. Paths are absolute after
@@ -179,6 +181,7 @@ func LoadServer(path string) (*Server, error) {
 // *Error.
 func (s *Server) Validate() error {
 	src := s.src
+	s.compiled = nil // set again once everything is valid
 	if err := checkListen(src, "listen", s.Listen); err != nil {
 		return err
 	}
@@ -188,7 +191,8 @@ func (s *Server) Validate() error {
 	if err := s.Limits.validate(src); err != nil {
 		return err
 	}
-	if err := validatePolicy(src, s.Policy); err != nil {
+	pol, err := compilePolicy(src, s.Policy)
+	if err != nil {
 		return err
 	}
 	if err := s.VPN.validate(src); err != nil {
@@ -200,7 +204,11 @@ func (s *Server) Validate() error {
 	if err := validateUser(src, s.User, s.VPN.Enable); err != nil {
 		return err
 	}
-	return s.Log.validate(src)
+	if err := s.Log.validate(src); err != nil {
+		return err
+	}
+	s.compiled = pol
+	return nil
 }
 
 func (t *ServerTLS) validate(src *source) error {
@@ -266,16 +274,26 @@ func (l *Limits) validate(src *source) error {
 	return nil
 }
 
-// validatePolicy compiles the policy and places its errors on the entry at
-// fault.
-func validatePolicy(src *source, cfg policy.Config) error {
-	if len(cfg.Admit.Identities) == 0 && len(cfg.Admit.Groups) == 0 {
-		return src.errf("policy.admit", `nobody is admitted: list identities or groups ("*" admits every verified identity)`)
+// CompiledPolicy returns Policy compiled: the policy Validate (and so
+// LoadServer) compiled, so that the daemon does not compile it again, or a
+// fresh compilation for a Server that was never validated.
+func (s *Server) CompiledPolicy() (*policy.Policy, error) {
+	if s.compiled != nil {
+		return s.compiled, nil
 	}
-	_, err := policy.New(cfg)
+	return policy.New(s.Policy)
+}
+
+// compilePolicy compiles the policy and places its errors on the entry at
+// fault.
+func compilePolicy(src *source, cfg policy.Config) (*policy.Policy, error) {
+	if len(cfg.Admit.Identities) == 0 && len(cfg.Admit.Groups) == 0 {
+		return nil, src.errf("policy.admit", `nobody is admitted: list identities or groups ("*" admits every verified identity)`)
+	}
+	pol, err := policy.New(cfg)
 	var ce *policy.ConfigError
 	if !errors.As(err, &ce) {
-		return err
+		return pol, err
 	}
 	key := "policy.admit." + ce.Field
 	if ce.Rule >= 0 {
@@ -283,11 +301,11 @@ func validatePolicy(src *source, cfg policy.Config) error {
 	}
 	if ce.Rule == -2 {
 		e := src.err(indexPath("policy.ca", ce.Entry)+"."+ce.Field, ce.Err)
-		return e
+		return nil, e
 	}
 	e := src.err(key, ce.Err)
 	if src != nil && ce.Entry >= 0 {
 		e.Line = src.layout.line(indexPath(key, ce.Entry))
 	}
-	return e
+	return nil, e
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/pki"
-	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/socks5"
 	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tunnel"
@@ -59,7 +58,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		return nil, err
 	}
 	logWarnings(logger, cfg.Warnings())
-	pol, err := policy.New(cfg.Policy)
+	pol, err := cfg.CompiledPolicy()
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -180,7 +179,7 @@ func (s *Server) Reload() error {
 		}
 		cfg = next
 	}
-	pol, err := policy.New(cfg.Policy)
+	pol, err := cfg.CompiledPolicy()
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/twoway/twoway/internal/nstest"
 	"github.com/twoway/twoway/lan"
 	"github.com/twoway/twoway/pki/pkitest"
+	"go.uber.org/goleak"
 )
 
 // This file tests VPN mode end to end with real TUN devices, routes,
@@ -53,11 +54,14 @@ func privateRun(t *testing.T) {
 	}
 }
 
+// TestMain runs a role when the binary is re-executed as one; otherwise
+// it runs the tests and fails the package if any goroutine outlives them
+// (main_nolinux_test.go does the same where there are no roles).
 func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runRole(role, os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runRole is the re-executed binary: a gateway or client daemon run until

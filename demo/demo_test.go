@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -23,12 +22,14 @@ import (
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/probe"
 	"github.com/twoway/twoway/tunnel"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	// Keys are unencrypted in the demo, but keep any KDF use cheap.
 	authority.KDFIterations = 1000
-	os.Exit(m.Run())
+	// Nothing a run starts may outlive the tests.
+	goleak.VerifyTestMain(m)
 }
 
 // TestDemoRunOnce runs the whole walkthrough and checks that what it printed
@@ -298,33 +299,10 @@ func (w *watchedBuffer) waitFor(t *testing.T, s string) {
 	}
 }
 
-// leakFrame matches goroutines running code that a run starts: the
-// demo's own (not its tests'), the tunnel's, yamux's and the HTTP
-// server's and client's connections.
-var leakFrame = regexp.MustCompile(`/demo/[a-z]+\.go:|/tunnel/[a-z]+\.go:|hashicorp/yamux|net/http\.\(\*conn\)\.serve|net/http\.\(\*persistConn\)`)
-
-// checkNoLeaks fails if goroutines started by a run outlive it. Some
-// (yamux's, the HTTP server's connections) end just after the close that
-// ends them, so this polls for a bounded time.
+// checkNoLeaks fails if goroutines started by a run outlive it. goleak
+// looks again for a bounded time, since some (yamux's, the HTTP server's
+// connections) end just after the close that ends them.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if !strings.Contains(g, "checkNoLeaks") && leakFrame.MatchString(g) {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines leaked:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		runtime.Gosched()
-		time.Sleep(10 * time.Millisecond) // polling a condition that has no event to wait on
-	}
+	goleak.VerifyNone(t)
 }

@@ -72,7 +72,7 @@ func TestStopDrainsPastStalledSession(t *testing.T) {
 	// Several stalled sessions, so that Stop is unlikely to reach the
 	// healthy one first by chance.
 	for range 3 {
-		downloadingClient(t, f, proxy.ln.Addr().String(), tgt, 10*stall)
+		downloadingClient(t, f, proxy, tgt, 10*stall)
 	}
 	proxy.freeze()
 
@@ -81,8 +81,7 @@ func TestStopDrainsPastStalledSession(t *testing.T) {
 	ev.hook(&ccfg)
 	startClient(t, ccfg)
 	waitFor(t, ev.up, "healthy session")
-	// Let the stalled sessions' buffers fill.
-	time.Sleep(300 * time.Millisecond)
+	waitStalled(t, srv, 3)
 
 	go srv.Stop()
 	start := time.Now()
@@ -130,9 +129,9 @@ func TestKickStalledSessionIsPrompt(t *testing.T) {
 	scfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: stall}
 	srv := startServer(t, scfg)
 	proxy := startFreezeProxy(t, srv.Addr().String())
-	downloadingClient(t, f, proxy.ln.Addr().String(), endlessDownload(t), 10*stall)
+	downloadingClient(t, f, proxy, endlessDownload(t), 10*stall)
 	proxy.freeze()
-	time.Sleep(300 * time.Millisecond) // let the session's buffers fill
+	waitStalled(t, srv, 1)
 
 	start := time.Now()
 	if n := srv.Kick(f.clientLeaf.Cert.Subject.CommonName); n != 1 {
@@ -140,6 +139,52 @@ func TestKickStalledSessionIsPrompt(t *testing.T) {
 	}
 	if took := time.Since(start); took > stall/2 {
 		t.Fatalf("Kick of a stalled session took %s (stall timeout %s)", took, stall)
+	}
+}
+
+// waitStalled waits until n of the gateway's sessions have their writes
+// stuck behind a peer that does not read: the session's connection has a
+// full pending buffer, so yamux's send loop is blocked, behind a Write to
+// the socket that has not finished for stuckAfter. A Write that is merely
+// slow (encrypting under the race detector, say) finishes sooner, and then
+// yamux refills the buffer: the bytes accepted for writing change.
+func waitStalled(t *testing.T, srv *Server, n int) {
+	t.Helper()
+	const stuckAfter = 200 * time.Millisecond
+	type mark struct {
+		tx    uint64
+		since time.Time
+	}
+	full := make(map[*muxConn]mark)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		srv.mu.Lock()
+		conns := make([]*muxConn, 0, len(srv.sessions))
+		for _, ss := range srv.sessions {
+			conns = append(conns, ss.conn)
+		}
+		srv.mu.Unlock()
+		stuck := 0
+		for _, c := range conns {
+			c.mu.Lock()
+			isFull, tx := c.writing && len(c.buf) >= c.maxPending, c.tx.Load()
+			c.mu.Unlock()
+			switch m, ok := full[c]; {
+			case !isFull:
+				delete(full, c)
+			case !ok || m.tx != tx:
+				full[c] = mark{tx, time.Now()}
+			case time.Since(m.since) >= stuckAfter:
+				stuck++
+			}
+		}
+		if stuck >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the gateway's sessions have their writes stuck, want %d", stuck, n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a state that has no event to wait on
 	}
 }
 
@@ -157,17 +202,18 @@ func endlessDownload(t *testing.T) *testTarget {
 	})
 }
 
-// downloadingClient connects a client through addr with a forward to tgt
+// downloadingClient connects a client through proxy with a forward to tgt
 // and starts reading one download; it returns once data flows. The caller
-// then freezes the proxy at addr to stall the session.
-func downloadingClient(t *testing.T, f *fixture, addr string, tgt *testTarget, deadPeer time.Duration) net.Conn {
+// then freezes the proxy to stall the session.
+func downloadingClient(t *testing.T, f *fixture, proxy *freezeProxy, tgt *testTarget, deadPeer time.Duration) net.Conn {
 	t.Helper()
-	ccfg := f.clientConfig(addr, mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
+	ccfg := f.clientConfig(proxy.ln.Addr().String(), mustForward(t, ForwardLocal, "127.0.0.1:0", tgt.addr()))
 	ccfg.Tuning = Tuning{KeepAliveInterval: time.Second, DeadPeerTimeout: deadPeer}
 	var ev sessionEvents
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)
 	waitFor(t, ev.up, "session")
+	proxy.smallBuffers()
 	conn, err := net.Dial("tcp", c.Forwards()[0].Local.String())
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +223,19 @@ func downloadingClient(t *testing.T, f *fixture, addr string, tgt *testTarget, d
 		t.Fatal(err)
 	}
 	return conn
+}
+
+// smallBuffers fixes the proxy's receive buffers, before a download
+// starts, at a size TCP autotuning would grow past: what the gateway sends
+// a frozen session then backs up into the gateway soon. With autotuning a
+// frozen proxy could absorb more than a stream's window (tcp_rmem's maximum
+// is 32 MiB on some systems), and the gateway's writes would never block.
+func (p *freezeProxy) smallBuffers() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	}
 }
 
 // connectSession is one client session to addr, driven by the test alone

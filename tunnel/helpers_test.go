@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +19,7 @@ import (
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 	"github.com/twoway/twoway/policy"
+	"go.uber.org/goleak"
 )
 
 // memCreds are in-memory Credentials whose verifier can be swapped, the
@@ -249,43 +248,22 @@ func echo(c net.Conn) {
 	_ = c.(*net.TCPConn).CloseWrite()
 }
 
-// ownFrame matches a stack line in one of the package's non-test files.
-var ownFrame = regexp.MustCompile(`(?m)/tunnel/[a-z0-9]+(_[a-z0-9]+)*\.go:\d+`)
+// testHelpers ignores the goroutines of the tests' own loopback targets
+// (startTarget), which run until the test's cleanup, so a check in the
+// middle of a test sees only what the package under test started.
+var testHelpers = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/twoway/twoway/tunnel.startTarget.func1"),
+	goleak.IgnoreAnyFunction("github.com/twoway/twoway/tunnel.startTarget.func1.1"),
+}
 
-// checkNoLeaks fails if goroutines from this package or yamux outlive the
-// test. Goroutines yamux starts without waiting for them (ping replies,
-// open timers) end as soon as their session is shut down, so this polls
-// for a bounded time rather than sampling once.
-func checkNoLeaks(t testing.TB) {
+// checkNoLeaks fails if goroutines outlive what the test has stopped,
+// beyond the test helpers' and those opts ignore. goleak looks again for a
+// bounded time, since goroutines yamux starts without waiting for them (ping
+// replies, open timers) end just after their session is shut down. TestMain
+// checks the whole package once every test has run.
+func checkNoLeaks(t testing.TB, opts ...goleak.Option) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "checkNoLeaks") {
-				continue
-			}
-			// Only goroutines running our package's code (not its tests'
-			// helpers) or yamux's count.
-			own := false
-			for _, m := range ownFrame.FindAllString(g, -1) {
-				own = own || !strings.Contains(m, "_test.go")
-			}
-			if own || strings.Contains(g, "hashicorp/yamux") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines leaked:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		runtime.Gosched()
-		time.Sleep(10 * time.Millisecond) // polling a condition with no event to wait on
-	}
+	goleak.VerifyNone(t, append(opts, testHelpers...)...)
 }
 
 // isRefusedLocally reports whether a local connection was closed on us

@@ -81,30 +81,35 @@ func forwardError(err error, fwd *forwardFlags) error {
 		return err
 	}
 	specs := fwd.flags()
-	// Only whole phrases of config's messages: a file name may well
-	// contain "tls.key".
-	olds := []string{
-		"set tls.key_password_file to", "give --key-password-file with",
-		// forward has no flag to allow readable secrets: chmod is the fix.
-		" or set tls.allow_insecure_key_permissions = true", "",
-		" or set socks.allow_insecure_permissions = true", "",
-		"password_file is set, so is a user name", "--socks-password-file is given, so is --socks-user",
-		"user is set, so is a password file", "--socks-user is given, so is --socks-password-file",
-	}
-	for i := len(specs) - 1; i >= 0; i-- { // forward[10] before forward[1]
-		olds = append(olds, fmt.Sprintf("also used by forward[%d]", i), "also used by "+specs[i])
-	}
-	msg := strings.NewReplacer(olds...).Replace(ce.Err.Error())
-	key := ce.Key
-	if base, _, _ := strings.Cut(key, "["); forwardFlagKeys[base] != "" {
-		key = forwardFlagKeys[base]
-	} else if strings.HasPrefix(key, "forward[") {
+	flag := func(key string) string {
+		if base, _, _ := strings.Cut(key, "["); forwardFlagKeys[base] != "" {
+			return forwardFlagKeys[base]
+		}
 		var i int
 		if _, err := fmt.Sscanf(key, "forward[%d]", &i); err == nil && i < len(specs) {
-			key = specs[i]
+			return specs[i]
 		}
+		return key
 	}
-	return fmt.Errorf("%s: %s", key, msg)
+	msg := ce.Err.Error()
+	var (
+		insecure  *config.InsecureFileError
+		encrypted *config.EncryptedKeyError
+		unpaired  *config.UnpairedError
+		reused    *config.ListenReusedError
+	)
+	switch {
+	case errors.As(ce.Err, &insecure):
+		// forward has no flag to allow readable secrets: chmod is the fix.
+		msg = fmt.Sprintf("secret file %s is readable by group/others (mode %04o); chmod 600 it", insecure.Path, uint32(insecure.Mode))
+	case errors.As(ce.Err, &encrypted):
+		msg = fmt.Sprintf("%s is encrypted: give %s with a file holding its password", encrypted.Path, flag(encrypted.PasswordKey))
+	case errors.As(ce.Err, &unpaired):
+		msg = fmt.Sprintf("%v: %s is given, so is %s", config.ErrRequired, flag(unpaired.Given), flag(ce.Key))
+	case errors.As(ce.Err, &reused):
+		msg = fmt.Sprintf("listen address %s is also used by %s", reused.Addr, flag(fmt.Sprintf("forward[%d]", reused.Other)))
+	}
+	return fmt.Errorf("%s: %s", flag(ce.Key), msg)
 }
 
 func newClientCmd() *cobra.Command {

@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twoway/twoway/config"
-	"github.com/twoway/twoway/policy"
 )
 
 func init() { subcommands = append(subcommands, newConfigCmd) }
@@ -67,9 +66,6 @@ authentication) are printed as warnings; they do not fail the check.`,
 				cfg, err := config.LoadServer(path)
 				if err != nil {
 					return err
-				}
-				if _, err := policy.New(cfg.Policy); err != nil {
-					return fmt.Errorf("%s: policy: %w", path, err)
 				}
 				printWarnings(cmd, cfg.Warnings())
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (server: listen %s, %d policy rules)\n", path, cfg.Listen, len(cfg.Policy.Rules))
