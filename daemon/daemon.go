@@ -25,6 +25,7 @@ import (
 	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/proxy"
 	"github.com/twoway/twoway/socks5"
 	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tunnel"
@@ -248,6 +249,10 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		}
 		socksAuth = socks5.StaticCredentials(cfg.SOCKS.User, string(pw))
 	}
+	pf, puser, ppass, err := clientProxy(cfg.Proxy)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{log: logger, store: store, state: &clientState{}, user: cfg.User, vpn: cfg.VPN.Enable}
 	if c.ops, err = newOps(config.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
 		return nil, err
@@ -266,6 +271,9 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		Credentials:    store,
 		Forwards:       fwds,
 		SOCKSAuth:      socksAuth,
+		Proxy:          pf,
+		ProxyUser:      puser,
+		ProxyPassword:  ppass,
 		BackoffMin:     cfg.Reconnect.MinBackoff,
 		BackoffMax:     cfg.Reconnect.MaxBackoff,
 		Software:       software(),
@@ -378,4 +386,29 @@ func noLimitIfZero(n int) int {
 		return -1
 	}
 	return n
+}
+
+// clientProxy turns the client's [proxy] table into the tunnel's proxy
+// choice and credentials: a fixed proxy, none ("direct"), or, without a
+// URL, the environment's (HTTPS_PROXY, NO_PROXY).
+func clientProxy(p config.Proxy) (proxy.Func, string, string, error) {
+	var pass string
+	if p.User != "" {
+		pw, err := pki.ReadPasswordFile(p.PasswordFile)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("proxy password: %w", err)
+		}
+		pass = string(pw)
+	}
+	switch p.URL {
+	case config.ProxyDirect:
+		return nil, "", "", nil
+	case "":
+		return proxy.FromEnvironment(), p.User, pass, nil
+	}
+	u, err := proxy.ParseURL(p.URL)
+	if err != nil { // Validate has checked it
+		return nil, "", "", err
+	}
+	return proxy.Fixed(u, p.NoProxy), p.User, pass, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/proxy"
 	"github.com/twoway/twoway/tun"
 )
 
@@ -40,8 +41,14 @@ type ClientConfig struct {
 	// Tuning of the multiplexer; see DefaultTuning.
 	Tuning Tuning
 
-	// DialTimeout bounds the TCP connect to a gateway and, for -R, to a
-	// local target (10 s).
+	// Proxy, if set, picks an HTTP proxy to reach each endpoint through
+	// (proxy.Fixed, proxy.FromEnvironment); nil: always direct.
+	// ProxyUser and ProxyPassword are its Basic credentials, if the
+	// proxy URL carries none.
+	Proxy                    proxy.Func
+	ProxyUser, ProxyPassword string
+	// DialTimeout bounds the TCP connect to a gateway (or its proxy) and,
+	// for -R, to a local target (10 s).
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake plus the hello (10 s).
 	HandshakeTimeout time.Duration
@@ -467,7 +474,8 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout+c.cfg.HandshakeTimeout)
 	defer cancel()
-	d := net.Dialer{Timeout: c.cfg.DialTimeout, ControlContext: c.beforeDial}
+	d := proxy.Dialer{Proxy: c.cfg.Proxy, User: c.cfg.ProxyUser, Password: c.cfg.ProxyPassword,
+		Direct: &net.Dialer{Timeout: c.cfg.DialTimeout, ControlContext: c.beforeDial}}
 	raw, err := d.DialContext(ctx, "tcp", endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", endpoint, err)
@@ -480,6 +488,9 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	}
 	hctx, hcancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer hcancel()
+	if err := setNotSentLowat(raw, c.cfg.Tuning.NotSentLowat); err != nil {
+		c.log.Debug("TCP_NOTSENT_LOWAT not set", "err", err)
+	}
 	ck := &corkConn{Conn: raw}
 	tc := tls.Client(ck, tcfg)
 	if err := tc.HandshakeContext(hctx); err != nil {

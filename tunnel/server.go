@@ -436,6 +436,9 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	defer cancel()
 	remote := raw.RemoteAddr()
 	hs := &serverHandshake{hello: func() bool { return s.gate.helloArrived(ticket) }}
+	if err := setNotSentLowat(raw, s.cfg.Tuning.NotSentLowat); err != nil {
+		s.log.Debug("TCP_NOTSENT_LOWAT not set", "err", err)
+	}
 	ck := &corkConn{Conn: raw}
 	tc := tls.Server(ck, serverTLSConfig(s.cfg.Credentials, hs))
 	start := time.Now()
