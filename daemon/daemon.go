@@ -220,6 +220,7 @@ type Client struct {
 type ClientHooks struct {
 	OnSession      func(tunnel.SessionInfo)
 	OnDisconnect   func(error)
+	OnConnectError func(error)
 	OnRemoteListen func(f tunnel.Forward, bound string, err error)
 	// OnVPNUp and OnVPNDown follow the VPN of each session (VPN mode).
 	OnVPNUp   func(tun.Config)
@@ -279,6 +280,7 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		Software:       software(),
 		OnSession:      hooks.OnSession,
 		OnDisconnect:   hooks.OnDisconnect,
+		OnConnectError: hooks.OnConnectError,
 		OnRemoteListen: hooks.OnRemoteListen,
 		VPN:            vpn,
 	}, logger)

@@ -106,6 +106,12 @@ func (c *clientState) chain(h ClientHooks) ClientHooks {
 			next.OnDisconnect(err)
 		}
 	}
+	h.OnConnectError = func(err error) {
+		c.onConnectError(err)
+		if next.OnConnectError != nil {
+			next.OnConnectError(err)
+		}
+	}
 	h.OnRemoteListen = func(f tunnel.Forward, bound string, err error) {
 		c.onRemoteListen(f, bound, err)
 		if next.OnRemoteListen != nil {
@@ -113,6 +119,15 @@ func (c *clientState) chain(h ClientHooks) ClientHooks {
 		}
 	}
 	return h
+}
+
+// onConnectError records why the client cannot connect, for status: a
+// client that never got a session (a proxy refusing it, a gateway
+// refusing its certificate) has no disconnect to say why.
+func (c *clientState) onConnectError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastErr = err.Error()
 }
 
 func (c *clientState) onRemoteListen(f tunnel.Forward, _ string, err error) {

@@ -74,6 +74,9 @@ type ClientConfig struct {
 	OnSession func(SessionInfo)
 	// OnDisconnect, if set, is called when a session ends, with why.
 	OnDisconnect func(err error)
+	// OnConnectError, if set, is called when no gateway could be reached
+	// (or none accepted us), with why, before the client backs off.
+	OnConnectError func(err error)
 	// OnRemoteListen, if set, is called with the gateway's answer to each
 	// -R forward: the address it listens on, or why not.
 	OnRemoteListen func(f Forward, bound string, err error)
@@ -298,6 +301,9 @@ func (c *Client) run() {
 			}
 			d := jitter(backoff)
 			c.log.Warn("cannot reach gateway; will retry", "err", err, "retry_in", d.Round(time.Millisecond))
+			if c.cfg.OnConnectError != nil {
+				c.cfg.OnConnectError(err)
+			}
 			if !c.sleep(d) {
 				return
 			}
