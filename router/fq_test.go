@@ -230,3 +230,29 @@ func TestFQNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per round", a)
 	}
 }
+
+// TestQueue: the standalone queue hands out what was queued, with its
+// descriptor, counts what it cannot take, and ends Dequeue on Close.
+func TestQueue(t *testing.T) {
+	q := NewQueue(4, 1<<20)
+	desc := []byte{0, 0, 0}
+	for range 6 {
+		if !q.Enqueue(desc, sparse()) {
+			t.Fatal("refused while open")
+		}
+	}
+	if q.Dropped() != 2 {
+		t.Fatalf("dropped %d, want the 2 beyond its 4 slots", q.Dropped())
+	}
+	got, err := q.Dequeue(make([][]byte, 0, 8))
+	if err != nil || len(got) != 4 || len(got[0]) != len(desc)+len(sparse()) {
+		t.Fatalf("dequeued %d packets (%v)", len(got), err)
+	}
+	q.Close()
+	if _, err := q.Dequeue(nil); err != ErrPeerClosed {
+		t.Fatalf("after Close: %v", err)
+	}
+	if q.Enqueue(nil, sparse()) {
+		t.Fatal("accepted after Close")
+	}
+}

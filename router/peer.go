@@ -69,17 +69,22 @@ func (p *Peer) owns(a netip.Addr) bool {
 // One goroutine per peer calls Dequeue; in the steady state it allocates
 // nothing.
 func (p *Peer) Dequeue(pkts [][]byte) ([][]byte, error) {
-	for _, b := range p.inflight {
+	return p.q.dequeue(pkts, &p.inflight)
+}
+
+// dequeue is Dequeue for q, recycling the buffers in *inflight (the
+// previous call's) and recording the new ones there.
+func (q *fqQueue) dequeue(pkts [][]byte, inflight *[]*pbuf) ([][]byte, error) {
+	for _, b := range *inflight {
 		putBuf(b)
 	}
-	clear(p.inflight)
-	p.inflight = p.inflight[:0]
+	clear(*inflight)
+	*inflight = (*inflight)[:0]
 	pkts = pkts[:0]
-	q := p.q
 	for {
 		q.mu.Lock()
 		if q.n > 0 {
-			pkts, p.inflight = q.dequeueInto(pkts, p.inflight)
+			pkts, *inflight = q.dequeueInto(pkts, *inflight)
 			q.mu.Unlock()
 			if len(pkts) > 0 {
 				return pkts, nil

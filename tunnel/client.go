@@ -18,6 +18,7 @@ import (
 
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/proxy"
+	"github.com/twoway/twoway/router"
 	"github.com/twoway/twoway/tun"
 )
 
@@ -147,6 +148,7 @@ type Client struct {
 	locals []*localListener
 
 	link    atomic.Pointer[clientLink] // the current session's VPN, if up
+	outq    *router.Queue              // packets read from the VPN device, for the link (VPN mode)
 	runDone chan struct{}              // closed when run has returned
 	keptMu  sync.Mutex
 	kept    *appliedConfig // between sessions with VPN.Persist; guarded by keptMu
@@ -212,8 +214,10 @@ func (c *Client) Start(ctx context.Context) error {
 		}()
 	}
 	if c.cfg.VPN != nil {
-		c.wg.Add(1)
+		c.outq = router.NewQueue(router.DefaultQueueLen, router.DefaultQueueBytes)
+		c.wg.Add(2)
 		go func() { defer c.wg.Done(); c.readDevice() }()
+		go func() { defer c.wg.Done(); c.writeQueue() }()
 	}
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); defer close(c.runDone); c.run() }()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,17 @@ const clientHelloTimeout = 3 * time.Second
 // may not have run yet; evicting the oldest connection outright would hit
 // such clients as often as the idle ones. A variable for tests only.
 var minEvictAge = 250 * time.Millisecond
+
+// stalledAge is how long a handshake past its ClientHello may wait for the
+// client's next bytes before, with every slot taken, it can be evicted
+// too. An honest client answers the gateway's flight within a round trip:
+// on a satellite link well under stalledAge. An attacker who sends a
+// ClientHello and then stalls, from many addresses, would otherwise hold
+// every slot for the whole handshake timeout. Only the wait for the
+// client counts: a handshake that is slow because the gateway is busy
+// (a restart storm on a small machine) is never evicted for it. A
+// variable for tests only.
+var stalledAge = 3 * time.Second
 
 // penaltyConcurrency is how many handshakes at once a source gets while
 // its failure budget (the rate limiter) is spent.
@@ -36,7 +48,9 @@ const penaltyConcurrency = 2
 //     sent its ClientHello (of that source, or of all) is closed to make
 //     room; only when every slot holds a connection that is past its
 //     ClientHello is the newcomer refused. Idle connections therefore
-//     cannot keep anyone out: the next connection evicts them.
+//     cannot keep anyone out: the next connection evicts them. With
+//     every slot taken, a handshake that has stalled for stalledAge
+//     after its ClientHello is evicted too (the oldest first).
 //   - The source's token bucket (handshake_rate, handshake_burst) is
 //     charged only for handshakes that fail, time out or are evicted,
 //     never for successful ones, so a whole office behind one NAT
@@ -69,6 +83,29 @@ type gateTicket struct {
 	hello    bool // the ClientHello arrived; guarded by handshakeGate.mu
 	evicted  bool // closed to make room; guarded by handshakeGate.mu
 	released bool // guarded by handshakeGate.mu
+	// reading is when the handshake started waiting for the client's
+	// bytes (UnixNano), 0 while it is not waiting; see gateReader.
+	reading atomic.Int64
+}
+
+// gateReader records in its ticket when the handshake is waiting for the
+// client (see stalledAge). It stops once the slot is released.
+type gateReader struct {
+	net.Conn
+	t *gateTicket
+	// off is set when the handshake is over; from then on Read only
+	// passes through.
+	off atomic.Bool
+}
+
+func (r *gateReader) Read(p []byte) (int, error) {
+	if r.off.Load() {
+		return r.Conn.Read(p)
+	}
+	r.t.reading.Store(time.Now().UnixNano())
+	n, err := r.Conn.Read(p)
+	r.t.reading.Store(0)
+	return n, err
 }
 
 func newHandshakeGate(max, perSource int, limiter *sourceLimiter) *handshakeGate {
@@ -137,15 +174,28 @@ func (g *handshakeGate) admitWait(conn net.Conn, wait time.Duration, done <-chan
 }
 
 // evictLocked closes the oldest connection that has waited at least
-// minEvictAge for its ClientHello, of src if bySource; it reports whether
-// it found one.
+// minEvictAge for its ClientHello, of src if bySource; failing that, when
+// not bySource, the oldest handshake that is stalledAge old. It reports
+// whether it found one.
 func (g *handshakeGate) evictLocked(src netip.Addr, bySource bool, now time.Time) bool {
+	if g.evictOldest(now, minEvictAge, func(t *gateTicket) bool { return !t.hello && (!bySource || t.src == src) }) {
+		return true
+	}
+	return !bySource && g.evictOldest(now, 0, func(t *gateTicket) bool {
+		since := t.reading.Load()
+		return t.hello && since != 0 && now.Sub(time.Unix(0, since)) >= stalledAge
+	})
+}
+
+// evictOldest closes the oldest connection at least age old that pick
+// accepts.
+func (g *handshakeGate) evictOldest(now time.Time, age time.Duration, pick func(*gateTicket) bool) bool {
 	for e := g.order.Front(); e != nil; e = e.Next() {
 		t := e.Value.(*gateTicket)
-		if now.Sub(t.start) < minEvictAge {
+		if now.Sub(t.start) < age {
 			return false // the rest are younger still
 		}
-		if t.hello || t.evicted || (bySource && t.src != src) {
+		if t.evicted || !pick(t) {
 			continue
 		}
 		t.evicted = true
@@ -174,7 +224,8 @@ func (g *handshakeGate) dec(m map[netip.Addr]int, src netip.Addr) {
 	}
 }
 
-// helloArrived marks t past its ClientHello: it can no longer be evicted.
+// helloArrived marks t past its ClientHello: from then on it can be
+// evicted only when it has stalled (see stalledAge).
 // It reports false if t was evicted first.
 func (g *handshakeGate) helloArrived(t *gateTicket) bool {
 	g.mu.Lock()

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -350,6 +351,61 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("refusal %+v, want the stalled connection evicted", r)
 		}
 	})
+}
+
+// TestStalledHandshakesEvicted: clients that send a ClientHello and then
+// never answer the gateway's flight cannot hold every handshake slot: once
+// they have stalled for stalledAge, a newcomer evicts the oldest.
+func TestStalledHandshakesEvicted(t *testing.T) {
+	old := stalledAge
+	stalledAge = 200 * time.Millisecond
+	t.Cleanup(func() { stalledAge = old })
+	f := newFixture(t)
+	refusals := make(chan Refusal, 8)
+	cfg := f.serverConfig(nil)
+	cfg.MaxHandshakes = 2
+	cfg.OnRefuse = func(r Refusal) { refusals <- r }
+	srv := startServer(t, cfg)
+	var stalled []net.Conn
+	for range 2 {
+		raw, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		stalled = append(stalled, raw)
+		// The ClientHello goes out; the gateway's answer is never read,
+		// so the client's second flight never comes.
+		_, _ = raw.Write(clientHelloBytes(t))
+	}
+	time.Sleep(2 * stalledAge) // let them stall: the condition is time itself
+	if n := srv.gate.inFlight(); n != 2 {
+		t.Fatalf("%d handshakes in flight, want the 2 stalled ones", n)
+	}
+	start := time.Now()
+	connectSession(t, f, srv.Addr().String())
+	r := waitFor(t, refusals, "eviction")
+	if r.Stage != "capacity" || !errors.Is(r.Err, errEvicted) {
+		t.Fatalf("refusal %+v, want a stalled handshake evicted", r)
+	}
+	t.Logf("a client got in %s after two stalled handshakes filled the slots", time.Since(start).Round(time.Millisecond))
+}
+
+// clientHelloBytes is a real TLS 1.3 ClientHello offering twoway's ALPN.
+func clientHelloBytes(t *testing.T) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		_ = tls.Client(a, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{ALPN}, MinVersion: tls.VersionTLS13}).Handshake()
+	}()
+	buf := make([]byte, 16<<10)
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
 }
 
 func mustPort(t *testing.T, s string) uint16 {

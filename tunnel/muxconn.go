@@ -251,6 +251,27 @@ func (c *muxConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// waitRoom blocks until fewer than n bytes wait in the buffer (or the
+// connection has failed or is closing). The packets streams call it
+// before each write: their backlog should wait in the FQ-CoDel queue in
+// front of them, which manages it, not here, where every packet of the
+// session would wait behind it unmanaged; forwarded streams still use
+// the whole buffer.
+func (c *muxConn) waitRoom(n int) {
+	if c.direct {
+		return
+	}
+	c.mu.Lock()
+	for len(c.buf) >= n && c.err == nil && !c.closing {
+		c.spaceCond.Wait()
+	}
+	c.mu.Unlock()
+}
+
+// packetRoom is the most the buffer may hold when a packets stream adds
+// a batch (see waitRoom): two TLS records.
+const packetRoom = 32 << 10
+
 // inlineMax is the largest batch Write sends itself (see Write).
 const inlineMax = 16 << 10
 

@@ -440,7 +440,8 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 		s.log.Debug("TCP_NOTSENT_LOWAT not set", "err", err)
 	}
 	ck := &corkConn{Conn: raw}
-	tc := tls.Server(ck, serverTLSConfig(s.cfg.Credentials, hs))
+	gr := &gateReader{Conn: ck, t: ticket}
+	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, hs))
 	start := time.Now()
 	helloTimer := time.AfterFunc(clientHelloTimeout, func() { s.gate.expire(ticket) })
 	err := tc.HandshakeContext(ctx)
@@ -488,6 +489,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 		return
 	}
 	releaseSlot(true)
+	gr.off.Store(true)
 
 	logger.Info("session established", "version", ss.info.Version, "tls", tls.VersionName(ss.info.TLS.Version), "cipher", tls.CipherSuiteName(ss.info.TLS.CipherSuite))
 	if s.cfg.OnSession != nil {

@@ -62,6 +62,7 @@ type Configurator interface {
 // device configuration.
 type clientLink struct {
 	st   *yamux.Stream
+	conn *muxConn  // the session's connection (see muxConn.waitRoom)
 	gso  bool      // frames carry GSO descriptors (both sides announced capGSO)
 	ctr  *counters // the session's, for packets sent
 	conf *appliedConfig
@@ -118,7 +119,7 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 		cs.log.Error("gateway refused the packets stream", "err", err)
 		return nil
 	}
-	l := &clientLink{st: st, gso: cs.peerCaps[capGSO], ctr: &cs.ctr, conf: conf, done: make(chan struct{})}
+	l := &clientLink{st: st, conn: cs.conn, gso: cs.peerCaps[capGSO], ctr: &cs.ctr, conf: conf, done: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -181,46 +182,75 @@ func (cs *clientSession) openPackets() (*yamux.Stream, error) {
 	return st, nil
 }
 
-// readDevice is the one reader of the client's TUN device: each batch goes
-// to the current session's packets stream as one write, or is dropped when
-// there is none. When the session passes superpackets through (GSO), each
-// read is one packet or superpacket, framed in place.
+// readDevice is the one reader of the client's TUN device: it moves every
+// packet (or, when the session passes superpackets through, GSO,
+// superpacket) into the client's outbound queue at once, each with its
+// GSO descriptor in front, or drops it when there is no session. The
+// queue, not the kernel's TUN queue, is where a backlog waits: FQ-CoDel
+// there keeps one upload from delaying everything else (see
+// router.Queue). When the device closes, so does the queue.
 func (c *Client) readDevice() {
-	dev := c.cfg.VPN.Device
-	pkts := make([][]byte, dev.BatchSize())
-	var pw packetWriter
-	var failed *clientLink // a link whose stream a write failed on
+	defer c.outq.Close()
 	useGSO := func() bool { l := c.link.Load(); return l != nil && l.gso }
-	readTUN(dev, c.log, useGSO, func(bufs [][]byte, sizes []int, n int, gso bool) {
-		// The session may have changed during the read. Nothing more
-		// goes to a stream a write failed on: a partial frame there
-		// would make the rest unreadable.
-		l := c.link.Load()
-		if l == nil || l == failed {
+	readTUN(c.cfg.VPN.Device, c.log, useGSO, func(bufs [][]byte, sizes []int, n int, gso bool) {
+		if c.link.Load() == nil {
 			return
 		}
-		var werr error
-		switch {
-		case gso && l.gso:
-			werr = writeGSO(l.st, bufs[0], tun.Offset, sizes[0])
-		case gso && tun.GetGSO(bufs[0], tun.Offset).Kind != tun.GSONone:
-			return // a superpacket for a session without GSO: lost, TCP recovers
-		default:
-			for i := range n {
-				pkts[i] = bufs[i][tun.Offset : tun.Offset+sizes[i]]
+		for i := range n {
+			desc := noGSODesc[:]
+			if gso {
+				desc = bufs[i][tun.Offset-tun.GSOLen : tun.Offset]
 			}
-			pw.gso = l.gso
-			werr = pw.writeBatch(l.st, pkts[:n])
+			c.outq.Enqueue(desc, bufs[i][tun.Offset:tun.Offset+sizes[i]])
 		}
-		if werr != nil {
+	})
+}
+
+// noGSODesc is the descriptor of a finished packet.
+var noGSODesc = [tun.GSOLen]byte{byte(tun.GSONone)}
+
+// writeQueue is the one writer of the client's outbound queue: each batch
+// it takes goes to the current session's packets stream as one write, or
+// is dropped when there is none. A session without GSO gets the finished
+// packets without their descriptors; superpackets queued for a session
+// that has since been replaced by one without GSO are lost (TCP recovers).
+func (c *Client) writeQueue() {
+	pkts := make([][]byte, 0, c.cfg.VPN.Device.BatchSize())
+	var fin [][]byte
+	var pw packetWriter
+	var failed *clientLink // a link whose stream a write failed on
+	for {
+		var err error
+		if pkts, err = c.outq.Dequeue(pkts); err != nil {
+			return
+		}
+		// Nothing more goes to a stream a write failed on: a partial
+		// frame there would make the rest unreadable.
+		l := c.link.Load()
+		if l == nil || l == failed {
+			continue
+		}
+		batch := pkts
+		pw.gso, pw.described = l.gso, l.gso
+		if !l.gso {
+			fin = fin[:0]
+			for _, p := range pkts {
+				if tun.GetGSO(p, tun.GSOLen).Kind == tun.GSONone {
+					fin = append(fin, p[tun.GSOLen:])
+				}
+			}
+			batch = fin
+		}
+		l.conn.waitRoom(packetRoom)
+		if err := pw.writeBatch(l.st, batch); err != nil {
 			// The link's writer sees this and ends the session;
 			// its owner then tears the link down.
 			failed = l
 			_ = l.st.SetReadDeadline(time.Now())
-		} else {
-			l.ctr.pktsOut.Add(uint64(n))
+			continue
 		}
-	})
+		l.ctr.pktsOut.Add(uint64(len(batch)))
+	}
 }
 
 // writeDevice writes the packets arriving on st to the device in batches

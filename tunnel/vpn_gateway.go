@@ -169,6 +169,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 			if pkts, err = peer.Dequeue(pkts[:0]); err != nil {
 				return // removed
 			}
+			ss.conn.waitRoom(packetRoom)
 			if err := pw.writeBatch(st, pkts); err != nil {
 				ss.logPacketErr("to peer", err)
 				_ = st.SetReadDeadline(time.Now()) // end the other direction too
