@@ -39,9 +39,9 @@ func (p *Proxy) validate(src *source) error {
 	case p.User == "" && p.PasswordFile == "":
 		return nil
 	case p.User == "":
-		return src.errf("proxy.user", "%w: password_file is set, so is a user name", ErrRequired)
+		return src.err("proxy.user", &UnpairedError{Given: "proxy.password_file", text: "password_file is set, so is a user name"})
 	case p.PasswordFile == "":
-		return src.errf("proxy.password_file", "%w: user is set, so is a password file", ErrRequired)
+		return src.err("proxy.password_file", &UnpairedError{Given: "proxy.user", text: "user is set, so is a password file"})
 	}
 	_, err := checkSecretFile(src, "proxy.password_file", p.PasswordFile, p.AllowInsecurePermissions)
 	return err

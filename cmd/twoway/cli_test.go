@@ -109,6 +109,10 @@ func TestForwardErrorsNameFlags(t *testing.T) {
 		with(append(ca, "--key-password-file", keyPW, "-L", "8080:a:2", "-D", "0", "-L", "8080:b:3")...)...)
 	caFail(t, []string{"--socks-password-file: ", "--socks-user is given"},
 		with(append(ca, "--key-password-file", keyPW, "-D", "0", "--socks-user", "u")...)...)
+	caFail(t, []string{"--proxy-password-file: ", "--proxy-user is given"},
+		with(append(ca, "--key-password-file", keyPW, "-D", "0", "--proxy", "http://127.0.0.1:3128", "--proxy-user", "u")...)...)
+	caFail(t, []string{"--proxy: ", "scheme must be http"},
+		with(append(ca, "--key-password-file", keyPW, "-D", "0", "--proxy", "socks5://127.0.0.1:1080")...)...)
 }
 
 // TestProbeDaysText: probe's days left are floored (-1: expired within the

@@ -68,6 +68,10 @@ var forwardFlagKeys = map[string]string{
 	"tls.pins":              "--pin",
 	"socks.user":            "--socks-user",
 	"socks.password_file":   "--socks-password-file",
+	"proxy.url":             "--proxy",
+	"proxy.no_proxy":        "--no-proxy",
+	"proxy.user":            "--proxy-user",
+	"proxy.password_file":   "--proxy-password-file",
 	"control.socket":        "--control-socket",
 	"metrics.listen":        "--metrics-listen",
 }
@@ -208,6 +212,10 @@ proxy bound beyond loopback should require a password: --socks-user and
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", "", "serve Prometheus metrics on this host:port (default: off)")
 	f.StringVar(&cfg.SOCKS.User, "socks-user", "", "SOCKS5 user name that -D proxies require (with --socks-password-file)")
 	f.StringVar(&cfg.SOCKS.PasswordFile, "socks-password-file", "", "file whose first line is the SOCKS5 password -D proxies require")
+	f.StringVar(&cfg.Proxy.URL, "proxy", "", `HTTP proxy to reach the gateway through, http://host:port (default: HTTPS_PROXY from the environment; "direct": none)`)
+	f.StringVar(&cfg.Proxy.NoProxy, "no-proxy", "", "with --proxy: gateways reached directly (NO_PROXY syntax)")
+	f.StringVar(&cfg.Proxy.User, "proxy-user", "", "user name for the proxy's Basic authentication (with --proxy-password-file)")
+	f.StringVar(&cfg.Proxy.PasswordFile, "proxy-password-file", "", "file whose first line is the proxy password")
 	fwd.add(cmd)
 	for _, name := range []string{"server", "cert", "key", "ca"} {
 		_ = cmd.MarkFlagRequired(name)
