@@ -70,7 +70,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		HandshakeTimeout:       cfg.Limits.HandshakeTimeout,
 		MaxSessions:            cfg.Limits.MaxSessions,
 		MaxHandshakes:          cfg.Limits.MaxHandshakes,
-		MaxSessionsPerIdentity: noLimitIfZero(cfg.Limits.MaxSessionsPerIdentity),
+		MaxSessionsPerIdentity: cfg.Limits.MaxSessionsPerIdentity,
 		ReceiveBudget:          int64(cfg.Limits.ReceiveBudgetMiB) << 20,
 		ReceiveBudgetTotal:     int64(cfg.Limits.ReceiveBudgetTotalMiB) << 20,
 		HandshakeRate:          cfg.Limits.HandshakeRate,
@@ -81,9 +81,6 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 			KeepAliveInterval: cfg.Limits.KeepaliveInterval,
 			DeadPeerTimeout:   cfg.Limits.DeadPeerTimeout,
 		},
-	}
-	if cfg.Limits.HandshakeRate == 0 {
-		tc.HandshakeRate = -1 // config: 0 disables; tunnel: negative does
 	}
 	s := &Server{path: path, log: logger, store: store, cfg: cfg, boot: cfg}
 	if s.ops, err = newOps(config.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
@@ -380,15 +377,6 @@ func software() string {
 
 // ErrNoConfig is returned when a command needs a config file and got none.
 var ErrNoConfig = errors.New("no configuration file given (use -c FILE)")
-
-// noLimitIfZero maps a config limit where 0 means "none" to the tunnel's
-// convention, where 0 means the default and a negative value none.
-func noLimitIfZero(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
-}
 
 // clientProxy turns the client's [proxy] table into the tunnel's proxy
 // choice and credentials: a fixed proxy, none ("direct"), or, without a

@@ -74,13 +74,16 @@ func (l *lab) setUp(dir string) error {
 	}
 	l.rec = newHelloRecorder(ln)
 	gw, err := tunnel.NewServer(tunnel.ServerConfig{
-		Listener:     l.rec,
-		Credentials:  l.gatewayCreds,
-		Policy:       l.pol,
-		DrainTimeout: 2 * time.Second,
-		OnSession:    l.ev.onGatewaySession,
-		OnRefuse:     l.ev.onRefuse,
-		OnSessionEnd: l.ev.onSessionEnd,
+		Listener:               l.rec,
+		Credentials:            l.gatewayCreds,
+		Policy:                 l.pol,
+		DrainTimeout:           2 * time.Second,
+		HandshakeRate:          tunnel.DefaultHandshakeRate,
+		HandshakeBurst:         tunnel.DefaultHandshakeBurst,
+		MaxSessionsPerIdentity: tunnel.DefaultMaxSessionsPerIdentity,
+		OnSession:              l.ev.onGatewaySession,
+		OnRefuse:               l.ev.onRefuse,
+		OnSessionEnd:           l.ev.onSessionEnd,
 	}, l.opts.Logger.With("side", "gateway"))
 	if err != nil {
 		ln.Close()

@@ -122,13 +122,14 @@ func (f *fixture) serverConfig(pol Policy) ServerConfig {
 		pol = &fakePolicy{}
 	}
 	return ServerConfig{
-		Listen:           "127.0.0.1:0",
-		Credentials:      f.serverCreds,
-		Policy:           pol,
-		HandshakeTimeout: 5 * time.Second,
-		HandshakeRate:    -1,
-		DrainTimeout:     5 * time.Second,
-		DialTimeout:      5 * time.Second,
+		Listen:                 "127.0.0.1:0",
+		Credentials:            f.serverCreds,
+		Policy:                 pol,
+		HandshakeTimeout:       5 * time.Second,
+		HandshakeRate:          0, // off
+		MaxSessionsPerIdentity: DefaultMaxSessionsPerIdentity,
+		DrainTimeout:           5 * time.Second,
+		DialTimeout:            5 * time.Second,
 	}
 }
 

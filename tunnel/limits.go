@@ -34,7 +34,7 @@ type bucket struct {
 }
 
 func newSourceLimiter(perSecond float64, burst, maxTracked int) *sourceLimiter {
-	if perSecond < 0 {
+	if perSecond <= 0 {
 		return nil // unlimited
 	}
 	return &sourceLimiter{

@@ -49,8 +49,9 @@ type ServerConfig struct {
 	// MaxSessions bounds established sessions (10000).
 	MaxSessions int
 	// MaxSessionsPerIdentity bounds the sessions one identity (issuer
-	// and name) may hold at once (4); a new one beyond it replaces the
-	// oldest, which is told why. Negative means no limit.
+	// and name) may hold at once; a new one beyond it replaces the
+	// oldest, which is told why. 0 means no limit, as in server.toml;
+	// the gateway's default is DefaultMaxSessionsPerIdentity.
 	MaxSessionsPerIdentity int
 	// ReceiveBudget bounds the bytes one session's peer may have in
 	// flight to the gateway or waiting unread in its buffers, over all
@@ -63,9 +64,11 @@ type ServerConfig struct {
 	// handshakeGate for what happens when they are all taken.
 	MaxHandshakes int
 	// HandshakeRate and HandshakeBurst shape a token bucket per source
-	// (IPv4 address, IPv6 /64) charged for every handshake that fails
-	// (5/s, burst 20); a source that has spent it may run only two
-	// handshakes at once. A negative rate disables the limit.
+	// (IPv4 address, IPv6 /64) charged for every handshake that fails; a
+	// source that has spent it may run only two handshakes at once. A
+	// rate of 0 disables the limit, as in server.toml; the gateway's
+	// default is DefaultHandshakeRate, DefaultHandshakeBurst (the burst
+	// defaults to that when 0 with a rate set).
 	HandshakeRate  float64
 	HandshakeBurst int
 	// MaxListeners bounds remote (-R) listeners per session (16).
@@ -113,7 +116,6 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.DialTimeout, 10*time.Second)
 	def(&c.DrainTimeout, 30*time.Second)
 	defInt(&c.MaxSessions, 10000)
-	defInt(&c.MaxSessionsPerIdentity, 4)
 	if c.ReceiveBudget == 0 {
 		c.ReceiveBudget = 64 << 20
 	}
@@ -121,11 +123,10 @@ func (c ServerConfig) withDefaults() ServerConfig {
 		c.ReceiveBudgetTotal = 1 << 30
 	}
 	defInt(&c.MaxHandshakes, 256)
-	defInt(&c.HandshakeBurst, 20)
-	defInt(&c.MaxListeners, 16)
-	if c.HandshakeRate == 0 {
-		c.HandshakeRate = 5
+	if c.HandshakeRate > 0 {
+		defInt(&c.HandshakeBurst, DefaultHandshakeBurst)
 	}
+	defInt(&c.MaxListeners, 16)
 	if c.Resolver == nil {
 		c.Resolver = net.DefaultResolver
 	}
@@ -134,6 +135,15 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	return c
 }
+
+// The limits a gateway runs with unless told otherwise (server.toml's
+// defaults). In ServerConfig, unlike its other fields, 0 turns these off,
+// as it does in server.toml, so each caller states them.
+const (
+	DefaultHandshakeRate          = 5
+	DefaultHandshakeBurst         = 20
+	DefaultMaxSessionsPerIdentity = 4
+)
 
 // Validate checks the configuration without touching the network.
 func (c ServerConfig) Validate() error {
@@ -155,7 +165,8 @@ func (c ServerConfig) Validate() error {
 	if err := c.Tuning.Validate(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	if c.MaxSessions < 0 || c.MaxHandshakes < 0 || c.MaxListeners < 0 || c.HandshakeBurst < 0 {
+	if c.MaxSessions < 0 || c.MaxHandshakes < 0 || c.MaxListeners < 0 || c.HandshakeBurst < 0 ||
+		c.HandshakeRate < 0 || c.MaxSessionsPerIdentity < 0 {
 		return errors.New("server: limits must not be negative")
 	}
 	if c.VPN != nil {

@@ -23,9 +23,9 @@ func TestIdleFloodDoesNotLockOut(t *testing.T) {
 	}
 	f := newFixture(t)
 	cfg := f.serverConfig(nil)
-	cfg.HandshakeRate, cfg.HandshakeBurst = 0, 0 // the defaults: 5/s, burst 20
-	cfg.HandshakeTimeout = 0                     // default 10 s
-	cfg.MaxSessionsPerIdentity = -1              // one certificate stands for 200 users
+	cfg.HandshakeRate, cfg.HandshakeBurst = DefaultHandshakeRate, DefaultHandshakeBurst // the defaults: 5/s, burst 20
+	cfg.HandshakeTimeout = 0                                                            // default 10 s
+	cfg.MaxSessionsPerIdentity = 0                                                      // one certificate stands for 200 users
 	var stages sync.Map
 	cfg.OnRefuse = func(r Refusal) {
 		v, _ := stages.LoadOrStore(r.Stage+": "+fmt.Sprint(r.Err)[:min(60, len(fmt.Sprint(r.Err)))], new(atomic.Int32))
@@ -120,8 +120,8 @@ func TestRestartStorm(t *testing.T) {
 	const n = 2000
 	f := newFixture(t)
 	cfg := f.serverConfig(nil)
-	cfg.HandshakeRate, cfg.HandshakeBurst, cfg.HandshakeTimeout = 0, 0, 0 // defaults
-	cfg.MaxSessionsPerIdentity = -1                                       // one certificate stands for 2,000 users
+	cfg.HandshakeRate, cfg.HandshakeBurst, cfg.HandshakeTimeout = DefaultHandshakeRate, DefaultHandshakeBurst, 0 // defaults
+	cfg.MaxSessionsPerIdentity = 0                                                                               // one certificate stands for 2,000 users
 	var up atomic.Int64
 	cfg.OnSession = func(SessionInfo) { up.Add(1) }
 	srv := startServer(t, cfg)
