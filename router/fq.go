@@ -272,13 +272,15 @@ func (q *fqQueue) popList(l int) int32 {
 	return fi
 }
 
-// dequeueInto moves up to max(cap(pkts), 1) packets, in FQ-CoDel order, to
-// pkts (their buffers to inflight, for the caller to recycle) and returns
-// both. Called with mu held.
-func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf) ([][]byte, []*pbuf) {
+// dequeueInto moves up to max(cap(pkts), 1) packets and, if maxBytes > 0,
+// about maxBytes (at least one packet), in FQ-CoDel order, to pkts (their
+// buffers to inflight, for the caller to recycle) and returns both. Called
+// with mu held.
+func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf, maxBytes int) ([][]byte, []*pbuf) {
 	now := q.clock()
 	want := max(cap(pkts), 1)
-	for len(pkts) < want {
+	size := 0
+	for len(pkts) < want && (maxBytes <= 0 || size < maxBytes) {
 		l := listNew
 		if q.lists[listNew].head < 0 {
 			l = listOld
@@ -307,6 +309,7 @@ func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf) ([][]byte, []*pbu
 		}
 		it := &q.items[slot]
 		f.deficit -= len(it.b.b)
+		size += len(it.b.b)
 		pkts = append(pkts, it.b.b)
 		inflight = append(inflight, it.b)
 		it.b = nil

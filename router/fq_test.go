@@ -34,7 +34,7 @@ func newFQEnv(limit, limitBytes int) *fqEnv {
 func (e *fqEnv) take(n int) [][]byte {
 	e.q.mu.Lock()
 	defer e.q.mu.Unlock()
-	pkts, inflight := e.q.dequeueInto(make([][]byte, 0, n), nil)
+	pkts, inflight := e.q.dequeueInto(make([][]byte, 0, n), nil, 0)
 	out := make([][]byte, len(pkts))
 	for i, p := range pkts {
 		out[i] = slices.Clone(p)
@@ -214,7 +214,7 @@ func TestFQNoAllocs(t *testing.T) {
 		e.q.enqueueWith(nil, pkt)
 		e.q.enqueueWith(nil, sp)
 		e.q.mu.Lock()
-		pkts, inflight = e.q.dequeueInto(pkts[:0], inflight[:0])
+		pkts, inflight = e.q.dequeueInto(pkts[:0], inflight[:0], 0)
 		e.q.mu.Unlock()
 		for _, b := range inflight {
 			putBuf(b)
@@ -254,5 +254,25 @@ func TestQueue(t *testing.T) {
 	}
 	if q.Enqueue(nil, sparse()) {
 		t.Fatal("accepted after Close")
+	}
+}
+
+// TestDequeueMax: a writer can bound what one Dequeue hands out, in bytes
+// (at least one packet), so that little leaves the managed queue at once.
+func TestDequeueMax(t *testing.T) {
+	q := NewQueue(64, 4<<20)
+	big := tuntest.UDP(ap(bulkSrc, 443), ap(aliceV4, 50000), make([]byte, 20000))
+	for range 10 {
+		q.Enqueue(nil, big)
+	}
+	got, err := q.DequeueMax(make([][]byte, 0, 64), 64<<10)
+	if err != nil || len(got) != 4 {
+		t.Fatalf("DequeueMax(64 KiB) handed out %d packets of %d bytes (%v), want 4", len(got), len(big), err)
+	}
+	if got, _ := q.DequeueMax(make([][]byte, 0, 64), 1); len(got) != 1 {
+		t.Fatalf("a 1-byte bound handed out %d packets, want 1", len(got))
+	}
+	if got, _ := q.Dequeue(make([][]byte, 0, 64)); len(got) != 5 {
+		t.Fatalf("Dequeue handed out %d, want the 5 left", len(got))
 	}
 }

@@ -69,12 +69,20 @@ func (p *Peer) owns(a netip.Addr) bool {
 // One goroutine per peer calls Dequeue; in the steady state it allocates
 // nothing.
 func (p *Peer) Dequeue(pkts [][]byte) ([][]byte, error) {
-	return p.q.dequeue(pkts, &p.inflight)
+	return p.q.dequeue(pkts, &p.inflight, 0)
+}
+
+// DequeueMax is Dequeue returning about maxBytes at most (at least one
+// packet): what leaves the queue is no longer managed, and a packet of
+// another flow arriving meanwhile waits behind all of it, so a writer
+// that knows how fast its path drains takes no more than that.
+func (p *Peer) DequeueMax(pkts [][]byte, maxBytes int) ([][]byte, error) {
+	return p.q.dequeue(pkts, &p.inflight, maxBytes)
 }
 
 // dequeue is Dequeue for q, recycling the buffers in *inflight (the
 // previous call's) and recording the new ones there.
-func (q *fqQueue) dequeue(pkts [][]byte, inflight *[]*pbuf) ([][]byte, error) {
+func (q *fqQueue) dequeue(pkts [][]byte, inflight *[]*pbuf, maxBytes int) ([][]byte, error) {
 	for _, b := range *inflight {
 		putBuf(b)
 	}
@@ -84,7 +92,7 @@ func (q *fqQueue) dequeue(pkts [][]byte, inflight *[]*pbuf) ([][]byte, error) {
 	for {
 		q.mu.Lock()
 		if q.n > 0 {
-			pkts, *inflight = q.dequeueInto(pkts, *inflight)
+			pkts, *inflight = q.dequeueInto(pkts, *inflight, maxBytes)
 			q.mu.Unlock()
 			if len(pkts) > 0 {
 				return pkts, nil

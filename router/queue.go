@@ -43,7 +43,12 @@ func (q *Queue) Enqueue(pre, pkt []byte) bool {
 // Dequeue is Peer.Dequeue for this queue; once Close has been called it
 // returns ErrPeerClosed.
 func (q *Queue) Dequeue(pkts [][]byte) ([][]byte, error) {
-	return q.q.dequeue(pkts, &q.inflight)
+	return q.q.dequeue(pkts, &q.inflight, 0)
+}
+
+// DequeueMax is Peer.DequeueMax for this queue.
+func (q *Queue) DequeueMax(pkts [][]byte, maxBytes int) ([][]byte, error) {
+	return q.q.dequeue(pkts, &q.inflight, maxBytes)
 }
 
 // Close discards what is queued and ends Dequeue.

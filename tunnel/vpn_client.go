@@ -221,7 +221,7 @@ func (c *Client) writeQueue() {
 	var failed *clientLink // a link whose stream a write failed on
 	for {
 		var err error
-		if pkts, err = c.outq.Dequeue(pkts); err != nil {
+		if pkts, err = c.outq.DequeueMax(pkts, packetBatchBytes); err != nil {
 			return
 		}
 		// Nothing more goes to a stream a write failed on: a partial

@@ -166,7 +166,7 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 		pkts := make([][]byte, 0, tun.MaxBatchSize)
 		for {
 			var err error
-			if pkts, err = peer.Dequeue(pkts[:0]); err != nil {
+			if pkts, err = peer.DequeueMax(pkts[:0], packetBatchBytes); err != nil {
 				return // removed
 			}
 			ss.conn.waitRoom(packetRoom)
