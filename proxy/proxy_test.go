@@ -18,8 +18,9 @@ import (
 	"github.com/twoway/twoway/proxy/proxytest"
 )
 
-// echoServer answers every connection with what it reads.
-func echoServer(t *testing.T) string {
+// serve accepts connections on a loopback port until the test ends,
+// handling each with handle, and returns the address.
+func serve(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,10 +37,15 @@ func echoServer(t *testing.T) string {
 				return
 			}
 			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); _, _ = io.Copy(c, c) }()
+			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// echoServer answers every connection with what it reads.
+func echoServer(t *testing.T) string {
+	return serve(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 // fakeProxy is an HTTP CONNECT proxy for the unit tests: answer decides
@@ -52,49 +58,30 @@ type fakeProxy struct {
 
 func startFakeProxy(t *testing.T, answer func(r *http.Request) string) *fakeProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &fakeProxy{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				r, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				p.mu.Lock()
-				p.requests = append(p.requests, r)
-				p.mu.Unlock()
-				if a := answer(r); a != "" {
-					_, _ = io.WriteString(c, a)
-					_, _ = io.Copy(io.Discard, c)
-					return
-				}
-				up, err := net.Dial("tcp", r.Host)
-				if err != nil {
-					_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
-					return
-				}
-				defer up.Close()
-				_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-				go func() { _, _ = io.Copy(up, c); up.Close() }()
-				_, _ = io.Copy(c, up)
-			}()
+	p := &fakeProxy{}
+	p.addr = serve(t, func(c net.Conn) {
+		r, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
+		p.mu.Lock()
+		p.requests = append(p.requests, r)
+		p.mu.Unlock()
+		if a := answer(r); a != "" {
+			_, _ = io.WriteString(c, a)
+			_, _ = io.Copy(io.Discard, c)
+			return
+		}
+		up, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+			return
+		}
+		defer up.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		_, _ = io.Copy(c, up)
+	})
 	return p
 }
 
