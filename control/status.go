@@ -163,6 +163,10 @@ type Totals struct {
 	// PolicyClosed counts remote listeners and forwarded streams closed
 	// because a reloaded policy no longer allowed them.
 	PolicyClosed uint64 `json:"policy_closed,omitempty"`
+	// ECNMarked counts VPN packets the gateway's queues marked CE (ECN)
+	// instead of dropping them (see README, "No flow of a client slows
+	// down its others").
+	ECNMarked uint64 `json:"ecn_marked,omitempty"`
 	// Dropped counts packets the VPN router dropped, by reason ("policy",
 	// "spoof", "queue", ...).
 	Dropped map[string]uint64 `json:"dropped,omitempty"`

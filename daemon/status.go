@@ -65,6 +65,7 @@ func gatewayStatus(started time.Time, ts *tunnel.Server, creds expiry.Credential
 	st.Totals.StreamsOpened = tot.StreamsOpened
 	st.Totals.PolicyClosed = tot.PolicyClosed
 	vs := ts.VPNStats()
+	st.Totals.ECNMarked = vs.Marked
 	st.Totals.Dropped = map[string]uint64{
 		"malformed": vs.Malformed, "link_local": vs.LinkLocal, "spoof": vs.Spoof,
 		"client_to_client": vs.ClientToClient, "policy": vs.Policy, "no_route": vs.NoRoute,

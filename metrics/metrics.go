@@ -257,6 +257,8 @@ var (
 		"VPN packets carried for peers; in is received from them, out sent to them.", []string{"direction"}, nil)
 	descDropped = prometheus.NewDesc("twoway_packets_dropped_total",
 		"VPN packets dropped, by reason (policy, spoof, queue, ...).", []string{"reason"}, nil)
+	descMarked = prometheus.NewDesc("twoway_packets_ecn_marked_total",
+		"VPN packets the gateway's queues marked CE (ECN) instead of dropping them.", nil, nil)
 	descStreamsOpen = prometheus.NewDesc("twoway_streams_open",
 		"Data streams open now, over all sessions.", nil, nil)
 	descStreamsOpened = prometheus.NewDesc("twoway_streams_opened_total",
@@ -273,7 +275,7 @@ var (
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descStart, descSessions, descBytes, descPackets,
-		descDropped, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext} {
+		descDropped, descMarked, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext} {
 		ch <- d
 	}
 }
@@ -307,6 +309,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range t.Dropped {
 		counter(descDropped, n, reason)
 	}
+	counter(descMarked, t.ECNMarked)
 	// A registry rejects a scrape with duplicate series, and the same CA
 	// can be listed twice (presented chain and bundle).
 	seen := make(map[[3]string]bool, len(st.Certificates))

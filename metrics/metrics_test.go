@@ -66,7 +66,7 @@ func status() control.Status {
 		},
 		Totals: control.Totals{
 			BytesIn: 1000, BytesOut: 2500, PacketsIn: 7, PacketsOut: 9, StreamsOpened: 42,
-			Dropped: map[string]uint64{"policy": 5, "spoof": 2},
+			Dropped: map[string]uint64{"policy": 5, "spoof": 2}, ECNMarked: 11,
 		},
 		Certificates: []control.Certificate{
 			{Which: control.CertOwn, Subject: "gw.example", Serial: "1a", NotAfter: now.Add(10 * 24 * time.Hour)},
@@ -113,6 +113,9 @@ twoway_packets_total{direction="out"} 9
 # TYPE twoway_packets_dropped_total counter
 twoway_packets_dropped_total{reason="policy"} 5
 twoway_packets_dropped_total{reason="spoof"} 2
+# HELP twoway_packets_ecn_marked_total VPN packets the gateway's queues marked CE (ECN) instead of dropping them.
+# TYPE twoway_packets_ecn_marked_total counter
+twoway_packets_ecn_marked_total 11
 # HELP twoway_certificate_expiry_seconds Seconds until a certificate the daemon depends on expires (negative once expired); which is own, chain or ca.
 # TYPE twoway_certificate_expiry_seconds gauge
 twoway_certificate_expiry_seconds{serial="1a",subject="gw.example",which="own"} 864000
@@ -126,7 +129,7 @@ twoway_crl_next_update_seconds{issuer="sub CA",number="2"} 172800
 	err := testutil.ScrapeAndCompare(url, strings.NewReader(want),
 		"twoway_info", "twoway_start_time_seconds", "twoway_sessions", "twoway_streams_open",
 		"twoway_streams_opened_total", "twoway_bytes_total", "twoway_packets_total",
-		"twoway_packets_dropped_total", "twoway_certificate_expiry_seconds", "twoway_crl_next_update_seconds")
+		"twoway_packets_dropped_total", "twoway_packets_ecn_marked_total", "twoway_certificate_expiry_seconds", "twoway_crl_next_update_seconds")
 	if err != nil {
 		t.Fatal(err)
 	}
