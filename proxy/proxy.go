@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -149,7 +150,9 @@ func (d *Dialer) connect(ctx context.Context, conn net.Conn, pu *url.URL, addr s
 	if _, err := conn.Write([]byte(b.String())); err != nil {
 		return nil, err
 	}
-	br := bufio.NewReader(conn)
+	// The answer is read through a bound: a proxy that sends headers
+	// without end must not make us hold them.
+	br := bufio.NewReader(io.LimitReader(conn, maxAnswer))
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
 		return nil, fmt.Errorf("reading the answer: %w", err)
@@ -173,6 +176,10 @@ func (d *Dialer) connect(ctx context.Context, conn net.Conn, pu *url.URL, addr s
 	}
 	return conn, nil
 }
+
+// maxAnswer bounds the proxy's answer to CONNECT (status line and
+// headers); real ones are a few hundred bytes.
+const maxAnswer = 16 << 10
 
 // stopDeadline ends ctx's hold on conn; if ctx was already done, the
 // exchange counts as cancelled.

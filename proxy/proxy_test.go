@@ -171,11 +171,13 @@ func TestConnectRefusals(t *testing.T) {
 		{"HTTP/1.1 502 Bad Gateway\r\n\r\n", ErrRefused},
 		{"HTTP/1.1 200 OK\r\n\r\nunexpected", ErrRefused},
 		{"SSH-2.0-not-a-proxy\r\n", nil},
+		// Headers without end: refused once past the bound, not held.
+		{"HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", 1000) + "\r\n", nil},
 	} {
 		p := startFakeProxy(t, func(*http.Request) string { return tc.answer })
 		_, err := (&Dialer{Proxy: always("http://" + p.addr)}).DialContext(ctx, "tcp", "gw.example:443")
 		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
-			t.Errorf("answer %q: %v, want %v", tc.answer, err, tc.want)
+			t.Errorf("answer %.60q: %v, want %v", tc.answer, err, tc.want)
 		}
 		if err != nil && !strings.Contains(err.Error(), "CONNECT gw.example:443") {
 			t.Errorf("error does not say what failed: %v", err)
