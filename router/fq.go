@@ -221,7 +221,7 @@ func (q *fqQueue) dropFattest() {
 			fat = i
 		}
 	}
-	q.releaseItem(&q.flows[fat], q.popItem(&q.flows[fat]))
+	q.releaseItem(q.popItem(&q.flows[fat]))
 	q.countDrop()
 }
 
@@ -243,10 +243,15 @@ func (q *fqQueue) popItem(f *fqFlow) int32 {
 
 // releaseItem returns a popped item's buffer to its pool and its slot to
 // the free list. Called with mu held.
-func (q *fqQueue) releaseItem(_ *fqFlow, slot int32) {
-	it := &q.items[slot]
-	putBuf(it.b)
-	*it = fqItem{next: q.free}
+func (q *fqQueue) releaseItem(slot int32) {
+	putBuf(q.items[slot].b)
+	q.freeSlot(slot)
+}
+
+// freeSlot puts slot, whose buffer has been taken care of, on the free
+// list. Called with mu held.
+func (q *fqQueue) freeSlot(slot int32) {
+	q.items[slot] = fqItem{next: q.free}
 	q.free = slot
 }
 
@@ -312,9 +317,7 @@ func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf, maxBytes int) ([]
 		size += len(it.b.b)
 		pkts = append(pkts, it.b.b)
 		inflight = append(inflight, it.b)
-		it.b = nil
-		*it = fqItem{next: q.free}
-		q.free = slot
+		q.freeSlot(slot)
 	}
 	return pkts, inflight
 }
@@ -339,7 +342,7 @@ func (q *fqQueue) codelDequeue(f *fqFlow, now int64) int32 {
 				f.dropNext = controlLaw(f.dropNext, f.count)
 				return slot // marked, sent
 			}
-			q.releaseItem(f, slot)
+			q.releaseItem(slot)
 			if f.head < 0 {
 				f.dropping = false
 				return -1
@@ -365,7 +368,7 @@ func (q *fqQueue) codelDequeue(f *fqFlow, now int64) int32 {
 		if q.signal(slot) {
 			return slot
 		}
-		q.releaseItem(f, slot)
+		q.releaseItem(slot)
 		if f.head < 0 {
 			return -1
 		}
