@@ -209,6 +209,9 @@ func (c *Client) Validate() error {
 			return src.err("vpn.tun", err)
 		}
 	}
+	if err := c.VPN.validate(src); err != nil {
+		return err
+	}
 	if err := validateOps(src, &c.Control, &c.Metrics); err != nil {
 		return err
 	}

@@ -67,7 +67,23 @@ type ServerVPN struct {
 	// StateDir holds leases.json (sticky leases) and the TUN
 	// configuration record for crash cleanup. Default DefaultStateDir.
 	StateDir string `toml:"state_dir"`
+	// UDP offers clients the UDP data path (default true); UDPPort is
+	// its port on every local address, default the TLS listener's port.
+	UDP     *bool `toml:"udp"`
+	UDPPort int   `toml:"udp_port"`
 }
+
+// UDPOn reports the udp setting, default true.
+func (v *ServerVPN) UDPOn() bool { return v.UDP == nil || *v.UDP }
+
+// Client transports ([vpn] transport).
+const (
+	// TransportAuto moves VPN packets to UDP while the gateway's UDP
+	// port answers, and back to the TLS connection when it does not.
+	TransportAuto = "auto"
+	// TransportTCP keeps them on the TLS connection.
+	TransportTCP = "tcp"
+)
 
 // Pool returns the address pool configuration.
 func (v *ServerVPN) Pool() ipam.Config {
@@ -99,6 +115,8 @@ type ClientVPN struct {
 	// outside it (a kill switch for a full tunnel). Default false: they
 	// are undone when a session ends and applied again with the next.
 	Persist bool `toml:"persist"`
+	// Transport is TransportAuto (default) or TransportTCP.
+	Transport string `toml:"transport"`
 }
 
 // OffloadOn reports the offload setting, default true.
@@ -126,6 +144,17 @@ func (v *ClientVPN) resolve(src *source) {
 	}
 	v.StateDir = src.resolve(v.StateDir)
 	v.ResolvConf = src.resolve(v.ResolvConf)
+	if v.Transport == "" {
+		v.Transport = TransportAuto
+	}
+}
+
+func (v *ClientVPN) validate(src *source) error {
+	switch v.Transport {
+	case "", TransportAuto, TransportTCP: // "": a config built in code
+		return nil
+	}
+	return src.errf("vpn.transport", "%q: want %q or %q", v.Transport, TransportAuto, TransportTCP)
 }
 
 func (v *ServerVPN) validate(src *source) error {
@@ -140,6 +169,9 @@ func (v *ServerVPN) validate(src *source) error {
 	case ForwardingNAT, ForwardingRouted:
 	default:
 		return src.errf("vpn.forwarding", "%q: want %q or %q", v.Forwarding, ForwardingNAT, ForwardingRouted)
+	}
+	if v.UDPPort < 0 || v.UDPPort > 65535 {
+		return src.errf("vpn.udp_port", "%d: want 1..65535 (0: the listen port)", v.UDPPort)
 	}
 	if v.TUN != "" {
 		if err := tun.ValidateName(runtime.GOOS, v.TUN); err != nil {

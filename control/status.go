@@ -77,7 +77,9 @@ type Session struct {
 	// Addresses are the tunnel addresses assigned in VPN mode.
 	Addresses []string `json:"addresses,omitempty"`
 	// GSO: VPN superpackets pass through whole on this session.
-	GSO        bool      `json:"gso,omitempty"`
+	GSO bool `json:"gso,omitempty"`
+	// Path is what carries the VPN packets now: "udp" or "tcp".
+	Path       string    `json:"path,omitempty"`
 	BytesIn    uint64    `json:"bytes_in"`
 	BytesOut   uint64    `json:"bytes_out"`
 	PacketsIn  uint64    `json:"packets_in"`
@@ -170,6 +172,15 @@ type Totals struct {
 	// Dropped counts packets the VPN router dropped, by reason ("policy",
 	// "spoof", "queue", ...).
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
+	// UDPIn and UDPOut count authenticated datagrams received and
+	// datagrams sent on the UDP data path; UDPDropped counts datagrams
+	// dropped before or in authentication, by reason ("auth", "replay",
+	// "unknown-session", ...); UDPRoamed counts changes of a client's
+	// UDP address.
+	UDPIn      uint64            `json:"udp_in,omitempty"`
+	UDPOut     uint64            `json:"udp_out,omitempty"`
+	UDPDropped map[string]uint64 `json:"udp_dropped,omitempty"`
+	UDPRoamed  uint64            `json:"udp_roamed,omitempty"`
 }
 
 // NewSession fills the identity part of a Session from the peer's verified

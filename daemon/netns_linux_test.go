@@ -499,7 +499,10 @@ resolv_conf = %[3]q
 `, server, name, resolv, strings.Join(extra, "\n"))
 		return writeFile(t, filepath.Join(dir, name+".toml"), conf), resolv
 	}
-	aliceConf, aliceResolv := clientConf("alice", "198.19.1.1:8443")
+	// Alice keeps her packets on the TLS connection (the UDP path has a
+	// test of its own, TestNetnsUDPPath), so that GSO passthrough is what
+	// carries them.
+	aliceConf, aliceResolv := clientConf("alice", "198.19.1.1:8443", `transport = "tcp"`)
 	// Bob's device has no offloads: the gateway cuts superpackets for him.
 	// And he keeps his configuration while reconnecting (persist).
 	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443", "offload = false", "persist = true")

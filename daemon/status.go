@@ -71,6 +71,11 @@ func gatewayStatus(started time.Time, ts *tunnel.Server, creds expiry.Credential
 		"client_to_client": vs.ClientToClient, "policy": vs.Policy, "no_route": vs.NoRoute,
 		"queue": vs.Queue, "lan_error": vs.LANError,
 	}
+	us := ts.UDPStats()
+	st.Totals.UDPIn, st.Totals.UDPOut, st.Totals.UDPRoamed = us.DatagramsIn, us.DatagramsOut, us.Roamed
+	if len(us.Dropped) > 0 {
+		st.Totals.UDPDropped = us.Dropped
+	}
 	return st
 }
 
@@ -226,6 +231,7 @@ func applyStats(cs *control.Session, st tunnel.SessionStats) {
 	cs.BytesIn, cs.BytesOut = st.BytesIn, st.BytesOut
 	cs.PacketsIn, cs.PacketsOut = st.PacketsIn, st.PacketsOut
 	cs.Streams = max(st.Streams-1, 0) // not the control stream
+	cs.Path = st.Path
 	if st.RTT > 0 {
 		cs.RTTMillis = float64(st.RTT) / float64(time.Millisecond)
 	}

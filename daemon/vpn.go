@@ -69,10 +69,14 @@ func openGatewayVPN(v *config.ServerVPN, logger *slog.Logger) (_ *tunnel.ServerV
 		return nil, nil, fmt.Errorf("vpn: %w", err)
 	}
 	logger.Info("VPN mode on", "tun", name, "addresses", pool.Gateway(), "forwarding", v.Forwarding, "client_to_client", v.ClientToClient)
-	return &tunnel.ServerVPN{
+	sv := &tunnel.ServerVPN{
 		Device: dev, Pool: pool, Routes: v.Routes, DNS: v.DNS, SearchDomains: v.SearchDomains,
 		MTU: v.MTU, ClientToClient: v.ClientToClient,
-	}, gv, nil
+	}
+	if v.UDPOn() {
+		sv.UDP = &tunnel.ServerUDP{Port: v.UDPPort}
+	}
+	return sv, gv, nil
 }
 
 // close undoes the LAN setup and the device configuration (the device
@@ -122,5 +126,8 @@ func openClientVPN(v *config.ClientVPN, hooks ClientHooks, logger *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("vpn: open TUN device: %w", err)
 	}
-	return &tunnel.ClientVPN{Device: dev, Configurator: conf, OnUp: hooks.OnVPNUp, OnDown: hooks.OnVPNDown, Persist: v.Persist}, nil
+	return &tunnel.ClientVPN{
+		Device: dev, Configurator: conf, OnUp: hooks.OnVPNUp, OnDown: hooks.OnVPNDown, Persist: v.Persist,
+		TCPOnly: v.Transport == config.TransportTCP,
+	}, nil
 }

@@ -537,6 +537,9 @@ type clientSession struct {
 	endpoint string
 	verifier *pki.Verifier // the snapshot that accepted the gateway
 	vpnErr   string        // why the gateway pushed no VPN config, if it said
+	udpRecv  uint32        // the receiver index we offered for the UDP path; 0 = none
+	udpHello *udpHello     // the gateway's side of the UDP path, if agreed
+	udpKeys  *udpKeys      // the UDP path's keys, if agreed
 }
 
 func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) error {
@@ -563,9 +566,15 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 			caps = append(caps, capGSO)
 		}
 	}
+	var udp *udpHello
+	if v := cs.client.cfg.VPN; v != nil && !v.TCPOnly {
+		caps = append(caps, capUDP)
+		cs.udpRecv = newReceiverIndex()
+		udp = &udpHello{Receiver: cs.udpRecv}
+	}
 	err = writeControl(st, &controlMsg{
 		Type: msgHello, Version: ProtocolVersion, MinVersion: minProtocolVersion,
-		Software: cs.client.cfg.Software, Capabilities: caps,
+		Software: cs.client.cfg.Software, Capabilities: caps, UDP: udp,
 	})
 	var m *controlMsg
 	if err == nil {
@@ -595,6 +604,14 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 		PeerSoftware: m.Software, Established: time.Now(),
 	}
 	cs.vpnErr = m.VPNError
+	if u := m.UDP; u != nil && cs.udpRecv != 0 && m.VPN != nil && cs.peerCaps[capUDP] && u.Receiver != 0 && u.Port > 0 && u.Port < 65536 {
+		keys, err := newUDPKeys(state.ExportKeyingMaterial, m.Session, true, cs.udpRecv, u.Receiver)
+		if err != nil {
+			cs.log.Warn("no UDP path for this session", "err", err)
+		} else {
+			cs.udpHello, cs.udpKeys = u, keys
+		}
+	}
 	if m.Params != nil {
 		cs.info.Params = *m.Params
 	}

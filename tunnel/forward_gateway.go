@@ -181,6 +181,10 @@ func (ss *serverSession) handleControl(m *controlMsg) {
 		if rl != nil {
 			rl.ln.Close()
 		}
+	case msgPath:
+		if ss.udp != nil {
+			ss.udp.setPath(m.Path)
+		}
 	default:
 		ss.log.Debug("ignoring control message", "type", m.Type)
 	}

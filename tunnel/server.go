@@ -186,6 +186,7 @@ type Server struct {
 	lingering chan struct{}   // lingerClose slots
 	bufs      *sync.Pool
 	router    *router.Router // VPN mode only
+	udp       *udpGateway    // the UDP data path; nil without it
 	pool      *receivePool   // the gateway-wide receive budget; nil for none
 	local     localAddrs     // the gateway's own addresses, which forwards may not reach
 	release   memoryRelease  // gives memory back after many sessions end
@@ -275,6 +276,12 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ln = ln
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.log.Info("gateway listening", "addr", ln.Addr().String())
+	if s.cfg.VPN != nil && s.cfg.VPN.UDP != nil {
+		if err := s.startUDP(); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.acceptLoop() }()
 	if s.router != nil {
@@ -354,6 +361,9 @@ func (s *Server) Stop() {
 			// goes, and closing it is what ends the LAN reader.
 			s.router.Close()
 			_ = s.cfg.VPN.Device.Close()
+		}
+		if s.udp != nil {
+			_ = s.udp.bind.Close() // ends its readers
 		}
 		s.wg.Wait()
 		s.release.stop()
@@ -569,6 +579,11 @@ type serverSession struct {
 	forwards map[uint32]forwardRef
 	// expiry ends the session when its chain expires; set before start.
 	expiry *time.Timer
+	// udp is the session's UDP path, if it has one; set in the hello.
+	udp *udpLink
+	// fromPeerMu serialises the router's FromPeer for this session's
+	// peer between the packets stream and the UDP path.
+	fromPeerMu sync.Mutex
 }
 
 // hello runs the control-stream handshake: the client opens stream 1 and
@@ -639,7 +654,14 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	}
 	grants := pol.Grants(ss.peer)
 	vpn, vpnErr := ss.acquireVPN()
-	ss.gso = vpn != nil && ss.peerCaps[capGSO] && s.gsoOK()
+	var udp *udpHello
+	if vpn != nil {
+		udp = ss.offerUDP(cs.ExportKeyingMaterial, m.UDP)
+	}
+	// A session that may move its packets to UDP does without GSO on
+	// the packets stream: the router's queue for it then holds finished
+	// packets, which fit datagrams (the UDP socket has GSO of its own).
+	ss.gso = vpn != nil && udp == nil && ss.peerCaps[capGSO] && s.gsoOK()
 	ss.info = SessionInfo{
 		ID: ss.id, Version: version, Local: ss.conn.LocalAddr(), Remote: ss.conn.RemoteAddr(),
 		TLS: cs, Peer: ss.peer, PeerChain: ss.chain, VerifiedChain: ss.peer.Chain,
@@ -657,6 +679,9 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		if ss.gso {
 			caps = append(caps, capGSO)
 		}
+		if udp != nil {
+			caps = append(caps, capUDP)
+		}
 	}
 	ss.conn.guard.helloDone() // the client opens data streams once it reads this
 	ss.ctrlMu.Lock()
@@ -664,7 +689,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 		Type: msgHello, Version: version, MinVersion: minProtocolVersion, Software: s.cfg.Software,
 		Capabilities: caps, Session: ss.id,
 		Identity: &HelloIdentity{Name: ss.peer.Name(), Serial: ss.peer.Serial, Groups: ss.peer.Groups, Issuer: ss.peer.Issuer},
-		Grants:   grants, Params: &params, VPN: vpn, VPNError: vpnErr,
+		Grants:   grants, Params: &params, VPN: vpn, VPNError: vpnErr, UDP: udp,
 	})
 	ss.ctrlMu.Unlock()
 	_ = st.SetDeadline(time.Time{})

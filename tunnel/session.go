@@ -76,7 +76,8 @@ type session struct {
 	ctrl     *yamux.Stream
 	ctrlMu   sync.Mutex // serialises writes on ctrl
 	peerCaps map[string]bool
-	gso      bool // packets stream frames carry GSO descriptors (capGSO agreed; gateway side)
+	gso      bool        // packets stream frames carry GSO descriptors (capGSO agreed; gateway side)
+	udpOn    atomic.Bool // the session's VPN packets travel over UDP now
 	ctr      counters
 
 	wg sync.WaitGroup // every goroutine this session starts

@@ -19,6 +19,9 @@ type SessionStats struct {
 	StreamsOpened uint64
 	// RTT is the last measured keepalive round trip; zero until measured.
 	RTT time.Duration
+	// Path is what carries the session's VPN packets now: "udp" or
+	// "tcp" (the packets stream); empty without VPN.
+	Path string
 }
 
 // counters are a session's live statistics; all fields are atomics so the
@@ -38,6 +41,12 @@ func (s *session) stats() SessionStats {
 		PacketsOut:    s.ctr.pktsOut.Load(),
 		StreamsOpened: s.ctr.streamsOpened.Load(),
 		RTT:           time.Duration(s.ctr.rtt.Load()),
+	}
+	if s.info.VPN != nil {
+		st.Path = pathTCP
+		if s.udpOn.Load() {
+			st.Path = pathUDP
+		}
 	}
 	if !s.mux.IsClosed() {
 		st.Streams = s.mux.NumStreams()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/twoway/twoway/internal/ratelog"
 	"github.com/twoway/twoway/tun"
@@ -50,6 +51,12 @@ type ClientVPN struct {
 	// (another endpoint of a full tunnel), the kept configuration is
 	// undone first, or the dial would go into the tunnel.
 	Persist bool
+	// TCPOnly keeps the packets on the TLS connection: the client offers
+	// no UDP path (client.toml transport = "tcp").
+	TCPOnly bool
+	// UDPBind, if set, makes each session's UDP socket (tests); nil uses
+	// conn.NewStdNetBind.
+	UDPBind func() conn.Bind
 }
 
 // Configurator applies a tun.Config to a device; tun.Configurator
@@ -66,6 +73,7 @@ type clientLink struct {
 	gso  bool      // frames carry GSO descriptors (both sides announced capGSO)
 	ctr  *counters // the session's, for packets sent
 	conf *appliedConfig
+	udp  *udpPath      // the session's UDP path; nil without one
 	done chan struct{} // closed when the stream-to-device goroutine returned
 }
 
@@ -88,7 +96,8 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 	if ta, ok := cs.conn.RemoteAddr().(*net.TCPAddr); ok {
 		gateway = ta.AddrPort().Addr().Unmap()
 	}
-	tc := clientTunConfig(pushed, gateway)
+	udpAt := c.udpTarget(cs)
+	tc := clientTunConfig(pushed, gateway, udpAt.Addr())
 	if err := tc.Validate(); err != nil {
 		cs.log.Error("gateway pushed an unusable VPN configuration", "err", err)
 		c.noteKept(cs)
@@ -120,6 +129,7 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 		return nil
 	}
 	l := &clientLink{st: st, conn: cs.conn, gso: cs.peerCaps[capGSO], ctr: &cs.ctr, conf: conf, done: make(chan struct{})}
+	l.udp = c.startUDP(cs, udpAt)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -141,18 +151,24 @@ func (c *Client) vpnUp(cs *clientSession) *clientLink {
 }
 
 // clientTunConfig is the device configuration for a pushed VPN config at
-// a client connected to gateway: when a pushed route covers the gateway's
-// own address (a full tunnel, or a route to the gateway's network), that
-// address bypasses the tunnel, or the tunnel would carry itself.
-func clientTunConfig(pushed *VPNConfig, gateway netip.Addr) tun.Config {
+// a client connected to gateway (the peer of its TCP connection) whose UDP
+// path, if any, goes to udpAt: when a pushed route covers one of those
+// addresses (a full tunnel, or a route to the gateway's network), it
+// bypasses the tunnel, or the tunnel would carry itself.
+func clientTunConfig(pushed *VPNConfig, gateway, udpAt netip.Addr) tun.Config {
 	tc := tun.Config{
 		Addresses: pushed.Addresses, MTU: pushed.MTU, Routes: pushed.Routes,
 		DNS: pushed.DNS, SearchDomains: pushed.SearchDomains,
 	}
-	for _, r := range pushed.Routes {
-		if gateway.IsValid() && r.Contains(gateway) {
-			tc.Bypass = []netip.Addr{gateway}
-			break
+	for _, a := range []netip.Addr{gateway, udpAt} {
+		if !a.IsValid() || slices.Contains(tc.Bypass, a) {
+			continue
+		}
+		for _, r := range pushed.Routes {
+			if r.Contains(a) {
+				tc.Bypass = append(tc.Bypass, a)
+				break
+			}
 		}
 	}
 	return tc
@@ -241,6 +257,10 @@ func (c *Client) writeQueue() {
 			}
 			batch = fin
 		}
+		if l.udp.send(batch) == nil {
+			l.ctr.pktsOut.Add(uint64(len(batch)))
+			continue
+		}
 		l.conn.waitRoom(packetRoom)
 		if err := pw.writeBatch(l.st, batch); err != nil {
 			// The link's writer sees this and ends the session;
@@ -327,6 +347,7 @@ func (c *Client) vpnDown(l *clientLink) {
 		return
 	}
 	c.link.CompareAndSwap(l, nil)
+	l.udp.close()
 	_ = l.st.SetReadDeadline(time.Now())
 	_ = l.st.Close()
 	<-l.done

@@ -44,6 +44,8 @@ type ServerVPN struct {
 	// QueueLen is each client's outbound queue in packets (router
 	// default 1024); a full queue drops.
 	QueueLen int
+	// UDP, if set, offers clients the UDP data path (udp_gateway.go).
+	UDP *ServerUDP
 }
 
 func (v *ServerVPN) validate() error {
@@ -148,6 +150,10 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 		return
 	}
 	defer s.router.RemovePeer(peer)
+	if ss.udp != nil {
+		ss.udp.peer.Store(peer)
+		defer ss.udp.peer.Store(nil)
+	}
 	ss.conn.accepted(st.StreamID())
 	_ = st.SetWriteDeadline(time.Now().Add(ss.tuning.DeadPeerTimeout))
 	if _, err := st.Write(streamReply{Code: CodeOK}.marshal()); err != nil {
@@ -169,6 +175,10 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 			if pkts, err = peer.DequeueMax(pkts[:0], packetBatchBytes); err != nil {
 				return // removed
 			}
+			if ss.udp.send(pkts) == nil {
+				ss.ctr.pktsOut.Add(uint64(len(pkts)))
+				continue
+			}
 			ss.conn.waitRoom(packetRoom)
 			if err := pw.writeBatch(st, pkts); err != nil {
 				ss.logPacketErr("to peer", err)
@@ -188,7 +198,10 @@ func (ss *serverSession) handlePackets(st *yamux.Stream) {
 		err := pr.readBatch(&b, max)
 		ss.ctr.pktsIn.Add(uint64(len(b.pkts)))
 		if len(b.pkts) > 0 {
-			if ferr := s.router.FromPeer(peer, b.pkts, tun.Offset, nil); ferr != nil {
+			ss.fromPeerMu.Lock()
+			ferr := s.router.FromPeer(peer, b.pkts, tun.Offset, nil)
+			ss.fromPeerMu.Unlock()
+			if ferr != nil {
 				if errors.Is(ferr, router.ErrPeerClosed) || errors.Is(ferr, tun.ErrClosed) {
 					err = ferr // shutting down
 				} else if n, ok := lim.Allow(time.Now(), 1, packetErrorLogEvery); ok {
@@ -257,6 +270,7 @@ func (ss *serverSession) closePackets() {
 // releaseVPN gives the session's lease back. The session's goroutines
 // (and so its router peer) are gone by then.
 func (ss *serverSession) releaseVPN() {
+	ss.dropUDP()
 	if ss.lease != nil {
 		ss.srv.cfg.VPN.Pool.Release(*ss.lease)
 	}

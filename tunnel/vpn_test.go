@@ -46,6 +46,18 @@ func startVPNGateway(t *testing.T, f *fixture, pol Policy, c2c bool, stateFile, 
 // startVPNGatewayOn is startVPNGateway with a LAN device made with opts.
 func startVPNGatewayOn(t *testing.T, f *fixture, pol Policy, c2c bool, stateFile, listen string, opts tuntest.Options) *vpnGateway {
 	t.Helper()
+	return startVPNGatewayMod(t, f, pol, c2c, stateFile, listen, opts, nil)
+}
+
+// startVPNGatewayWith is startVPNGateway with the VPN configuration
+// changed by mod.
+func startVPNGatewayWith(t *testing.T, f *fixture, mod func(*ServerVPN)) *vpnGateway {
+	t.Helper()
+	return startVPNGatewayMod(t, f, nil, false, "", "", tuntest.Options{Name: "gw0"}, mod)
+}
+
+func startVPNGatewayMod(t *testing.T, f *fixture, pol Policy, c2c bool, stateFile, listen string, opts tuntest.Options, mod func(*ServerVPN)) *vpnGateway {
+	t.Helper()
 	pool, err := ipam.New(ipam.Config{IPv4: pool4, IPv6: pool6, StateFile: stateFile}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +71,9 @@ func startVPNGatewayOn(t *testing.T, f *fixture, pol Policy, c2c bool, stateFile
 		Device: lan, Pool: pool, ClientToClient: c2c, MTU: 1400,
 		Routes: []netip.Prefix{lanNet4, lanNet6}, DNS: []netip.Addr{netip.MustParseAddr("198.18.0.53")},
 		SearchDomains: []string{"corp.example"},
+	}
+	if mod != nil {
+		mod(cfg.VPN)
 	}
 	return &vpnGateway{srv: startServer(t, cfg), lan: lan}
 }
@@ -114,6 +129,18 @@ func startVPNClient(t *testing.T, f *fixture, creds *memCreds, addr string, fwds
 // startVPNClientOn is startVPNClient with a device made with opts.
 func startVPNClientOn(t *testing.T, f *fixture, creds *memCreds, addr string, opts tuntest.Options, fwds ...Forward) *vpnClient {
 	t.Helper()
+	return startVPNClientMod(t, f, creds, addr, opts, nil, fwds...)
+}
+
+// startVPNClientWith is startVPNClient with the VPN configuration changed
+// by mod.
+func startVPNClientWith(t *testing.T, f *fixture, creds *memCreds, addr string, mod func(*ClientVPN)) *vpnClient {
+	t.Helper()
+	return startVPNClientMod(t, f, creds, addr, tuntest.Options{Name: "tw0"}, mod)
+}
+
+func startVPNClientMod(t *testing.T, f *fixture, creds *memCreds, addr string, opts tuntest.Options, mod func(*ClientVPN), fwds ...Forward) *vpnClient {
+	t.Helper()
 	vc := &vpnClient{
 		dev: tuntest.New(opts), conf: &fakeConfigurator{},
 		up: make(chan tun.Config, 8), down: make(chan struct{}, 8),
@@ -124,6 +151,9 @@ func startVPNClientOn(t *testing.T, f *fixture, creds *memCreds, addr string, op
 		Device: vc.dev, Configurator: vc.conf,
 		OnUp:   func(c tun.Config) { vc.up <- c },
 		OnDown: func() { vc.down <- struct{}{} },
+	}
+	if mod != nil {
+		mod(cfg.VPN)
 	}
 	vc.c = startClient(t, cfg)
 	return vc
@@ -410,7 +440,7 @@ func TestClientTunConfig(t *testing.T) {
 		Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.100.2/24"), netip.MustParsePrefix("2001:db8:100::2/64")}, MTU: 1400,
 		Routes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
 	}
-	full := clientTunConfig(pushed, gwAddr)
+	full := clientTunConfig(pushed, gwAddr, netip.Addr{})
 	if !slices.Equal(full.Bypass, []netip.Addr{gwAddr}) {
 		t.Errorf("full tunnel bypass = %v", full.Bypass)
 	}
@@ -418,7 +448,7 @@ func TestClientTunConfig(t *testing.T) {
 		t.Errorf("full tunnel config invalid: %v", err)
 	}
 	pushed.Routes = []netip.Prefix{lanNet4}
-	if split := clientTunConfig(pushed, gwAddr); len(split.Bypass) != 0 {
+	if split := clientTunConfig(pushed, gwAddr, netip.Addr{}); len(split.Bypass) != 0 {
 		t.Errorf("split tunnel bypass = %v", split.Bypass)
 	}
 }

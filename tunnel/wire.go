@@ -228,6 +228,7 @@ const (
 	msgUnlisten    = "unlisten"
 	msgReset       = "reset"
 	msgBye         = "bye"
+	// msgPath is in udp.go.
 )
 
 // Control error and bye codes.
@@ -269,6 +270,10 @@ type controlMsg struct {
 	Params       *SessionParams `json:"params,omitempty"`
 	VPN          *VPNConfig     `json:"vpn,omitempty"`
 	VPNError     string         `json:"vpn_error,omitempty"`
+	UDP          *udpHello      `json:"udp,omitempty"`
+
+	// path
+	Path string `json:"path,omitempty"`
 
 	// listen, listen_ok, listen_error, unlisten
 	ID    uint32 `json:"id,omitempty"`

@@ -333,5 +333,8 @@ func addresses(s control.Session) string {
 	if s.GSO {
 		a += " (gso)"
 	}
+	if s.Path != "" {
+		a += " via " + s.Path
+	}
 	return a
 }
