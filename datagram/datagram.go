@@ -170,6 +170,9 @@ func (s *Sealer) Seal(dst []byte, typ byte, payload []byte) ([]byte, error) {
 // datagrams.
 func (s *Sealer) NeedsRekey() bool { return s.next.Load() >= RekeyAfter }
 
+// Sealed is the number of datagrams sealed (or attempted) under the key.
+func (s *Sealer) Sealed() uint64 { return s.next.Load() }
+
 // Opener opens datagrams for one direction of one session. It holds the
 // current key and, after a rekey, the previous one until Retire, so that
 // datagrams sealed before the peer switched still open. Open is safe for

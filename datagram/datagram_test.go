@@ -271,7 +271,7 @@ func TestSealerLimits(t *testing.T) {
 	if se.NeedsRekey() {
 		t.Fatal("rekey asked early")
 	}
-	if _, err := se.Seal(nil, TypeData, nil); err != nil || !se.NeedsRekey() {
+	if _, err := se.Seal(nil, TypeData, nil); err != nil || !se.NeedsRekey() || se.Sealed() != RekeyAfter {
 		t.Fatalf("at RekeyAfter: %v, needs rekey %v", err, se.NeedsRekey())
 	}
 	se.next.Store(RejectAfter)

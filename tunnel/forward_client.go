@@ -275,6 +275,8 @@ func (cs *clientSession) handleControl(m *controlMsg) {
 		if c.cfg.OnRemoteListen != nil {
 			c.cfg.OnRemoteListen(f, m.Bound, err)
 		}
+	case msgRekey, msgRekeyAck:
+		cs.rekeyControl(cs.udpKeys, m)
 	default:
 		cs.log.Debug("ignoring control message", "type", m.Type)
 	}

@@ -185,6 +185,12 @@ func (ss *serverSession) handleControl(m *controlMsg) {
 		if ss.udp != nil {
 			ss.udp.setPath(m.Path)
 		}
+	case msgRekey, msgRekeyAck:
+		var keys *udpKeys
+		if ss.udp != nil {
+			keys = ss.udp.keys
+		}
+		ss.rekeyControl(keys, m)
 	default:
 		ss.log.Debug("ignoring control message", "type", m.Type)
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -42,31 +44,165 @@ type udpHello struct {
 	Port     int    `json:"port,omitempty"`
 }
 
-// udpKeys are one side's keys of a session's UDP path.
+// udpKeys are one side's keys of a session's UDP path. Each direction
+// moves to a new epoch on its own: the sender announces the epoch (rekey),
+// the receiver installs its key and says so (rekey_ack), and only then
+// does the sender seal under it; the receiver keeps the previous key for
+// the datagrams still in flight (datagram.Opener).
 type udpKeys struct {
-	seal *datagram.Sealer
-	open *datagram.Opener
+	exp          datagram.Exporter
+	session      string
+	client       bool
+	mine, theirs uint32 // receiver indexes: this side's, the peer's
+
+	seal    atomic.Pointer[datagram.Sealer]
+	open    *datagram.Opener
+	pending atomic.Bool // a rekey of our sending direction awaits its ack
+
+	mu        sync.Mutex
+	sendEpoch uint32 // guarded by mu
+	recvEpoch uint32 // guarded by mu
 }
+
+// udpRekeyAfter is the number of datagrams after which a side rekeys its
+// sending direction (tests lower it).
+var udpRekeyAfter uint64 = datagram.RekeyAfter
 
 // newUDPKeys derives epoch 0's keys of session from its TLS connection's
 // exporter; mine is the receiver index this side assigned, theirs the
 // peer's.
 func newUDPKeys(exp datagram.Exporter, session string, client bool, mine, theirs uint32) (*udpKeys, error) {
-	k, err := datagram.DeriveKeys(exp, []byte(session), 0, client)
+	k := &udpKeys{exp: exp, session: session, client: client, mine: mine, theirs: theirs}
+	keys, err := k.derive(0)
 	if err != nil {
 		return nil, err
 	}
-	defer clear(k.Send[:])
-	defer clear(k.Recv[:])
-	s, err := datagram.NewSealer(k, theirs)
+	defer clear(keys.Send[:])
+	defer clear(keys.Recv[:])
+	s, err := datagram.NewSealer(keys, theirs)
 	if err != nil {
 		return nil, err
 	}
-	o, err := datagram.NewOpener(k, mine)
-	if err != nil {
+	if k.open, err = datagram.NewOpener(keys, mine); err != nil {
 		return nil, err
 	}
-	return &udpKeys{seal: s, open: o}, nil
+	k.seal.Store(s)
+	return k, nil
+}
+
+func (k *udpKeys) derive(epoch uint32) (datagram.Keys, error) {
+	return datagram.DeriveKeys(k.exp, []byte(k.session), epoch, k.client)
+}
+
+func (k *udpKeys) sealer() *datagram.Sealer { return k.seal.Load() }
+
+// startRekey reports, once per rekey, that the sending key has sealed
+// enough and which epoch to announce.
+func (k *udpKeys) startRekey() (uint32, bool) {
+	if k.seal.Load().Sealed() < udpRekeyAfter || !k.pending.CompareAndSwap(false, true) {
+		return 0, false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sendEpoch + 1, true
+}
+
+// peerRekeyed installs the receiving key of the epoch the peer announced;
+// only the next epoch is accepted.
+func (k *udpKeys) peerRekeyed(epoch uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if epoch != k.recvEpoch+1 {
+		return fmt.Errorf("%w: rekey to epoch %d after %d", ErrBadControl, epoch, k.recvEpoch)
+	}
+	keys, err := k.derive(epoch)
+	if err != nil {
+		return err
+	}
+	defer clear(keys.Send[:])
+	defer clear(keys.Recv[:])
+	if err := k.open.Rekey(keys); err != nil {
+		return err
+	}
+	k.recvEpoch = epoch
+	return nil
+}
+
+// rekeyAcked moves the sending direction to the epoch the peer can now
+// open.
+func (k *udpKeys) rekeyAcked(epoch uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.pending.Load() || epoch != k.sendEpoch+1 {
+		return fmt.Errorf("%w: rekey_ack for epoch %d, not asked", ErrBadControl, epoch)
+	}
+	keys, err := k.derive(epoch)
+	if err != nil {
+		return err
+	}
+	defer clear(keys.Send[:])
+	defer clear(keys.Recv[:])
+	s, err := datagram.NewSealer(keys, k.theirs)
+	if err != nil {
+		return err
+	}
+	k.seal.Store(s)
+	k.sendEpoch = epoch
+	k.pending.Store(false)
+	return nil
+}
+
+// epochs returns the current epochs of both directions.
+func (k *udpKeys) epochs() (send, recv uint32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sendEpoch, k.recvEpoch
+}
+
+// Control messages of the rekey (both directions): rekey announces the
+// sender's next epoch, rekey_ack says its key is installed.
+const (
+	msgRekey    = "rekey"
+	msgRekeyAck = "rekey_ack"
+)
+
+// rekeyControl handles a rekey or rekey_ack message for keys (nil: the
+// session has no UDP path); it reports whether m was one.
+func (s *session) rekeyControl(keys *udpKeys, m *controlMsg) bool {
+	switch m.Type {
+	case msgRekey, msgRekeyAck:
+	default:
+		return false
+	}
+	if keys == nil {
+		s.log.Debug("rekey message without a UDP path", "type", m.Type)
+		return true
+	}
+	var err error
+	if m.Type == msgRekey {
+		if err = keys.peerRekeyed(m.Epoch); err == nil {
+			err = s.sendControl(&controlMsg{Type: msgRekeyAck, Epoch: m.Epoch})
+		}
+	} else {
+		err = keys.rekeyAcked(m.Epoch)
+	}
+	if err != nil {
+		s.log.Warn("UDP rekey failed", "type", m.Type, "epoch", m.Epoch, "err", err)
+		return true
+	}
+	s.log.Debug("UDP key epoch", "type", m.Type, "epoch", m.Epoch)
+	return true
+}
+
+// announceRekey sends the rekey message when keys asks for one. It may
+// block for up to a second on the control stream.
+func (s *session) announceRekey(keys *udpKeys) {
+	if epoch, ok := keys.startRekey(); ok {
+		if err := s.sendControlTimeout(&controlMsg{Type: msgRekey, Epoch: epoch}, time.Second); err != nil {
+			s.log.Debug("rekey message not sent", "err", err)
+			keys.pending.Store(false) // try again later
+		}
+	}
 }
 
 // newReceiverIndex picks a random non-zero index (0 marks "none").

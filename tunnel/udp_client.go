@@ -147,6 +147,7 @@ func (u *udpPath) probeLoop() {
 		case <-t.C:
 		}
 		now := time.Now()
+		u.cs.announceRekey(u.keys)
 		if u.exhausted.Load() {
 			if u.active.Load() {
 				u.switchTo(pathTCP)
@@ -191,7 +192,7 @@ func (u *udpPath) switchTo(path string) {
 }
 
 func (u *udpPath) probe(now time.Time) {
-	d, err := u.keys.seal.Seal(make([]byte, 0, datagram.Overhead+8), datagram.TypeProbe, probePayload(u.seq.Add(1)))
+	d, err := u.keys.sealer().Seal(make([]byte, 0, datagram.Overhead+8), datagram.TypeProbe, probePayload(u.seq.Add(1)))
 	if err == nil {
 		err = u.bind.Send([][]byte{d}, u.ep)
 	}
@@ -211,7 +212,7 @@ func (u *udpPath) send(pkts [][]byte) error {
 	u.busy.Store(time.Now().UnixNano())
 	b := sealedBatches.Get().(*sealedBatch)
 	defer b.release()
-	err := b.seal(u.keys.seal, datagram.TypeData, pkts)
+	err := b.seal(u.keys.sealer(), datagram.TypeData, pkts)
 	if errors.Is(err, datagram.ErrExhausted) {
 		// The session's key has sealed as much as AES-GCM allows;
 		// the rest of the session stays on the stream.
@@ -228,6 +229,7 @@ func (u *udpPath) send(pkts [][]byte) error {
 		}
 		return err
 	}
+	u.cs.announceRekey(u.keys)
 	return nil
 }
 

@@ -311,7 +311,7 @@ func sameEndpoint(a, b conn.Endpoint) bool {
 
 // answer replies to a probe, to where it came from.
 func (l *udpLink) answer(payload []byte, ep conn.Endpoint) {
-	d, err := l.keys.seal.Seal(make([]byte, 0, datagram.Overhead+len(payload)), datagram.TypeProbeReply, payload)
+	d, err := l.keys.sealer().Seal(make([]byte, 0, datagram.Overhead+len(payload)), datagram.TypeProbeReply, payload)
 	if err == nil {
 		err = l.g.bind.Send([][]byte{d}, ep)
 	}
@@ -358,7 +358,7 @@ func (l *udpLink) send(pkts [][]byte) error {
 	}
 	b := sealedBatches.Get().(*sealedBatch)
 	defer b.release()
-	err := b.seal(l.keys.seal, datagram.TypeData, pkts)
+	err := b.seal(l.keys.sealer(), datagram.TypeData, pkts)
 	if err == nil {
 		err = b.send(l.g.bind, e.ep)
 	}
@@ -367,6 +367,7 @@ func (l *udpLink) send(pkts [][]byte) error {
 		return err
 	}
 	l.g.out.Add(uint64(len(pkts)))
+	l.ss.announceRekey(l.keys)
 	return nil
 }
 

@@ -186,7 +186,11 @@ func TestUDPSessionEndDropsDatagrams(t *testing.T) {
 	p.net.mu.Unlock()
 	p.roundTrip(t, 1)
 	p.vc.c.Stop()
-	waitCond(t, "session gone", func() bool { return len(p.gw.srv.Sessions()) == 0 })
+	waitCond(t, "session gone", func() bool {
+		p.gw.srv.mu.Lock()
+		defer p.gw.srv.mu.Unlock()
+		return len(p.gw.srv.sessions) == 0 // forgotten only once it has ended
+	})
 	mu.Lock()
 	d := append([]byte(nil), last...)
 	mu.Unlock()
@@ -233,5 +237,45 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestUDPRekey: each direction moves to new keys after udpRekeyAfter
+// datagrams (lowered here), announced over the control stream, without
+// losing a packet; the gateway and client agree on the epochs.
+func TestUDPRekey(t *testing.T) {
+	old := udpRekeyAfter
+	udpRekeyAfter = 40
+	t.Cleanup(func() { udpRekeyAfter = old }) // after the pair has stopped
+	p := startUDPPair(t)
+	p.waitPath(t, pathUDP)
+	for i := range 500 {
+		p.roundTrip(t, i)
+	}
+	var gw *udpLink
+	for _, ss := range p.gw.srv.sessionList() {
+		gw = ss.udp
+	}
+	var cs *clientSession
+	if l := p.vc.c.link.Load(); l != nil && l.udp != nil {
+		cs = l.udp.cs
+	}
+	if gw == nil || cs == nil {
+		t.Fatal("no UDP path on one side")
+	}
+	cSend, cRecv := cs.udpKeys.epochs()
+	gSend, gRecv := gw.keys.epochs()
+	t.Logf("client epochs send %d recv %d; gateway send %d recv %d", cSend, cRecv, gSend, gRecv)
+	if cSend < 3 || gSend < 3 {
+		t.Fatalf("too few rekeys: client sends under epoch %d, gateway %d", cSend, gSend)
+	}
+	if d := int(gRecv) - int(cSend); d < 0 || d > 1 {
+		t.Errorf("gateway receives epoch %d, client sends %d", gRecv, cSend)
+	}
+	if d := int(cRecv) - int(gSend); d < 0 || d > 1 {
+		t.Errorf("client receives epoch %d, gateway sends %d", cRecv, gSend)
+	}
+	if st := p.gw.srv.UDPStats(); st.Dropped["phase"] > 0 || st.Dropped["auth"] > 0 {
+		t.Errorf("datagrams refused across rekeys: %+v", st.Dropped)
 	}
 }

@@ -274,6 +274,8 @@ type controlMsg struct {
 
 	// path
 	Path string `json:"path,omitempty"`
+	// rekey, rekey_ack
+	Epoch uint32 `json:"epoch,omitempty"`
 
 	// listen, listen_ok, listen_error, unlisten
 	ID    uint32 `json:"id,omitempty"`
