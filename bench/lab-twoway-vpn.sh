@@ -29,9 +29,14 @@
 #
 # SAFETY: only the lab's 198.18.0.0/15 addresses, inside the lab's namespaces.
 
-PLUGIN_NAME=twoway-vpn
+PLUGIN_NAME=${TW_PLUGIN_NAME:-twoway-vpn}
 PLUGIN_MODE=tun
-PLUGIN_NOTE="twoway VPN mode: TUN packets over one TLS1.3 mTLS session (Go crypto/tls) + yamux stream"
+TW_TRANSPORT=${TW_TRANSPORT:-auto}   # the client's [vpn] transport: "auto" (UDP while it answers) or "tcp"
+if [ "$TW_TRANSPORT" = tcp ]; then
+  PLUGIN_NOTE="twoway VPN mode, transport tcp: TUN packets over one TLS1.3 mTLS session (Go crypto/tls) + yamux stream"
+else
+  PLUGIN_NOTE="twoway VPN mode, transport auto: TUN packets as AES-256-GCM UDP datagrams keyed from the TLS1.3 mTLS session"
+fi
 TWOWAY_GW_PORT=${TWOWAY_GW_PORT:-9443}
 TW_POOL=${TW_POOL:-198.18.30.0/24}   # clear of the lab's 198.18.10/20/21.0/24 tunnel subnets
 TW_FORWARDING=${TW_FORWARDING:-routed}
@@ -112,23 +117,29 @@ enable = true
 tun = "$TW_C_TUN"
 state_dir = "$d/client-state"
 resolv_conf = "$d/resolv.conf"
+transport = "$TW_TRANSPORT"
 
 [log]
 level = "info"
 EOF
-  cp "$d/server.toml" "$RUN/twoway-vpn-gw.toml"
-  cp "$d/client.toml" "$RUN/twoway-vpn-client.toml"
+  cp "$d/server.toml" "$RUN/$PLUGIN_NAME-gw.toml"
+  cp "$d/client.toml" "$RUN/$PLUGIN_NAME-client.toml"
 
   local envs=()
   [ -n "$TW_GOMAXPROCS" ] && envs=(env "GOMAXPROCS=$TW_GOMAXPROCS")
   client_route_none
-  TW_GW_PID=$(start_bg $NS_G "$RUN/twoway-vpn-gw.log" "${envs[@]}" "$tw" server -c "$d/server.toml")
+  TW_GW_PID=$(start_bg $NS_G "$RUN/$PLUGIN_NAME-gw.log" "${envs[@]}" "$tw" server -c "$d/server.toml")
   wait_for 10 nsx $NS_G bash -c "ss -ltn | grep -q '$G_IP:$TWOWAY_GW_PORT '" ||
-    { log "twoway server not listening (see $RUN/twoway-vpn-gw.log)"; return 1; }
-  TW_C_PID=$(start_bg $NS_C "$RUN/twoway-vpn-client.log" "${envs[@]}" "$tw" client -c "$d/client.toml")
+    { log "twoway server not listening (see $RUN/$PLUGIN_NAME-gw.log)"; return 1; }
+  TW_C_PID=$(start_bg $NS_C "$RUN/$PLUGIN_NAME-client.log" "${envs[@]}" "$tw" client -c "$d/client.toml")
   # "VPN up" is logged after the address, MTU and pushed routes are applied to the TUN device.
-  wait_for 15 grep -q 'VPN up' "$RUN/twoway-vpn-client.log" ||
-    { log "twoway client VPN not up (see $RUN/twoway-vpn-client.log, $RUN/twoway-vpn-gw.log)"; return 1; }
+  wait_for 15 grep -q 'VPN up' "$RUN/$PLUGIN_NAME-client.log" ||
+    { log "twoway client VPN not up (see $RUN/$PLUGIN_NAME-client.log, $RUN/$PLUGIN_NAME-gw.log)"; return 1; }
+  if [ "$TW_TRANSPORT" != tcp ]; then
+    # Measure the UDP path, not the first moment of the session on the TLS connection.
+    wait_for 5 grep -q 'path=udp' "$RUN/$PLUGIN_NAME-client.log" ||
+      { log "twoway: the packets did not move to UDP (see $RUN/$PLUGIN_NAME-client.log)"; return 1; }
+  fi
 
   # The client installed the route itself; make sure it is the only one and it uses our device.
   local r n
@@ -138,7 +149,7 @@ EOF
     log "twoway: expected one route $CORP_NET dev $TW_C_TUN in $NS_C, got: ${r:-none}"; return 1
   fi
   wait_for 10 nsx $NS_C ping -c1 -W1 "$P_IP" ||
-    { log "corp not reachable through twoway (see $RUN/twoway-vpn-*.log)"; return 1; }
+    { log "corp not reachable through twoway (see $RUN/$PLUGIN_NAME-*.log)"; return 1; }
   DAEMON_PIDS="$TW_GW_PID $TW_C_PID"
   local cmtu gmtu
   cmtu=$(nsx $NS_C cat /sys/class/net/$TW_C_TUN/mtu 2>/dev/null)

@@ -13,7 +13,8 @@
 # PING_COUNT, RR_COUNT (the lab's defaults), LAB_SRC (default /work/shared/lab), OUT (where results are
 # copied; default /tmp/twoway-vpn-results-STAMP), KEEP (1: keep the lab copy), WAIT_IPERF (1: first wait,
 # up to 15 min, until no other iperf3 runs on the machine, so that two benchmarks never overlap; default 1),
-# TW_FORWARDING, TW_MTU, TW_POOL, TW_GOMAXPROCS (see bench/lab-twoway-vpn.sh), LAB_PATHS (the lab's paths
+# TW_FORWARDING, TW_MTU, TW_POOL, TW_GOMAXPROCS, TW_TRANSPORT (see bench/lab-twoway-vpn.sh), TW_BOTH (1: also
+# measure twoway with transport = "tcp", bench/lab-twoway-vpn-tcp.sh, in the same run), LAB_PATHS (the lab's paths
 # measured before twoway, default "raw wg"; "" measures twoway alone, for quick experiments, with no
 # comparison). See bench/README.md, "VPN".
 #
@@ -65,7 +66,10 @@ trap cleanup EXIT
 cp -r "$LAB_SRC" "$T/lab" && chmod -R u+w "$T/lab" || die "copy $LAB_SRC failed"
 
 PLUGIN="$REPO/bench/lab-twoway-vpn.sh"
-(cd "$T/lab" && PATHS="${LAB_PATHS-raw wg} plugin:$PLUGIN" ./run-all.sh) >"$T/run-all.out"
+PLUGINS="plugin:$PLUGIN"
+# TW_BOTH=1: twoway twice, transport "auto" (UDP) and "tcp" (the TLS connection), in the same run.
+[ "${TW_BOTH:-0}" = 1 ] && PLUGINS="$PLUGINS plugin:$REPO/bench/lab-twoway-vpn-tcp.sh"
+(cd "$T/lab" && PATHS="${LAB_PATHS-raw wg} $PLUGINS" ./run-all.sh) >"$T/run-all.out"
 rc=$?
 mkdir -p "$OUT"
 cp -r "$T/lab/results/." "$OUT/" 2>/dev/null
@@ -106,6 +110,11 @@ if [ -n "$tw1" ] && [ -n "$wg1" ]; then
     "$(fmt "$twr")" "$(fmt "$wgr")" "$(fmt "$rawr")" "$(diff3 "$twr" "$wgr")"
 else
   echo "  twoway-vpn or wireguard-go row missing or FAILED: see $OUT/run-log.txt and $OUT/run/*.log"
+fi
+tt1=$(col twoway-vpn-tcp 2) tt4=$(col twoway-vpn-tcp 10) ttp=$(col twoway-vpn-tcp 18) ttp99=$(col twoway-vpn-tcp 20)
+if [ -n "$tt1" ]; then
+  printf "  transport tcp (same run): TCP 1 stream %.0f Mbit/s, 4 streams %.0f; ping avg %s ms, p99 %s ms\n" \
+    "$tt1" "${tt4:-0}" "$(fmt "$ttp")" "$(fmt "$ttp99")"
 fi
 echo "results: $OUT"
 } | tee "$OUT/comparison.txt"
