@@ -193,6 +193,17 @@ func (c *clientState) status(tc *tunnel.Client, creds expiry.Credentials) contro
 		cs.LastError = c.lastErr
 		st.Sessions = append(st.Sessions, cs)
 	}
+	// The packet queue and the UDP counters outlive sessions.
+	qs := tc.QueueStats()
+	st.Totals.ECNMarked = qs.Marked
+	if qs.Dropped > 0 {
+		st.Totals.Dropped = map[string]uint64{"queue": qs.Dropped}
+	}
+	us := tc.UDPStats()
+	st.Totals.UDPIn, st.Totals.UDPOut = us.DatagramsIn, us.DatagramsOut
+	if len(us.Dropped) > 0 {
+		st.Totals.UDPDropped = us.Dropped
+	}
 	if kept, ok := tc.KeptVPN(); ok {
 		st.KeptVPN = &control.KeptVPN{Addresses: stringsOf(kept.Addresses), Routes: stringsOf(kept.Routes)}
 	}

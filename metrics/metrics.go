@@ -258,7 +258,13 @@ var (
 	descDropped = prometheus.NewDesc("twoway_packets_dropped_total",
 		"VPN packets dropped, by reason (policy, spoof, queue, ...).", []string{"reason"}, nil)
 	descMarked = prometheus.NewDesc("twoway_packets_ecn_marked_total",
-		"VPN packets the gateway's queues marked CE (ECN) instead of dropping them.", nil, nil)
+		"VPN packets the packet queues (a gateway's per client, a client's outbound) marked CE (ECN) instead of dropping them.", nil, nil)
+	descUDP = prometheus.NewDesc("twoway_udp_datagrams_total",
+		"Datagrams of the VPN's UDP path: sent (out) and received and authenticated (in).", []string{"direction"}, nil)
+	descUDPDropped = prometheus.NewDesc("twoway_udp_dropped_total",
+		"Datagrams refused before or in authentication, by reason.", []string{"reason"}, nil)
+	descUDPRoamed = prometheus.NewDesc("twoway_udp_roamed_total",
+		"Times a gateway followed a client's authenticated UDP datagrams to a new address.", nil, nil)
 	descStreamsOpen = prometheus.NewDesc("twoway_streams_open",
 		"Data streams open now, over all sessions.", nil, nil)
 	descStreamsOpened = prometheus.NewDesc("twoway_streams_opened_total",
@@ -275,7 +281,7 @@ var (
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descStart, descSessions, descBytes, descPackets,
-		descDropped, descMarked, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext} {
+		descDropped, descMarked, descUDP, descUDPDropped, descUDPRoamed, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext} {
 		ch <- d
 	}
 }
@@ -310,6 +316,12 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDropped, n, reason)
 	}
 	counter(descMarked, t.ECNMarked)
+	counter(descUDP, t.UDPIn, "in")
+	counter(descUDP, t.UDPOut, "out")
+	for reason, n := range t.UDPDropped {
+		counter(descUDPDropped, n, reason)
+	}
+	counter(descUDPRoamed, t.UDPRoamed)
 	// A registry rejects a scrape with duplicate series, and the same CA
 	// can be listed twice (presented chain and bundle).
 	seen := make(map[[3]string]bool, len(st.Certificates))

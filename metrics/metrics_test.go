@@ -67,6 +67,7 @@ func status() control.Status {
 		Totals: control.Totals{
 			BytesIn: 1000, BytesOut: 2500, PacketsIn: 7, PacketsOut: 9, StreamsOpened: 42,
 			Dropped: map[string]uint64{"policy": 5, "spoof": 2}, ECNMarked: 11,
+			UDPIn: 300, UDPOut: 400, UDPDropped: map[string]uint64{"auth": 3, "replay": 1}, UDPRoamed: 2,
 		},
 		Certificates: []control.Certificate{
 			{Which: control.CertOwn, Subject: "gw.example", Serial: "1a", NotAfter: now.Add(10 * 24 * time.Hour)},
@@ -113,9 +114,20 @@ twoway_packets_total{direction="out"} 9
 # TYPE twoway_packets_dropped_total counter
 twoway_packets_dropped_total{reason="policy"} 5
 twoway_packets_dropped_total{reason="spoof"} 2
-# HELP twoway_packets_ecn_marked_total VPN packets the gateway's queues marked CE (ECN) instead of dropping them.
+# HELP twoway_packets_ecn_marked_total VPN packets the packet queues (a gateway's per client, a client's outbound) marked CE (ECN) instead of dropping them.
 # TYPE twoway_packets_ecn_marked_total counter
 twoway_packets_ecn_marked_total 11
+# HELP twoway_udp_datagrams_total Datagrams of the VPN's UDP path: sent (out) and received and authenticated (in).
+# TYPE twoway_udp_datagrams_total counter
+twoway_udp_datagrams_total{direction="in"} 300
+twoway_udp_datagrams_total{direction="out"} 400
+# HELP twoway_udp_dropped_total Datagrams refused before or in authentication, by reason.
+# TYPE twoway_udp_dropped_total counter
+twoway_udp_dropped_total{reason="auth"} 3
+twoway_udp_dropped_total{reason="replay"} 1
+# HELP twoway_udp_roamed_total Times a gateway followed a client's authenticated UDP datagrams to a new address.
+# TYPE twoway_udp_roamed_total counter
+twoway_udp_roamed_total 2
 # HELP twoway_certificate_expiry_seconds Seconds until a certificate the daemon depends on expires (negative once expired); which is own, chain or ca.
 # TYPE twoway_certificate_expiry_seconds gauge
 twoway_certificate_expiry_seconds{serial="1a",subject="gw.example",which="own"} 864000
@@ -129,7 +141,8 @@ twoway_crl_next_update_seconds{issuer="sub CA",number="2"} 172800
 	err := testutil.ScrapeAndCompare(url, strings.NewReader(want),
 		"twoway_info", "twoway_start_time_seconds", "twoway_sessions", "twoway_streams_open",
 		"twoway_streams_opened_total", "twoway_bytes_total", "twoway_packets_total",
-		"twoway_packets_dropped_total", "twoway_packets_ecn_marked_total", "twoway_certificate_expiry_seconds", "twoway_crl_next_update_seconds")
+		"twoway_packets_dropped_total", "twoway_packets_ecn_marked_total", "twoway_udp_datagrams_total",
+		"twoway_udp_dropped_total", "twoway_udp_roamed_total", "twoway_certificate_expiry_seconds", "twoway_crl_next_update_seconds")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,7 @@ type Client struct {
 
 	link    atomic.Pointer[clientLink] // the current session's VPN, if up
 	outq    *router.Queue              // packets read from the VPN device, for the link (VPN mode)
+	udpCtr  udpCounters                // every session's UDP path
 	runDone chan struct{}              // closed when run has returned
 	keptMu  sync.Mutex
 	kept    *appliedConfig // between sessions with VPN.Persist; guarded by keptMu
@@ -185,6 +186,10 @@ func NewClient(cfg ClientConfig, logger *slog.Logger) (*Client, error) {
 			c.remote[uint32(i+1)] = &remoteForward{fwd: f}
 		}
 	}
+	if cfg.VPN != nil {
+		// Made here, not in Start, so that QueueStats may read it at any time.
+		c.outq = router.NewQueue(router.DefaultQueueLen, router.DefaultQueueBytes)
+	}
 	return c, nil
 }
 
@@ -214,7 +219,6 @@ func (c *Client) Start(ctx context.Context) error {
 		}()
 	}
 	if c.cfg.VPN != nil {
-		c.outq = router.NewQueue(router.DefaultQueueLen, router.DefaultQueueBytes)
 		c.wg.Add(2)
 		go func() { defer c.wg.Done(); c.readDevice() }()
 		go func() { defer c.wg.Done(); c.writeQueue() }()

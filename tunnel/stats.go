@@ -127,3 +127,23 @@ func (c *Client) Stats() (SessionStats, bool) {
 	}
 	return cur.stats(), true
 }
+
+// UDPStats are the client's UDP path counters over all its sessions.
+func (c *Client) UDPStats() UDPStats { return c.udpCtr.stats() }
+
+// QueueStats are the counters of a client's queue of outbound VPN
+// packets, kept over all its sessions.
+type QueueStats struct {
+	// Dropped counts packets dropped for room or by CoDel, Marked those
+	// CoDel marked CE (ECN) instead of dropping.
+	Dropped, Marked uint64
+}
+
+// QueueStats returns the counters of the client's outbound packet queue;
+// zero without VPN.
+func (c *Client) QueueStats() QueueStats {
+	if c.outq == nil {
+		return QueueStats{}
+	}
+	return QueueStats{Dropped: c.outq.Dropped(), Marked: c.outq.Marked()}
+}

@@ -196,6 +196,9 @@ func (u *udpPath) probe(now time.Time) {
 	if err == nil {
 		err = u.bind.Send([][]byte{d}, u.ep)
 	}
+	if err == nil {
+		u.cs.client.udpCtr.out.Add(1)
+	}
 	if err != nil {
 		if n, ok := u.errLog.Allow(now, 1, packetErrorLogEvery); ok {
 			u.cs.log.Debug("UDP probe not sent", "err", err, "suppressed", n)
@@ -222,6 +225,9 @@ func (u *udpPath) send(pkts [][]byte) error {
 	}
 	if err == nil {
 		err = b.send(u.bind, u.ep)
+	}
+	if err == nil {
+		u.cs.client.udpCtr.out.Add(uint64(len(pkts)))
 	}
 	if err != nil {
 		if n, ok := u.errLog.Allow(time.Now(), 1, packetErrorLogEvery); ok {
@@ -256,9 +262,15 @@ func (u *udpPath) receive(fn conn.ReceiveFunc, dev tun.Device, mtu int) {
 			continue
 		}
 		clear(eps[:n])
+		ctr := &u.cs.client.udpCtr
 		for i := range n {
 			pb := packetBufs.Get().(*packetBuf)
 			typ, pl, err := u.keys.open.Open(pb.b[:tun.Offset], bufs[i][:sizes[i]])
+			if err != nil {
+				ctr.dropped[udpDropReason(err)].Add(1)
+			} else {
+				ctr.in.Add(1)
+			}
 			if err != nil || typ != datagram.TypeData {
 				packetBufs.Put(pb)
 				if err == nil && typ == datagram.TypeProbeReply {

@@ -35,7 +35,8 @@ type ServerUDP struct {
 	Bind conn.Bind
 }
 
-// UDPStats are the gateway's UDP path counters.
+// UDPStats are the UDP path's counters, a gateway's over all its clients,
+// a client's over all its sessions.
 type UDPStats struct {
 	// DatagramsIn and DatagramsOut count authenticated datagrams
 	// received and datagrams sent.
@@ -60,6 +61,23 @@ const (
 )
 
 var udpDropNames = [udpDropReasons]string{"short", "unknown-session", "auth", "replay", "phase", "type"}
+
+// udpCounters count one end's datagrams; atomics, so the data path never
+// locks to count.
+type udpCounters struct {
+	in, out, roamed atomic.Uint64
+	dropped         [udpDropReasons]atomic.Uint64
+}
+
+func (c *udpCounters) stats() UDPStats {
+	st := UDPStats{DatagramsIn: c.in.Load(), DatagramsOut: c.out.Load(), Roamed: c.roamed.Load(), Dropped: make(map[string]uint64)}
+	for i := range c.dropped {
+		if n := c.dropped[i].Load(); n > 0 {
+			st.Dropped[udpDropNames[i]] = n
+		}
+	}
+	return st
+}
 
 func udpDropReason(err error) int {
 	switch {
@@ -89,9 +107,8 @@ type udpGateway struct {
 	mu    sync.RWMutex
 	links map[uint32]*udpLink // by the receiver index the gateway assigned; guarded by mu
 
-	in, out, roamed atomic.Uint64
-	dropped         [udpDropReasons]atomic.Uint64
-	errLog          ratelog.Limiter
+	udpCounters
+	errLog ratelog.Limiter
 }
 
 // startUDP opens the UDP socket and starts its readers.
@@ -135,13 +152,7 @@ func (s *Server) UDPStats() UDPStats {
 	if g == nil {
 		return UDPStats{}
 	}
-	st := UDPStats{DatagramsIn: g.in.Load(), DatagramsOut: g.out.Load(), Roamed: g.roamed.Load(), Dropped: make(map[string]uint64)}
-	for i := range g.dropped {
-		if n := g.dropped[i].Load(); n > 0 {
-			st.Dropped[udpDropNames[i]] = n
-		}
-	}
-	return st
+	return g.stats()
 }
 
 // udpLink is one session's UDP path at the gateway.

@@ -87,6 +87,9 @@ func TestUDPPathAndFallback(t *testing.T) {
 	if st := p.gw.srv.UDPStats(); st.DatagramsIn == 0 || st.DatagramsOut == 0 {
 		t.Errorf("gateway UDP counters %+v", st)
 	}
+	if st := p.vc.c.UDPStats(); st.DatagramsIn == 0 || st.DatagramsOut == 0 || len(st.Dropped) != 0 {
+		t.Errorf("client UDP counters %+v", st)
+	}
 
 	p.net.block(true)
 	took := p.waitPath(t, pathTCP)
@@ -117,7 +120,7 @@ func TestUDPRoaming(t *testing.T) {
 
 	// A datagram from an attacker's address, with a session's receiver
 	// index but no key, must not move the gateway's idea of the client.
-	var seen []byte
+	var seen, toClient []byte
 	var mu sync.Mutex
 	p.net.mu.Lock()
 	p.net.tap = func(from, to netip.AddrPort, d []byte) {
@@ -125,6 +128,9 @@ func TestUDPRoaming(t *testing.T) {
 		defer mu.Unlock()
 		if seen == nil && from.Addr() == b.local().Addr() && d[0] == datagram.TypeData {
 			seen = append([]byte(nil), d...)
+		}
+		if toClient == nil && to == b.local() && d[0] == datagram.TypeData {
+			toClient = append([]byte(nil), d...)
 		}
 	}
 	p.net.mu.Unlock()
@@ -150,6 +156,19 @@ func TestUDPRoaming(t *testing.T) {
 	if st := p.gw.srv.UDPStats(); st.Roamed != 0 {
 		t.Fatalf("gateway followed an unauthenticated source: %+v", st)
 	}
+	// The client refuses and counts the same kinds of datagram.
+	mu.Lock()
+	back := append([]byte(nil), toClient...)
+	mu.Unlock()
+	if back == nil {
+		t.Fatal("no data datagram seen to the client")
+	}
+	_ = attacker.Send([][]byte{back}, fakeEndpoint(b.local()))
+	waitCond(t, "replay counted by the client", func() bool { return p.vc.c.UDPStats().Dropped["replay"] >= 1 })
+	back[20] ^= 0x80
+	back[14] ^= 0x01
+	_ = attacker.Send([][]byte{back}, fakeEndpoint(b.local()))
+	waitCond(t, "forgery counted by the client", func() bool { return p.vc.c.UDPStats().Dropped["auth"] >= 1 })
 	p.roundTrip(t, 3)
 
 	// Now the client really moves.

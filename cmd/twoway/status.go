@@ -154,6 +154,17 @@ func query(cmd *cobra.Command, path, what string, req control.Request) (control.
 	return resp, err
 }
 
+// byReason formats counts by reason as "total (a 1, b 2)", reasons sorted.
+func byReason(counts map[string]uint64) string {
+	var total uint64
+	parts := make([]string, 0, len(counts))
+	for _, reason := range slices.Sorted(maps.Keys(counts)) {
+		total += counts[reason]
+		parts = append(parts, fmt.Sprintf("%s %d", reason, counts[reason]))
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
+}
+
 func printStatus(w io.Writer, st control.Status) {
 	head := fmt.Sprintf("twoway %s %s", st.Role, st.Version)
 	if !st.Started.IsZero() {
@@ -176,15 +187,22 @@ func printStatus(w io.Writer, st control.Status) {
 	t := st.Totals
 	line := fmt.Sprintf("traffic: in %s, out %s, streams opened %d", traffic(t.BytesIn, t.PacketsIn), traffic(t.BytesOut, t.PacketsOut), t.StreamsOpened)
 	if len(t.Dropped) > 0 {
-		var total uint64
-		var parts []string
-		for _, reason := range slices.Sorted(maps.Keys(t.Dropped)) {
-			total += t.Dropped[reason]
-			parts = append(parts, fmt.Sprintf("%s %d", reason, t.Dropped[reason]))
-		}
-		line += fmt.Sprintf(", packets dropped %d (%s)", total, strings.Join(parts, ", "))
+		line += ", packets dropped " + byReason(t.Dropped)
+	}
+	if t.ECNMarked > 0 {
+		line += fmt.Sprintf(", ECN marked %d", t.ECNMarked)
 	}
 	fmt.Fprintln(w, line)
+	if t.UDPIn > 0 || t.UDPOut > 0 || len(t.UDPDropped) > 0 {
+		line = fmt.Sprintf("udp: datagrams in %d, out %d", t.UDPIn, t.UDPOut)
+		if len(t.UDPDropped) > 0 {
+			line += ", refused " + byReason(t.UDPDropped)
+		}
+		if t.UDPRoamed > 0 {
+			line += fmt.Sprintf(", address changes %d", t.UDPRoamed)
+		}
+		fmt.Fprintln(w, line)
+	}
 
 	if len(st.Certificates) > 0 {
 		fmt.Fprintln(w, "\ncertificates:")

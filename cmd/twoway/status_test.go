@@ -65,7 +65,10 @@ func gatewayStatus() control.Status {
 			CertNotAfter: statusNow.Add(30 * 24 * time.Hour), CertDaysLeft: 30,
 			CANotAfter: statusNow.Add(-24 * time.Hour), CADaysLeft: -1,
 		}},
-		Totals: control.Totals{BytesIn: 10 << 10, BytesOut: 20 << 10, StreamsOpened: 7, Dropped: map[string]uint64{"spoof": 2, "policy": 3}},
+		Totals: control.Totals{
+			BytesIn: 10 << 10, BytesOut: 20 << 10, StreamsOpened: 7, Dropped: map[string]uint64{"spoof": 2, "policy": 3}, ECNMarked: 4,
+			UDPIn: 900, UDPOut: 1000, UDPDropped: map[string]uint64{"replay": 1, "auth": 2}, UDPRoamed: 1,
+		},
 	}
 }
 
@@ -105,7 +108,8 @@ func TestStatusTable(t *testing.T) {
 		"twoway server 1.4.0, up 3h4m5s",
 		"pid 4242",
 		"listening on 0.0.0.0:8443",
-		"traffic: in 10.0 KiB, out 20.0 KiB, streams opened 7, packets dropped 5 (policy 3, spoof 2)",
+		"traffic: in 10.0 KiB, out 20.0 KiB, streams opened 7, packets dropped 5 (policy 3, spoof 2), ECN marked 4\n",
+		"udp: datagrams in 900, out 1000, refused 3 (auth 2, replay 1), address changes 1\n",
 		"1 session:",
 	} {
 		if !strings.Contains(out, want) {
