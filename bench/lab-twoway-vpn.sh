@@ -24,7 +24,7 @@
 # TW_BIN, when set, is a twoway binary used as is (scripts that bring twoway up many times build it once).
 #
 # Nothing on the host is touched: the binary, PKI, configs, state_dir and resolv_conf live in a temp dir
-# that plugin_down removes (configs and logs are copied to the lab's run/), the control socket is off, and
+# that plugin_down removes (configs and logs are copied to the lab's run/), the control sockets live there too, and
 # every device, route, sysctl and nftables rule is inside the lab's namespaces.
 #
 # SAFETY: only the lab's 198.18.0.0/15 addresses, inside the lab's namespaces.
@@ -62,10 +62,14 @@ plugin_up() {
     "$tw" pki issue client --ca "$d/pki/client-ca" --name lab-client --group lab --out-dir "$d/certs" >/dev/null ||
     { log "twoway: PKI setup failed"; return 1; }
 
-  # [control] (local status socket, default /run/twoway/ROLE.sock on the host's filesystem) is switched
-  # off when this checkout knows the key; older checkouts have no control socket at all.
-  local control=""
-  grep -q 'toml:"socket"' "$TWOWAY_SRC"/config/*.go 2>/dev/null && control=$'[control]\nsocket = "off"\n'
+  # [control] (local status socket, default /run/twoway/ROLE.sock on the host's filesystem) is moved
+  # into the run's temporary directory when this checkout knows the key, so that plugin_down can save
+  # both ends' `twoway status --json`; older checkouts have no control socket at all.
+  local control_gw="" control_client=""
+  if grep -q 'toml:"socket"' "$TWOWAY_SRC"/config/*.go 2>/dev/null; then
+    control_gw=$'[control]\nsocket = "'"$d/gw.sock"$'"\n'
+    control_client=$'[control]\nsocket = "'"$d/client.sock"$'"\n'
+  fi
   local mtu=""
   [ -n "$TW_MTU" ] && mtu="mtu = $TW_MTU"
 
@@ -78,7 +82,7 @@ cert = "$d/certs/$G_IP.crt"
 key = "$d/certs/$G_IP.key"
 client_ca = "$d/pki/client-ca/bundle.crt"
 
-$control
+$control_gw
 [policy.admit]
 groups = ["lab"]
 
@@ -111,7 +115,7 @@ cert = "$d/certs/lab-client.crt"
 key = "$d/certs/lab-client.key"
 server_ca = "$d/pki/server-ca/bundle.crt"
 
-$control
+$control_client
 [vpn]
 enable = true
 tun = "$TW_C_TUN"
@@ -160,6 +164,12 @@ EOF
 }
 
 plugin_down() {
+  # What each end counted (queue drops, UDP datagrams, path), for reading the run afterwards.
+  local role
+  for role in gw client; do
+    [ -S "${TWOWAY_TMP:-/nonexistent}/$role.sock" ] &&
+      "$RUN/twoway" status --json --socket "$TWOWAY_TMP/$role.sock" >"$RUN/$PLUGIN_NAME-$role-status.json" 2>&1
+  done
   # SIGTERM: the client removes its route, address and device; the gateway restores its sysctls
   # (and drops its nftables table with forwarding = "nat").
   stop_pid ${TW_C_PID:-} ${TW_GW_PID:-}

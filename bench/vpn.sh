@@ -73,7 +73,7 @@ PLUGINS="plugin:$PLUGIN"
 rc=$?
 mkdir -p "$OUT"
 cp -r "$T/lab/results/." "$OUT/" 2>/dev/null
-mkdir -p "$OUT/run" && cp "$T/lab/run/"*.log "$T/lab/run/"*.toml "$OUT/run/" 2>/dev/null
+mkdir -p "$OUT/run" && cp "$T/lab/run/"*.log "$T/lab/run/"*.toml "$T/lab/run/"*.json "$OUT/run/" 2>/dev/null
 [ $rc = 0 ] || echo "vpn.sh: run-all.sh exited $rc" >&2
 
 S="$T/lab/results/summary.tsv"
