@@ -225,18 +225,52 @@ func (l *udpLink) remote() string {
 	return ""
 }
 
+// udpDelivery is a batch of one session's packets on its way from the
+// socket reader to the router.
+type udpDelivery struct {
+	l *udpLink
+	b *packetBatch
+}
+
+// udpDeliveryDepth is how many batches may wait between a socket reader
+// and its deliverer: enough to keep both busy, few enough that the
+// socket's own buffer, not this hand-off, absorbs a burst.
+const udpDeliveryDepth = 8
+
+var packetBatches = sync.Pool{New: func() any { return new(packetBatch) }}
+
 // receiveUDP reads datagrams with fn until the socket closes. Each one is
 // authenticated under its session's key before anything else looks at
 // it; the data packets of one session in a batch go to the router
-// together.
+// together, from a second goroutine, so that reading and opening the
+// next batch overlaps with routing and writing this one to the TUN
+// device (the two take about the same time, and one goroutine doing
+// both was the gateway's bottleneck on a fast link). Batches keep their
+// order, so a session's packets do too.
 func (s *Server) receiveUDP(fn conn.ReceiveFunc) {
+	out := make(chan udpDelivery, udpDeliveryDepth)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for d := range out {
+			d.l.deliver(d.b)
+			packetBatches.Put(d.b)
+		}
+	}()
+	defer func() { close(out); <-done }()
 	g := s.udp
 	bs := g.bind.BatchSize()
 	bufs := udpRecvBufs(bs, udpDatagramMax(g.mtu))
 	sizes := make([]int, bs)
 	eps := make([]conn.Endpoint, bs)
-	var batch packetBatch
+	batch := packetBatches.Get().(*packetBatch)
 	var cur *udpLink
+	hand := func() {
+		if cur != nil && len(batch.pkts) > 0 {
+			out <- udpDelivery{cur, batch}
+			batch = packetBatches.Get().(*packetBatch)
+		}
+	}
 	for {
 		n, err := fn(bufs, sizes, eps)
 		if err != nil {
@@ -267,7 +301,7 @@ func (s *Server) receiveUDP(fn conn.ReceiveFunc) {
 				continue
 			}
 			if l != cur {
-				cur.deliver(&batch)
+				hand()
 				cur = l
 			}
 			pb := packetBufs.Get().(*packetBuf)
@@ -290,7 +324,7 @@ func (s *Server) receiveUDP(fn conn.ReceiveFunc) {
 				packetBufs.Put(pb) // a probe reply: the gateway sends no probes
 			}
 		}
-		cur.deliver(&batch)
+		hand()
 		cur = nil
 		clear(eps[:n])
 	}
@@ -334,12 +368,12 @@ func (l *udpLink) answer(payload []byte, ep conn.Endpoint) {
 }
 
 // deliver routes the batch's packets as from the session's packets
-// stream, and empties it. Nil l (no session yet) does nothing.
+// stream, and empties it.
 func (l *udpLink) deliver(b *packetBatch) {
-	if l == nil || len(b.pkts) == 0 {
+	defer b.release()
+	if len(b.pkts) == 0 {
 		return
 	}
-	defer b.release()
 	ss := l.ss
 	peer := l.peer.Load()
 	if peer == nil {
