@@ -5,7 +5,8 @@
 # The caller sets NAME (for messages) and may set LAB_SRC, KEEP; then calls lab_start. After that:
 #   with_wg FUNC ARGS...    brings wireguard-go up, runs FUNC wireguard-go ARGS..., brings it down
 #   with_tw FUNC ARGS...    the same for twoway (bench/lab-twoway-vpn.sh, TW_* knobs apply; twoway is
-#                           built once, by lab_start, from this checkout)
+#                           built once, by lab_start, from this checkout); FUNC's name is "twoway",
+#                           or "twoway-tcp" with TW_TRANSPORT=tcp (the packets on the TLS connection)
 #   with_raw FUNC ARGS...   the same for the raw routed path
 #   pstats FILE             "avg p50 p90 p99" of the ping times in FILE (ms)
 #   iperf_mbits FILE        received Mbit/s of an iperf3 -J result
@@ -79,7 +80,9 @@ with_wg() {
 
 with_tw() {
   ( . "$REPO/bench/lab-twoway-vpn.sh"
-    if plugin_up >/dev/null 2>&1; then "$1" twoway "${@:2}"; else echo "twoway did not come up (see $RUN/twoway-vpn-*.log)" >&2; fi
+    local label=twoway
+    [ "$TW_TRANSPORT" = tcp ] && label=twoway-tcp
+    if plugin_up >/dev/null 2>&1; then "$1" "$label" "${@:2}"; else echo "twoway did not come up (see $RUN/twoway-vpn-*.log)" >&2; fi
     plugin_down >/dev/null 2>&1
     client_route_none )
 }
