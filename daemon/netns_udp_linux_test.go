@@ -45,6 +45,16 @@ const udpLabRules = `table inet twudp {
 }
 `
 
+// udpRebindRules is a NAT in the client's namespace that rebinds the
+// client's datagrams to the gateway to port 40000 (the roaming test).
+const udpRebindRules = `table ip twrebind {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip daddr 198.19.1.1 udp dport 8443 snat to 198.19.1.3:40000
+	}
+}
+`
+
 var nftCounterRE = regexp.MustCompile(`packets (\d+) bytes (\d+)`)
 
 // nftBytes is what counter name of udpLabRules in namespace ns has counted.
@@ -208,25 +218,41 @@ func TestNetnsUDP(t *testing.T) {
 	})
 
 	t.Run("roaming", func(t *testing.T) {
-		// The client's datagrams leave from a second address from now
-		// on: the route to the gateway's network prefers it. Its TLS
-		// connection stays on the first, which stays too.
-		run(t, "ip", "-n", tp.c1, "addr", "add", "198.19.1.3/24", "dev", "eth0", "nodad")
-		run(t, "ip", "-n", tp.c1, "route", "replace", "198.19.1.0/24", "dev", "eth0", "proto", "kernel", "scope", "link", "src", "198.19.1.3")
 		n, nc := gw.count(), client.count()
-		in0 := nftBytes(t, tp.c1, "udp_in_roamed")
-		checkFetch(t, tp.c1, "198.18.0.10:9000", 32<<20)
-		line, _ := gw.waitLine(t, n, "client's UDP address changed", "to=198.19.1.3:")
-		t.Logf("gateway: %s", line)
-		if !strings.Contains(line, "from=198.19.1.2:") {
-			t.Errorf("the gateway's line does not name the old address: %s", line)
+		moves := []struct {
+			name     string
+			args     [][]string // commands that move the client
+			from, to string     // what the gateway's line names
+		}{
+			// The client's datagrams leave from a second address: the
+			// route to the gateway's network prefers it. Its TLS
+			// connection stays on the first, which stays too.
+			{"new source address", [][]string{
+				{"ip", "-n", tp.c1, "addr", "add", "198.19.1.3/24", "dev", "eth0", "nodad"},
+				{"ip", "-n", tp.c1, "route", "replace", "198.19.1.0/24", "dev", "eth0", "proto", "kernel", "scope", "link", "src", "198.19.1.3"},
+			}, "from=198.19.1.2:", "to=198.19.1.3:"},
+			// A NAT in front of the client rebinds its datagrams to
+			// another port.
+			{"NAT rebinding", [][]string{
+				{"ip", "netns", "exec", tp.c1, "nft", "-f", writeFile(t, filepath.Join(dir, "rebind.nft"), udpRebindRules)},
+			}, "from=198.19.1.3:", "to=198.19.1.3:40000"},
 		}
-		// The download came back as datagrams to the new address.
-		if in := nftBytes(t, tp.c1, "udp_in_roamed") - in0; in < 32<<20 {
-			t.Errorf("%d bytes of datagrams to the new address, want at least %d", in, 32<<20)
-		}
-		if err := nsPing(tp.c1, "198.18.0.10"); err != nil {
-			t.Errorf("ping after roaming: %v", err)
+		for _, m := range moves {
+			for _, args := range m.args {
+				run(t, args...)
+			}
+			ng := gw.count()
+			in0 := nftBytes(t, tp.c1, "udp_in_roamed")
+			checkFetch(t, tp.c1, "198.18.0.10:9000", 32<<20)
+			line, _ := gw.waitLine(t, ng, "client's UDP address changed", m.from, m.to)
+			t.Logf("%s: the gateway logged %q %s", m.name, "client's UDP address changed", line[strings.Index(line, "from="):])
+			// The download came back as datagrams to the new address.
+			if in := nftBytes(t, tp.c1, "udp_in_roamed") - in0; in < 32<<20 {
+				t.Errorf("%s: %d bytes of datagrams to the new address, want at least %d", m.name, in, 32<<20)
+			}
+			if err := nsPing(tp.c1, "198.18.0.10"); err != nil {
+				t.Errorf("%s: ping: %v", m.name, err)
+			}
 		}
 		cs := onlySession(t, daemonStatus(t, clientSock))
 		gst := daemonStatus(t, gwSock)
@@ -234,14 +260,14 @@ func TestNetnsUDP(t *testing.T) {
 		if cs.ID != first.ID || gs.ID != first.ID || cs.Reconnects != 0 || cs.Path != "udp" {
 			t.Errorf("after roaming: client session %s (%d reconnects, path %s), gateway session %s; want %s throughout on udp", cs.ID, cs.Reconnects, cs.Path, gs.ID, first.ID)
 		}
-		if gst.Totals.UDPRoamed < 1 {
-			t.Errorf("gateway's udp_roamed %d", gst.Totals.UDPRoamed)
+		if gst.Totals.UDPRoamed < uint64(len(moves)) {
+			t.Errorf("gateway's udp_roamed %d, want at least %d", gst.Totals.UDPRoamed, len(moves))
 		}
 		if got := tunAddrs(t, tp.c1, "tw0"); strings.Join(got, " ") != strings.Join(addrs, " ") {
 			t.Errorf("tw0 addresses after roaming %v, before %v", got, addrs)
 		}
-		if client.has(nc, "VPN down") {
-			t.Error("the client's session went down while roaming")
+		if client.has(nc, "VPN down") || gw.has(n, "session closed") {
+			t.Error("the session went down while roaming")
 		}
 	})
 	client.stop(t)
