@@ -396,13 +396,14 @@ func routes(t *testing.T, ns string) string {
 	return run(t, "ip", "-n", ns, "route", "show", "table", "all")
 }
 
-// TestNetnsVPN is the whole story: ping and TCP through the tunnel over
-// IPv4 and IPv6 with NAT to the LAN, a port forward on the same client,
-// policy per packet, anti-spoofing, two clients without client-to-client,
-// a gateway restart that keeps addresses (and a client with persist that
-// keeps its routes meanwhile), routed forwarding without NAT, and a client
-// that restores routes and DNS when it exits or after it crashed.
-func TestNetnsVPN(t *testing.T) {
+// asNetnsRoot makes the calling namespace test run as root: directly when
+// the process is root, otherwise by re-running the test as root of a new
+// user namespace (with a mount namespace of its own for "ip netns add",
+// see privateRun). It skips the test, saying why, when neither can be,
+// and reports false when the re-run did the work and the caller must
+// return.
+func asNetnsRoot(t *testing.T) bool {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("network namespace test skipped with -short")
 	}
@@ -410,13 +411,11 @@ func TestNetnsVPN(t *testing.T) {
 		t.Skip("needs the ip command (iproute2)")
 	}
 	if os.Geteuid() != 0 {
-		// As root of a new user namespace, with a mount namespace of its
-		// own for "ip netns add" (privateRun).
 		if err := nstest.CanOpenTUN(); err != nil {
-			t.Skipf("needs root, or /dev/net/tun open to this user for a user namespace: %v", err)
+			t.Skipf("needs root, or /dev/net/tun open to this user for a user namespace (unshare -Urn): %v", err)
 		}
-		nstest.Rerun(t, "TestNetnsVPN", syscall.CLONE_NEWUSER|syscall.CLONE_NEWNS|syscall.CLONE_NEWNET)
-		return
+		nstest.Rerun(t, t.Name(), syscall.CLONE_NEWUSER|syscall.CLONE_NEWNS|syscall.CLONE_NEWNET)
+		return false
 	}
 	if nstest.Inside() {
 		privateRun(t)
@@ -424,24 +423,31 @@ func TestNetnsVPN(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("no /dev/net/tun: %v", err)
 	}
-	tp := newTopology(t)
-	dir := t.TempDir()
-	top := t // processes started in subtests outlive them
+	return true
+}
 
-	// PKI: a gateway certificate and two client certificates.
+// writeLabPKI writes into dir a gateway certificate for gw.test, the two
+// CA bundles and, for each of clients, a certificate in group vpn.
+func writeLabPKI(t *testing.T, dir string, clients ...string) {
+	t.Helper()
 	h := pkitest.NewHierarchy(t)
 	gwLeaf := h.ServerCA.Server(t, "gw.test")
 	writeFile(t, filepath.Join(dir, "gw.crt"), string(pkitest.PEM(gwLeaf.Certs()...)))
 	writeFile(t, filepath.Join(dir, "gw.key"), string(pkitest.KeyPEM(t, gwLeaf.Key)))
 	writeFile(t, filepath.Join(dir, "client-ca.crt"), string(pkitest.PEM(h.ClientBundle()...)))
 	writeFile(t, filepath.Join(dir, "server-ca.crt"), string(pkitest.PEM(h.ServerBundle()...)))
-	for _, name := range []string{"alice", "bob"} {
+	for _, name := range clients {
 		l := h.ClientCA.Client(t, name, "vpn")
 		writeFile(t, filepath.Join(dir, name+".crt"), string(pkitest.PEM(l.Certs()...)))
 		writeFile(t, filepath.Join(dir, name+".key"), string(pkitest.KeyPEM(t, l.Key)))
 	}
+}
 
-	serverText := `listen = ":8443"
+// labServerConf is the gateway's server.toml for the files writeLabPKI
+// writes: a VPN over IPv4 and IPv6 with NAT to the corporate LAN (lan0
+// in the topology), the UDP data path on (the default, on port 8443),
+// and a rule denying port 9001 on the corporate host.
+const labServerConf = `listen = ":8443"
 [tls]
 cert = "gw.crt"
 key = "gw.key"
@@ -471,18 +477,26 @@ forwarding = "nat"
 lan_interface = "lan0"
 state_dir = "gwstate"
 `
-	serverConf := writeFile(t, filepath.Join(dir, "server.toml"), serverText)
-	origResolv := "nameserver 198.18.0.1\n"
-	clientConf := func(name, server string, extra ...string) (string, string) {
-		resolv := writeFile(t, filepath.Join(dir, name+"-resolv.conf"), origResolv)
-		conf := fmt.Sprintf(`servers = [%q]
+
+// labResolv is a client's resolv.conf before the VPN changes it.
+const labResolv = "nameserver 198.18.0.1\n"
+
+// labClientConf writes dir/name.toml for client name of writeLabPKI,
+// dialing server, with its control socket at dir/name.sock, a port
+// forward 127.0.0.1:7000 to the corporate host's port 9000, a VPN on tw0
+// and a resolv.conf of its own (dir/name-resolv.conf, labResolv);
+// extra lines go in its [vpn] table. It returns the paths of both files.
+func labClientConf(t *testing.T, dir, name, server string, extra ...string) (conf, resolv string) {
+	t.Helper()
+	resolv = writeFile(t, filepath.Join(dir, name+"-resolv.conf"), labResolv)
+	text := fmt.Sprintf(`servers = [%q]
 server_name = "gw.test"
 [tls]
 cert = "%[2]s.crt"
 key = "%[2]s.key"
 server_ca = "server-ca.crt"
 [control]
-socket = "off"
+socket = %[3]q
 [reconnect]
 min_backoff = "50ms"
 max_backoff = "500ms"
@@ -494,18 +508,76 @@ remote = "198.18.0.10:9000"
 enable = true
 tun = "tw0"
 state_dir = "%[2]s-state"
-resolv_conf = %[3]q
-%[4]s
-`, server, name, resolv, strings.Join(extra, "\n"))
-		return writeFile(t, filepath.Join(dir, name+".toml"), conf), resolv
+resolv_conf = %[4]q
+%[5]s
+`, server, name, filepath.Join(dir, name+".sock"), resolv, strings.Join(extra, "\n"))
+	return writeFile(t, filepath.Join(dir, name+".toml"), text), resolv
+}
+
+// nsPing pings from namespace ns twice, with ping's args.
+func nsPing(ns string, args ...string) error {
+	out, err := try(append([]string{"ip", "netns", "exec", ns, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "2"}, args...)...)
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
 	}
+	return nil
+}
+
+// fetch runs the fetch role in namespace ns: size bytes from the source
+// at addr, or to it with mode "push".
+func fetch(ns, addr string, size int64, timeout string, mode ...string) (string, error) {
+	return fetchContext(context.Background(), ns, addr, size, timeout, mode...)
+}
+
+// fetchContext is fetch, killed when ctx ends.
+func fetchContext(ctx context.Context, ns, addr string, size int64, timeout string, mode ...string) (string, error) {
+	args := append([]string{"netns", "exec", ns, "env", roleEnv + "=fetch", os.Args[0], addr, strconv.FormatInt(size, 10), timeout}, mode...)
+	b, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	out := string(b)
+	if err != nil {
+		return out, fmt.Errorf("fetch %s: %v: %s", addr, err, out)
+	}
+	return out, nil
+}
+
+// checkFetch fetches (or pushes) size bytes and fails t unless the
+// SHA-256 of what arrived is that of what was sent.
+func checkFetch(t *testing.T, ns, addr string, size int64, mode ...string) {
+	t.Helper()
+	out, err := fetch(ns, addr, size, "10s", mode...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("bytes=%d sha256=%s", size, streamSum(size)); !strings.Contains(out, want) {
+		t.Fatalf("fetch %s: %s, want %s", addr, out, want)
+	}
+	t.Logf("%v %d bytes with %s: %s", mode, size, addr, strings.TrimSpace(out))
+}
+
+// TestNetnsVPN is the whole story: ping and TCP through the tunnel over
+// IPv4 and IPv6 with NAT to the LAN, a port forward on the same client,
+// policy per packet, anti-spoofing, two clients without client-to-client,
+// a gateway restart that keeps addresses (and a client with persist that
+// keeps its routes meanwhile), routed forwarding without NAT, and a client
+// that restores routes and DNS when it exits or after it crashed.
+func TestNetnsVPN(t *testing.T) {
+	if !asNetnsRoot(t) {
+		return
+	}
+	tp := newTopology(t)
+	dir := t.TempDir()
+	top := t // processes started in subtests outlive them
+
+	// PKI: a gateway certificate and two client certificates.
+	writeLabPKI(t, dir, "alice", "bob")
+	serverConf := writeFile(t, filepath.Join(dir, "server.toml"), labServerConf)
 	// Alice keeps her packets on the TLS connection (the UDP path has a
-	// test of its own, TestNetnsUDPPath), so that GSO passthrough is what
+	// test of its own, TestNetnsUDP), so that GSO passthrough is what
 	// carries them.
-	aliceConf, aliceResolv := clientConf("alice", "198.19.1.1:8443", `transport = "tcp"`)
+	aliceConf, aliceResolv := labClientConf(t, dir, "alice", "198.19.1.1:8443", `transport = "tcp"`)
 	// Bob's device has no offloads: the gateway cuts superpackets for him.
 	// And he keeps his configuration while reconnecting (persist).
-	bobConf, bobResolv := clientConf("bob", "198.19.2.1:8443", "offload = false", "persist = true")
+	bobConf, bobResolv := labClientConf(t, dir, "bob", "198.19.2.1:8443", "offload = false", "persist = true")
 
 	source := startRole(t, tp.corp, "source", ":9000", ":9001")
 	source.waitLine(t, 0, "source ready")
@@ -528,47 +600,21 @@ resolv_conf = %[3]q
 		t.Fatalf("pushed DNS not in resolv.conf:\n%s", b)
 	}
 
-	ping := func(ns string, args ...string) error {
-		out, err := try(append([]string{"ip", "netns", "exec", ns, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "2"}, args...)...)
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
-	}
-	fetch := func(ns, addr string, size int64, timeout string, mode ...string) (string, error) {
-		out, err := try(append([]string{"ip", "netns", "exec", ns, "env", roleEnv + "=fetch", os.Args[0], addr, strconv.FormatInt(size, 10), timeout}, mode...)...)
-		if err != nil {
-			return out, fmt.Errorf("fetch %s: %v: %s", addr, err, out)
-		}
-		return out, nil
-	}
-	checkFetch := func(ns, addr string, size int64, mode ...string) {
-		t.Helper()
-		out, err := fetch(ns, addr, size, "10s", mode...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := fmt.Sprintf("bytes=%d sha256=%s", size, streamSum(size)); !strings.Contains(out, want) {
-			t.Fatalf("fetch %s: %s, want %s", addr, out, want)
-		}
-		t.Logf("%v %d bytes with %s: %s", mode, size, addr, strings.TrimSpace(out))
-	}
-
 	t.Run("ping", func(t *testing.T) {
-		if err := ping(tp.c1, "198.18.0.10"); err != nil {
+		if err := nsPing(tp.c1, "198.18.0.10"); err != nil {
 			t.Fatal(err)
 		}
-		if err := ping(tp.c1, "-6", "2001:db8:1::10"); err != nil {
+		if err := nsPing(tp.c1, "-6", "2001:db8:1::10"); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("tcp", func(t *testing.T) {
-		checkFetch(tp.c1, "198.18.0.10:9000", 200<<20)
+		checkFetch(t, tp.c1, "198.18.0.10:9000", 200<<20)
 		// Uploads travel as superpackets (GSO passthrough).
-		checkFetch(tp.c1, "198.18.0.10:9000", 200<<20, "push")
-		checkFetch(tp.c1, "[2001:db8:1::10]:9000", 8<<20)
-		checkFetch(tp.c1, "[2001:db8:1::10]:9000", 64<<20, "push")
-		checkFetch(tp.c1, "127.0.0.1:7000", 8<<20) // the port forward on the same client
+		checkFetch(t, tp.c1, "198.18.0.10:9000", 200<<20, "push")
+		checkFetch(t, tp.c1, "[2001:db8:1::10]:9000", 8<<20)
+		checkFetch(t, tp.c1, "[2001:db8:1::10]:9000", 64<<20, "push")
+		checkFetch(t, tp.c1, "127.0.0.1:7000", 8<<20) // the port forward on the same client
 	})
 	t.Run("policy", func(t *testing.T) {
 		n := gw.count()
@@ -581,7 +627,7 @@ resolv_conf = %[3]q
 	t.Run("spoof", func(t *testing.T) {
 		run(t, "ip", "-n", tp.c1, "addr", "add", "198.18.100.200/32", "dev", "lo")
 		n := gw.count()
-		if err := ping(tp.c1, "-I", "198.18.100.200", "198.18.0.10"); err == nil {
+		if err := nsPing(tp.c1, "-I", "198.18.100.200", "198.18.0.10"); err == nil {
 			t.Fatal("a ping with a forged source was answered")
 		}
 		gw.waitLine(t, n, "packet dropped", "reason=spoof", "src=198.18.100.200")
@@ -594,17 +640,17 @@ resolv_conf = %[3]q
 		if len(bobAddrs) != 2 || bobAddrs[0] == aliceAddrs[0] {
 			t.Fatalf("bob's addresses %v (alice %v)", bobAddrs, aliceAddrs)
 		}
-		if err := ping(tp.c2, "198.18.0.10"); err != nil {
+		if err := nsPing(tp.c2, "198.18.0.10"); err != nil {
 			t.Fatal(err)
 		}
 		// What the gateway reads as superpackets reaches bob cut into
 		// packets; his own arrive ordinary.
-		checkFetch(tp.c2, "198.18.0.10:9000", 64<<20)
-		checkFetch(tp.c2, "[2001:db8:1::10]:9000", 16<<20)
-		checkFetch(tp.c2, "198.18.0.10:9000", 16<<20, "push")
+		checkFetch(t, tp.c2, "198.18.0.10:9000", 64<<20)
+		checkFetch(t, tp.c2, "[2001:db8:1::10]:9000", 16<<20)
+		checkFetch(t, tp.c2, "198.18.0.10:9000", 16<<20, "push")
 		n := gw.count()
 		bob4, _, _ := strings.Cut(bobAddrs[0], "/")
-		if err := ping(tp.c1, bob4); err == nil {
+		if err := nsPing(tp.c1, bob4); err == nil {
 			t.Fatal("alice reached bob with client-to-client off")
 		}
 		gw.waitLine(t, n, "packet dropped", "reason=client-to-client")
@@ -623,7 +669,7 @@ resolv_conf = %[3]q
 		if r := routes(t, tp.c2); !strings.Contains(r, "198.18.0.0/24 dev tw0") || !strings.Contains(r, "2001:db8:1::/64 dev tw0") {
 			t.Errorf("bob's corp routes were not kept while reconnecting:\n%s", r)
 		}
-		if b, _ := os.ReadFile(bobResolv); string(b) == origResolv {
+		if b, _ := os.ReadFile(bobResolv); string(b) == labResolv {
 			t.Error("bob's DNS was undone while reconnecting")
 		}
 		gw = startRole(top, tp.gw, "server", serverConf)
@@ -632,13 +678,13 @@ resolv_conf = %[3]q
 		if bob.has(nb, "replacing the kept one") {
 			t.Error("bob's kept configuration was replaced by the same one")
 		}
-		if err := ping(tp.c2, "198.18.0.10"); err != nil {
+		if err := nsPing(tp.c2, "198.18.0.10"); err != nil {
 			t.Fatalf("bob after the restart: %v", err)
 		}
 		if got := tunAddrs(t, tp.c1, "tw0"); strings.Join(got, " ") != strings.Join(aliceAddrs, " ") {
 			t.Fatalf("addresses after the restart %v, before %v", got, aliceAddrs)
 		}
-		if err := ping(tp.c1, "198.18.0.10"); err != nil {
+		if err := nsPing(tp.c1, "198.18.0.10"); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -652,7 +698,7 @@ resolv_conf = %[3]q
 		run(t, "ip", "-n", tp.corp, "route", "add", "198.18.100.0/24", "via", "198.18.0.1")
 		run(t, "ip", "-n", tp.corp, "-6", "route", "add", "2001:db8:100::/64", "via", "2001:db8:1::1")
 		routedConf := writeFile(t, filepath.Join(dir, "server-routed.toml"),
-			strings.Replace(serverText, `forwarding = "nat"`, `forwarding = "routed"`, 1))
+			strings.Replace(labServerConf, `forwarding = "nat"`, `forwarding = "routed"`, 1))
 		n := alice.count()
 		gw.stop(t)
 		gw = startRole(top, tp.gw, "server", routedConf)
@@ -665,7 +711,7 @@ resolv_conf = %[3]q
 		}
 		for i, addr := range []string{"198.18.0.10:9000", "[2001:db8:1::10]:9000"} {
 			ns := source.count()
-			checkFetch(tp.c1, addr, 16<<20)
+			checkFetch(t, tp.c1, addr, 16<<20)
 			own, _, _ := strings.Cut(aliceAddrs[i], "/")
 			source.waitLine(t, ns, "source: connection from "+net.JoinHostPort(own, ""))
 		}
@@ -673,7 +719,7 @@ resolv_conf = %[3]q
 
 	t.Run("client exit restores", func(t *testing.T) {
 		alice.stop(t)
-		if b, _ := os.ReadFile(aliceResolv); string(b) != origResolv {
+		if b, _ := os.ReadFile(aliceResolv); string(b) != labResolv {
 			t.Errorf("resolv.conf after exit:\n%s", b)
 		}
 		after := routes(t, tp.c1)
@@ -695,7 +741,7 @@ resolv_conf = %[3]q
 	t.Run("client crash cleanup", func(t *testing.T) {
 		_ = bob.cmd.Process.Kill()
 		<-bob.done
-		if b, _ := os.ReadFile(bobResolv); string(b) == origResolv {
+		if b, _ := os.ReadFile(bobResolv); string(b) == labResolv {
 			t.Fatal("resolv.conf was not changed while bob ran")
 		}
 		bob = startRole(top, tp.c2, "client", bobConf)
@@ -704,7 +750,7 @@ resolv_conf = %[3]q
 			t.Errorf("bob's addresses after a crash %v, before %v", got, bobAddrs)
 		}
 		bob.stop(t)
-		if b, _ := os.ReadFile(bobResolv); string(b) != origResolv {
+		if b, _ := os.ReadFile(bobResolv); string(b) != labResolv {
 			t.Errorf("resolv.conf after crash and clean exit:\n%s", b)
 		}
 	})
