@@ -143,11 +143,12 @@ func TestKickStalledSessionIsPrompt(t *testing.T) {
 }
 
 // waitStalled waits until n of the gateway's sessions have their writes
-// stuck behind a peer that does not read: the session's connection has a
-// full pending buffer, so yamux's send loop is blocked, behind a Write to
-// the socket that has not finished for stuckAfter. A Write that is merely
-// slow (encrypting under the race detector, say) finishes sooner, and then
-// yamux refills the buffer: the bytes accepted for writing change.
+// stuck behind a peer that does not read: a Write to the socket has not
+// finished for stuckAfter, and nothing new was accepted for writing
+// meanwhile (the bulk writers wait for it, paced, or yamux's send loop
+// does, behind a full buffer). A Write that is merely slow (encrypting
+// under the race detector, say) finishes sooner, and then the writers go
+// on: the bytes accepted for writing change.
 func waitStalled(t *testing.T, srv *Server, n int) {
 	t.Helper()
 	const stuckAfter = 200 * time.Millisecond
@@ -167,7 +168,9 @@ func waitStalled(t *testing.T, srv *Server, n int) {
 		stuck := 0
 		for _, c := range conns {
 			c.mu.Lock()
-			isFull, tx := c.writing && len(c.buf) >= c.maxPending, c.tx.Load()
+			// A write in progress, with more waiting (in the buffer or,
+			// paced, in front of it) and no progress: stuck.
+			isFull, tx := c.writing && c.inflight > 0, c.tx.Load()
 			c.mu.Unlock()
 			switch m, ok := full[c]; {
 			case !isFull:

@@ -523,6 +523,7 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
 	mc.cork = ck
 	mc.direct = t.noCoalesce
+	mc.paceLowat(t.NotSentLowat)
 	logger := c.log.With("gateway", hs.identity, "remote", endpoint)
 	mux, err := yamux.Client(mc, t.yamuxConfig(logger))
 	if err != nil {

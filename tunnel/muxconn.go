@@ -81,6 +81,16 @@ type muxConn struct {
 	// injectQ holds window updates the guard released while a frame was
 	// half written; they go out at its end. Guarded by mu.
 	injectQ []byte
+
+	// Pacing of bulk writes (pace.go). inflight is the size of the batch
+	// being written, drain the measured drain rate; both guarded by mu.
+	// lowatMax, if positive, is the TCP_NOTSENT_LOWAT the session was
+	// configured with, which writeBatch lowers to the rate (lowat, the
+	// value set now; guarded by mu); set before use.
+	inflight int
+	drain    drainMeter
+	lowatMax int
+	lowat    int
 }
 
 // injectUpdate sends a window update for stream id that yamux did not
@@ -302,7 +312,10 @@ const maxRecord = 16 << 10
 func (c *muxConn) writeBatch(deadline time.Duration) error {
 	batch := c.takeBatch()
 	c.writing = true
-	_ = c.tc.SetWriteDeadline(time.Now().Add(deadline))
+	c.inflight = len(batch)
+	now := time.Now()
+	c.drain.begin(now)
+	_ = c.tc.SetWriteDeadline(now.Add(deadline))
 	c.mu.Unlock()
 	var err error
 	if c.cork != nil && len(batch) > maxRecord {
@@ -314,12 +327,20 @@ func (c *muxConn) writeBatch(deadline time.Duration) error {
 	} else {
 		_, err = c.tc.Write(batch)
 	}
+	n := len(batch)
 	recycle(batch)
 	c.mu.Lock()
 	c.writing = false
+	c.inflight = 0
+	if c.drain.end(time.Now(), n) && c.lowatMax > 0 {
+		if l := c.drain.lowat(c.lowatMax); l != c.lowat && setNotSentLowat(c.raw, l) == nil {
+			c.lowat = l
+		}
+	}
+	// Paced writers wait for the batch in flight to leave too.
+	c.spaceCond.Broadcast()
 	if err != nil {
 		c.err = err
-		c.spaceCond.Broadcast()
 	}
 	// The flusher may be waiting for this write to end.
 	c.dataCond.Signal()

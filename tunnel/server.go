@@ -487,6 +487,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	mc := newMuxConn(tc, raw, t.DeadPeerTimeout, t.WriteBuffer)
 	mc.cork = ck
 	mc.direct = t.noCoalesce
+	mc.paceLowat(t.NotSentLowat)
 	// One more than the session's accept loop allows, so that it, which
 	// says bye, acts first (see session.acceptLoop).
 	mc.guard = newStreamGuard(t.MaxStreams + 2 + acceptBacklog)

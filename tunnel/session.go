@@ -514,7 +514,7 @@ func (s *session) proxy(st *yamux.Stream, c net.Conn) {
 			_ = cw.CloseWrite()
 		}
 	}()
-	if err := s.copyBuf(st, c); err != nil {
+	if err := s.copyBuf(pacedWriter{st, s.conn}, c); err != nil {
 		s.logAbort(id, "to peer", err)
 		abort(true)
 	} else {
