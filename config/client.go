@@ -94,20 +94,39 @@ func (s *SOCKS) validate(src *source) error {
 }
 
 // Reconnect is the [reconnect] table: exponential backoff between
-// MinBackoff and MaxBackoff.
+// MinBackoff and MaxBackoff, the order servers are tried in, and how soon
+// a silent gateway counts as dead.
 type Reconnect struct {
 	// MinBackoff is the first delay after a lost connection. Default 1s.
 	MinBackoff time.Duration `toml:"min_backoff"`
 	// MaxBackoff caps the delay. Default 1m.
 	MaxBackoff time.Duration `toml:"max_backoff"`
+	// Order is OrderInOrder (default) or OrderRandom.
+	Order string `toml:"order"`
+	// Keepalive is how long the session may be silent before the client
+	// pings; DeadPeer how long without hearing anything before it gives
+	// the gateway up and moves on. Defaults 10s and 25s.
+	Keepalive time.Duration `toml:"keepalive"`
+	DeadPeer  time.Duration `toml:"dead_peer"`
 }
+
+// Server orders ([reconnect] order).
+const (
+	// OrderInOrder tries the servers as listed: the first is the
+	// preferred gateway, the others its backups.
+	OrderInOrder = "in-order"
+	// OrderRandom makes each client try them in an order of its own,
+	// so that a fleet's clients spread over its gateways.
+	OrderRandom = "random"
+)
 
 // DefaultClient returns a Client with every default filled in and nothing
 // else.
 func DefaultClient() *Client {
 	return &Client{
-		Reconnect: Reconnect{MinBackoff: time.Second, MaxBackoff: time.Minute},
-		Log:       defaultLog(),
+		Reconnect: Reconnect{MinBackoff: time.Second, MaxBackoff: time.Minute, Order: OrderInOrder,
+			Keepalive: 10 * time.Second, DeadPeer: 25 * time.Second},
+		Log: defaultLog(),
 	}
 }
 
@@ -203,6 +222,17 @@ func (c *Client) Validate() error {
 	}
 	if c.Reconnect.MaxBackoff < c.Reconnect.MinBackoff {
 		return src.errf("reconnect.max_backoff", "%v is shorter than min_backoff (%v)", c.Reconnect.MaxBackoff, c.Reconnect.MinBackoff)
+	}
+	switch c.Reconnect.Order {
+	case OrderInOrder, OrderRandom:
+	default:
+		return src.errf("reconnect.order", "%q: want %q or %q", c.Reconnect.Order, OrderInOrder, OrderRandom)
+	}
+	if err := checkDuration(src, "reconnect.keepalive", c.Reconnect.Keepalive, 100*time.Millisecond, 0); err != nil {
+		return err
+	}
+	if c.Reconnect.DeadPeer <= c.Reconnect.Keepalive {
+		return src.errf("reconnect.dead_peer", "%v must be longer than keepalive (%v): the gateway needs time to answer a ping", c.Reconnect.DeadPeer, c.Reconnect.Keepalive)
 	}
 	if c.VPN.Enable && c.VPN.TUN != "" {
 		if err := tun.ValidateName(runtime.GOOS, c.VPN.TUN); err != nil {

@@ -177,6 +177,9 @@ local = "127.0.0.1:1080"
 [reconnect]
 min_backoff = "1s"
 max_backoff = "1m"
+# order = "in-order"            # "random": each client its own order, to spread over a fleet
+# keepalive = "10s"             # ping a gateway silent for this long
+# dead_peer = "25s"             # then give it up and try the next one
 
 # VPN mode: a TUN device with the address, routes, DNS and MTU the gateway
 # pushes; restored when the client exits, or on the next start after a crash.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,9 +26,16 @@ import (
 // ClientConfig configures a client. Zero values mean the documented
 // defaults.
 type ClientConfig struct {
-	// Endpoints are gateway addresses (host:port), tried in order on
-	// every (re)connect.
+	// Endpoints are gateway addresses (host:port). A (re)connect tries
+	// them in turn, starting after the gateway whose session was lost
+	// last, so that a client leaves a dead gateway at once instead of
+	// waiting for its dial to time out again.
 	Endpoints []string
+	// ShuffleEndpoints makes each client try Endpoints in an order of
+	// its own, drawn once when it is created, so that the clients of a
+	// fleet spread over its gateways; without it they all start at the
+	// first.
+	ShuffleEndpoints bool
 	// ServerName, if set, is the name the gateway certificate must carry
 	// instead of each endpoint's host.
 	ServerName string
@@ -147,6 +155,11 @@ type Client struct {
 
 	locals []*localListener
 
+	// order is Endpoints as this client tries them (ShuffleEndpoints);
+	// next is where the next connectAny starts. Owned by run.
+	order []string
+	next  int
+
 	link    atomic.Pointer[clientLink] // the current session's VPN, if up
 	outq    *router.Queue              // packets read from the VPN device, for the link (VPN mode)
 	udpCtr  udpCounters                // every session's UDP path
@@ -180,6 +193,10 @@ func NewClient(cfg ClientConfig, logger *slog.Logger) (*Client, error) {
 		ready: make(chan struct{}), live: make(map[*clientSession]bool),
 		remote: make(map[uint32]*remoteForward), stopped: make(chan struct{}),
 		runDone: make(chan struct{}),
+	}
+	c.order = slices.Clone(cfg.Endpoints)
+	if cfg.ShuffleEndpoints {
+		rand.Shuffle(len(c.order), func(i, j int) { c.order[i], c.order[j] = c.order[j], c.order[i] })
 	}
 	for i, f := range cfg.Forwards {
 		if f.Kind == ForwardRemote {
@@ -351,6 +368,9 @@ func (c *Client) run() {
 		c.vpnDown(link)
 		link = nil
 		c.retire(cs)
+		// The next attempt starts with the next gateway: this one is
+		// going away, or dead, or unreachable from here now.
+		c.next = (cs.order + 1) % len(c.order)
 		reason := cs.endReason()
 		graceful := errors.Is(reason, ErrShutdown)
 		cs.log.Warn("gateway session lost; reconnecting", "reason", reason)
@@ -458,12 +478,14 @@ func (c *Client) session(ctx context.Context) (*clientSession, error) {
 	}
 }
 
-// connectAny tries each endpoint in order.
+// connectAny tries each endpoint once, in c.order from c.next on.
 func (c *Client) connectAny() (*clientSession, error) {
 	var errs []error
-	for _, ep := range c.cfg.Endpoints {
-		cs, err := c.connect(ep)
+	for i := range c.order {
+		at := (c.next + i) % len(c.order)
+		cs, err := c.connect(c.order[at])
 		if err == nil {
+			cs.order = at
 			return cs, nil
 		}
 		if c.ctx.Err() != nil {
@@ -545,6 +567,7 @@ type clientSession struct {
 	*session
 	client   *Client
 	endpoint string
+	order    int           // endpoint's index in Client.order
 	verifier *pki.Verifier // the snapshot that accepted the gateway
 	vpnErr   string        // why the gateway pushed no VPN config, if it said
 	udpRecv  uint32        // the receiver index we offered for the UDP path; 0 = none

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -628,4 +629,85 @@ func TestNoLeaks(t *testing.T) {
 		t.Fatalf("server Wait: %v", err)
 	}
 	checkNoLeaks(t, earlier)
+}
+
+// TestClientLeavesDeadGateway: a client whose gateway stops answering
+// (dead peer, no FIN) reconnects to the next gateway first, without
+// trying the dead one again, whose dial would hang until its timeout.
+func TestClientLeavesDeadGateway(t *testing.T) {
+	f := newFixture(t)
+	fast := Tuning{KeepAliveInterval: 100 * time.Millisecond, DeadPeerTimeout: 600 * time.Millisecond}
+	scfg := f.serverConfig(nil)
+	scfg.Tuning = fast
+	a := startServer(t, scfg)
+	b := startServer(t, scfg)
+	pa := startFreezeProxy(t, a.Addr().String())
+	ccfg := f.clientConfig(pa.ln.Addr().String())
+	ccfg.Endpoints = append(ccfg.Endpoints, b.Addr().String())
+	ccfg.Tuning = fast
+	var ev sessionEvents
+	ev.hook(&ccfg)
+	c := startClient(t, ccfg)
+	waitFor(t, ev.up, "session through the first gateway")
+	if n := len(a.sessionList()); n != 1 {
+		t.Fatalf("first gateway holds %d sessions, want 1", n)
+	}
+
+	pa.mu.Lock()
+	dials := len(pa.conns)
+	pa.mu.Unlock()
+	pa.freeze()
+	if err := waitFor(t, ev.down, "dead gateway noticed"); !errors.Is(err, ErrPeerDead) {
+		t.Fatalf("session ended with %v, want ErrPeerDead", err)
+	}
+	waitFor(t, ev.up, "session through the second gateway")
+	c.mu.Lock()
+	ep := c.cur.endpoint
+	c.mu.Unlock()
+	if ep != b.Addr().String() {
+		t.Errorf("reconnected to %s, want the second gateway %s", ep, b.Addr())
+	}
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if len(pa.conns) != dials {
+		t.Errorf("the client dialled the dead gateway again before the next one")
+	}
+}
+
+// TestShuffleEndpoints: each client draws its own order of the gateways,
+// a permutation of them; without shuffling every client starts at the
+// first.
+func TestShuffleEndpoints(t *testing.T) {
+	f := newFixture(t)
+	eps := []string{"198.18.0.1:443", "198.18.0.2:443", "198.18.0.3:443"}
+	first := make(map[string]int)
+	for range 60 {
+		cfg := f.clientConfig(eps[0])
+		cfg.Endpoints = eps
+		cfg.ShuffleEndpoints = true
+		c, err := NewClient(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Sorted(slices.Values(c.order)); !slices.Equal(got, eps) {
+			t.Fatalf("order %v is not a permutation of %v", c.order, eps)
+		}
+		first[c.order[0]]++
+	}
+	// 60 draws of 3: each gateway first at least 5 times, but for a
+	// chance below 1e-6.
+	for _, ep := range eps {
+		if first[ep] < 5 {
+			t.Errorf("%s first in %d of 60 clients: %v", ep, first[ep], first)
+		}
+	}
+	cfg := f.clientConfig(eps[0])
+	cfg.Endpoints = eps
+	c, err := NewClient(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.order, eps) {
+		t.Errorf("unshuffled order %v, want %v", c.order, eps)
+	}
 }
