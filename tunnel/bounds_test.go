@@ -99,8 +99,12 @@ func TestStopDrainsPastStalledSession(t *testing.T) {
 func TestPingFloodEndsSession(t *testing.T) {
 	f := newFixture(t)
 	scfg := f.serverConfig(nil)
-	ended := make(chan error, 1)
+	ended := make(chan error, 2)
 	scfg.OnSessionEnd = func(_ SessionInfo, err error) { ended <- err }
+	// The client is done with the hello when it has the gateway's, a
+	// moment before the gateway has registered the session: a flood in
+	// that moment is refused at the hello stage instead, equally right.
+	scfg.OnRefuse = func(r Refusal) { ended <- r.Err }
 	srv := startServer(t, scfg)
 	cs := connectSession(t, f, srv.Addr().String())
 	// Straight into the connection under yamux, as a hostile peer would.

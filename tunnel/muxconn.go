@@ -250,7 +250,7 @@ func (c *muxConn) Write(p []byte) (int, error) {
 		// every ping, ACK and request. Large batches still go to the
 		// flusher, so that bulk data is encrypted while yamux queues
 		// the next frame.
-		err := c.writeBatch(c.stall)
+		err := c.writeBatch(c.stall, false)
 		c.mu.Unlock()
 		return len(p), err
 	}
@@ -305,16 +305,20 @@ const maxRecord = 16 << 10
 
 // writeBatch takes what may be flushed (takeBatch) and writes it to the TLS
 // connection under a deadline, from the calling goroutine: Write's for a
-// small batch, the flusher's for the rest. Called with mu held and writing
+// small batch, the flusher's for the rest. Only the flusher's batches
+// (metered) feed the drain rate: small inline writes that follow each
+// other (a burst of pings, say) measure the application, not the link. Called with mu held and writing
 // false; returns with mu held. The deadline is set under mu so that Close,
 // which shortens it, cannot be overtaken by a writer still using the long
 // one.
-func (c *muxConn) writeBatch(deadline time.Duration) error {
+func (c *muxConn) writeBatch(deadline time.Duration, metered bool) error {
 	batch := c.takeBatch()
 	c.writing = true
 	c.inflight = len(batch)
 	now := time.Now()
-	c.drain.begin(now)
+	if metered {
+		c.drain.begin(now)
+	}
 	_ = c.tc.SetWriteDeadline(now.Add(deadline))
 	c.mu.Unlock()
 	var err error
@@ -332,7 +336,7 @@ func (c *muxConn) writeBatch(deadline time.Duration) error {
 	c.mu.Lock()
 	c.writing = false
 	c.inflight = 0
-	if c.drain.end(time.Now(), n) && c.lowatMax > 0 {
+	if metered && c.drain.end(time.Now(), n) && c.lowatMax > 0 {
 		if l := c.drain.lowat(c.lowatMax); l != c.lowat && setNotSentLowat(c.raw, l) == nil {
 			c.lowat = l
 		}
@@ -416,7 +420,7 @@ func (c *muxConn) flushLoop() {
 		if c.closing {
 			deadline = c.closeFlush
 		}
-		if err := c.writeBatch(deadline); err != nil {
+		if err := c.writeBatch(deadline, true); err != nil {
 			c.flushing = false
 			return
 		}
