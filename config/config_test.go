@@ -188,7 +188,7 @@ func TestServerErrors(t *testing.T) {
 		{"vpn bad route", serverTLS + minimalPolicy + "[vpn]\nenable = true\nipv4 = \"198.18.100.0/24\"\nroutes = [\"198.18.0.0/33\"] #<-",
 			`vpn.routes: netip.ParsePrefix("198.18.0.0/33"): prefix length out of range`},
 		{"unknown tls key", serverTLS + `certfile = "x" #<-` + "\n" + minimalPolicy,
-			`tls.certfile: unknown key (valid keys here: cert, key, key_password_file, client_ca, crls, crl_stale, allow_insecure_key_permissions)`},
+			`tls.certfile: unknown key (valid keys here: cert, key, key_password_file, client_ca, crls, crl_stale, session_tickets, allow_insecure_key_permissions)`},
 		{"syntax", serverTLS + "cert = = 1 #<-\n" + minimalPolicy, ""},
 		{"listen", `listen = "8443" #<-` + "\n" + serverTLS + minimalPolicy,
 			`listen: invalid address "8443": want host:port, e.g. ":8443" or "[::1]:8443"`},

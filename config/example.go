@@ -35,6 +35,9 @@ crls = ["pki/client-ca/crl.pem"]
 # metrics say so), "reject" refuses every client it covers until a fresh
 # one is loaded.
 # crl_stale = "warn"
+# Session tickets let a client that reconnects skip the certificate
+# exchange; its certificate is still checked against the CRLs above.
+# session_tickets = true
 # allow_insecure_key_permissions = false
 
 [limits]

@@ -64,6 +64,10 @@ type ServerTLS struct {
 	// (the default: keep using it, warn) or CRLStaleReject (refuse every
 	// client it covers until a fresh one is loaded).
 	CRLStale string `toml:"crl_stale"`
+	// SessionTickets lets clients resume their TLS session on reconnect
+	// (default true); the certificate inside a ticket is checked against
+	// the current CA bundle and CRLs all the same.
+	SessionTickets bool `toml:"session_tickets"`
 	// AllowInsecureKeyPermissions skips the group/other permission check on
 	// Key and KeyPasswordFile.
 	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
@@ -120,6 +124,7 @@ type Limits struct {
 func DefaultServer() *Server {
 	return &Server{
 		Listen: DefaultListen,
+		TLS:    ServerTLS{SessionTickets: true},
 		Limits: Limits{
 			HandshakeTimeout:       10 * time.Second,
 			MaxSessions:            10000,

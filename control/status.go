@@ -79,7 +79,10 @@ type Session struct {
 	// GSO: VPN superpackets pass through whole on this session.
 	GSO bool `json:"gso,omitempty"`
 	// Path is what carries the VPN packets now: "udp" or "tcp".
-	Path       string    `json:"path,omitempty"`
+	Path string `json:"path,omitempty"`
+	// Resumed: the TLS session was resumed from a ticket (the
+	// certificates in it were verified again all the same).
+	Resumed    bool      `json:"resumed,omitempty"`
 	BytesIn    uint64    `json:"bytes_in"`
 	BytesOut   uint64    `json:"bytes_out"`
 	PacketsIn  uint64    `json:"packets_in"`

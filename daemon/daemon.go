@@ -76,6 +76,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		HandshakeRate:          cfg.Limits.HandshakeRate,
 		HandshakeBurst:         cfg.Limits.HandshakeBurst,
 		Software:               software(),
+		NoResumption:           !cfg.TLS.SessionTickets,
 		Tuning: tunnel.Tuning{
 			MaxStreams:        cfg.Limits.MaxStreamsPerSession,
 			KeepAliveInterval: cfg.Limits.KeepaliveInterval,

@@ -34,6 +34,7 @@ func sessionStatus(info tunnel.SessionInfo, now time.Time) control.Session {
 		cs.Remote = info.Remote.String()
 	}
 	cs.Since = info.Established
+	cs.Resumed = info.TLS.DidResume
 	if info.VPN != nil {
 		cs.Addresses = stringsOf(info.VPN.Addresses)
 		cs.GSO = info.GSO

@@ -122,9 +122,10 @@ func (l *lab) printHandshake(p *printer, rep *Report) {
 		fmt.Sprintf("key exchange %s (%s)", g.TLS.CurveID, agree))
 	p.field("ALPN", orNone(g.TLS.NegotiatedProtocol))
 	if g.TLS.DidResume {
-		p.field("resumed", "yes")
+		p.field("resumed", "yes: the certificates came from the session ticket and were checked again just now")
 	} else {
-		p.field("resumed", "no: a full handshake, so both certificates were checked just now")
+		p.field("resumed", "no: a full handshake, so both certificates were checked just now",
+			"a reconnect resumes with the ticket the gateway just issued; the certificates inside are checked again all the same")
 	}
 	p.field("twoway hello", fmt.Sprintf("protocol version %d, session %s", g.Version, g.ID),
 		fmt.Sprintf("client software %q, gateway software %q", g.PeerSoftware, c.PeerSoftware))

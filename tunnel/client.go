@@ -155,6 +155,8 @@ type Client struct {
 
 	locals []*localListener
 
+	tickets tls.ClientSessionCache // session tickets, per gateway name
+
 	// order is Endpoints as this client tries them (ShuffleEndpoints);
 	// next is where the next connectAny starts. Owned by run.
 	order []string
@@ -194,6 +196,7 @@ func NewClient(cfg ClientConfig, logger *slog.Logger) (*Client, error) {
 		remote: make(map[uint32]*remoteForward), stopped: make(chan struct{}),
 		runDone: make(chan struct{}),
 	}
+	c.tickets = tls.NewLRUClientSessionCache(clientTicketCache)
 	c.order = slices.Clone(cfg.Endpoints)
 	if cfg.ShuffleEndpoints {
 		rand.Shuffle(len(c.order), func(i, j int) { c.order[i], c.order[j] = c.order[j], c.order[i] })
@@ -522,7 +525,7 @@ func (c *Client) connect(endpoint string) (*clientSession, error) {
 		return nil, fmt.Errorf("%s: %w", endpoint, err)
 	}
 	hs := &clientHandshake{}
-	tcfg, err := clientTLSConfig(c.cfg.Credentials, serverName, c.cfg.Pins, hs)
+	tcfg, err := clientTLSConfig(c.cfg.Credentials, serverName, c.cfg.Pins, c.tickets, hs)
 	if err != nil {
 		raw.Close()
 		return nil, err

@@ -88,6 +88,11 @@ type ServerConfig struct {
 	// VPN, if set, turns on VPN mode: clients that ask get addresses
 	// and a packets stream through the router.
 	VPN *ServerVPN
+	// TicketKeys encrypt the TLS session tickets clients resume with
+	// (see tickets.go); nil: NewLocalTicketKeys. NoResumption issues no
+	// tickets at all: every connection is a full handshake.
+	TicketKeys   TicketKeys
+	NoResumption bool
 
 	// OnSession, if set, is called for each established session. The
 	// hooks run on the server's own goroutines and must not block.
@@ -102,6 +107,9 @@ type ServerConfig struct {
 
 func (c ServerConfig) withDefaults() ServerConfig {
 	c.Tuning = c.Tuning.withDefaults()
+	if c.TicketKeys == nil && !c.NoResumption {
+		c.TicketKeys = NewLocalTicketKeys()
+	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
@@ -462,7 +470,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	}
 	ck := &corkConn{Conn: raw}
 	gr := &gateReader{Conn: ck, t: ticket}
-	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, hs))
+	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, s.ticketKeys(), hs))
 	start := time.Now()
 	helloTimer := time.AfterFunc(clientHelloTimeout, func() { s.gate.expire(ticket) })
 	err := tc.HandshakeContext(ctx)
@@ -513,7 +521,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	releaseSlot(true)
 	gr.off.Store(true)
 
-	logger.Info("session established", "version", ss.info.Version, "tls", tls.VersionName(ss.info.TLS.Version), "cipher", tls.CipherSuiteName(ss.info.TLS.CipherSuite))
+	logger.Info("session established", "version", ss.info.Version, "tls", tls.VersionName(ss.info.TLS.Version), "cipher", tls.CipherSuiteName(ss.info.TLS.CipherSuite), "resumed", ss.info.TLS.DidResume)
 	if s.cfg.OnSession != nil {
 		s.cfg.OnSession(ss.info)
 	}
@@ -783,3 +791,12 @@ const (
 	lingerTime   = time.Second
 	maxLingering = 256
 )
+
+// ticketKeys returns the session ticket keys to use now; none when
+// resumption is off.
+func (s *Server) ticketKeys() [][32]byte {
+	if s.cfg.NoResumption || s.cfg.TicketKeys == nil {
+		return nil
+	}
+	return s.cfg.TicketKeys.TicketKeys()
+}

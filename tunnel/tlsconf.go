@@ -35,8 +35,9 @@ type serverHandshake struct {
 // serverTLSConfig returns the config for one incoming connection. The
 // certificate and verifier are taken from creds when the ClientHello
 // arrives, so the CA names in the CertificateRequest and the verifier that
-// judges the answer come from the same snapshot.
-func serverTLSConfig(creds Credentials, hs *serverHandshake) *tls.Config {
+// judges the answer come from the same snapshot. Session tickets are
+// encrypted with ticketKeys (newest first); none means no tickets.
+func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, hs *serverHandshake) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -49,7 +50,7 @@ func serverTLSConfig(creds Credentials, hs *serverHandshake) *tls.Config {
 				return nil, errors.New("no server certificate or client CA bundle loaded")
 			}
 			hs.verifier = ver
-			return &tls.Config{
+			cfg := &tls.Config{
 				MinVersion:   tls.VersionTLS13,
 				Certificates: []tls.Certificate{*cert},
 				NextProtos:   []string{ALPN},
@@ -60,10 +61,12 @@ func serverTLSConfig(creds Credentials, hs *serverHandshake) *tls.Config {
 				// CertificateRequest, so clients pick the right certificate.
 				ClientAuth: tls.RequireAnyClientCert,
 				ClientCAs:  ver.Pool(),
-				// Every connection is a full handshake, so revocation and
-				// expiry are checked against the current CRLs every time;
-				// resumption would restore a certificate verified earlier.
-				SessionTicketsDisabled: true,
+				// On a resumed connection crypto/tls restores the
+				// certificates from the ticket and calls
+				// VerifyConnection with them too, so they are judged by
+				// the current verifier (CRLs, expiry, issuer) exactly
+				// like presented ones (tickets.go).
+				SessionTicketsDisabled: len(ticketKeys) == 0,
 				VerifyConnection: func(cs tls.ConnectionState) error {
 					hs.presented = cs.PeerCertificates
 					if cs.NegotiatedProtocol != ALPN {
@@ -78,7 +81,14 @@ func serverTLSConfig(creds Credentials, hs *serverHandshake) *tls.Config {
 					hs.identity = id
 					return nil
 				},
-			}, nil
+			}
+			if len(ticketKeys) > 0 {
+				// Set on the returned config, or crypto/tls would use
+				// the outer one's automatic keys, and that config is
+				// made per connection: no ticket would ever open.
+				cfg.SetSessionTicketKeys(ticketKeys)
+			}
+			return cfg, nil
 		},
 	}
 }
@@ -91,7 +101,7 @@ type clientHandshake struct {
 }
 
 // clientTLSConfig returns the config for one connection to a gateway.
-func clientTLSConfig(creds Credentials, serverName string, pins []string, hs *clientHandshake) (*tls.Config, error) {
+func clientTLSConfig(creds Credentials, serverName string, pins []string, tickets tls.ClientSessionCache, hs *clientHandshake) (*tls.Config, error) {
 	ver := creds.Verifier()
 	if ver == nil {
 		return nil, errors.New("no gateway CA bundle loaded")
@@ -114,6 +124,10 @@ func clientTLSConfig(creds Credentials, serverName string, pins []string, hs *cl
 		// so nothing is skipped. This is not, and must never become, a
 		// user-facing switch: there is no way to disable verification.
 		InsecureSkipVerify: true,
+		// Tickets are kept per server name. A resumed connection's
+		// gateway certificate comes from the ticket and goes through
+		// VerifyConnection all the same (name, chain, CRLs, pins).
+		ClientSessionCache: tickets,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if cs.NegotiatedProtocol != ALPN {
 				hs.err = ErrALPN

@@ -242,7 +242,7 @@ func printStatus(w io.Writer, st control.Status) {
 			row := []string{
 				"  " + dash(s.Identity), dash(strings.Join(s.Groups, ",")), dash(s.Remote),
 				addresses(s), traffic(s.BytesIn, s.PacketsIn), traffic(s.BytesOut, s.PacketsOut),
-				fmt.Sprint(s.Streams), rtt(s.RTTMillis), since(s.Since, st.Now),
+				fmt.Sprint(s.Streams), rtt(s.RTTMillis), up(s, st.Now),
 				days(s.CertDaysLeft, s.CertNotAfter), days(s.CADaysLeft, s.CANotAfter),
 			}
 			if client {
@@ -342,6 +342,15 @@ func crlLeft(d time.Duration) string {
 		return fmt.Sprintf("%dh (!)", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// up is how long a session has been up, marked "(resumed)" when its TLS
+// session was resumed from a ticket.
+func up(s control.Session, now time.Time) string {
+	if s.Resumed {
+		return since(s.Since, now) + " (resumed)"
+	}
+	return since(s.Since, now)
 }
 
 // addresses is a session's VPN addresses, marked "(gso)" when superpackets

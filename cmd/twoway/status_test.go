@@ -61,7 +61,7 @@ func gatewayStatus() control.Status {
 		Sessions: []control.Session{{
 			ID: "s1", Identity: "alice", Groups: []string{"eng", "ops"}, Serial: "ab12", Remote: "127.0.0.1:50000",
 			Addresses: []string{"198.18.100.7/24"}, GSO: true, BytesIn: 1536, BytesOut: 3 << 20, PacketsIn: 12, PacketsOut: 34,
-			Streams: 2, RTTMillis: 12.5, Since: statusNow.Add(-time.Hour),
+			Streams: 2, RTTMillis: 12.5, Since: statusNow.Add(-time.Hour), Resumed: true,
 			CertNotAfter: statusNow.Add(30 * 24 * time.Hour), CertDaysLeft: 30,
 			CANotAfter: statusNow.Add(-24 * time.Hour), CADaysLeft: -1,
 		}},
@@ -117,7 +117,7 @@ func TestStatusTable(t *testing.T) {
 		}
 	}
 	// One row per session, columns in header order.
-	row := regexp.MustCompile(`(?m)^  alice\s+eng,ops\s+127\.0\.0\.1:50000\s+198\.18\.100\.7/24 \(gso\)\s+1\.5 KiB \(12 pkt\)\s+3\.0 MiB \(34 pkt\)\s+2\s+12\.5ms\s+1h0m0s\s+30d\s+EXPIRED\s+-$`)
+	row := regexp.MustCompile(`(?m)^  alice\s+eng,ops\s+127\.0\.0\.1:50000\s+198\.18\.100\.7/24 \(gso\)\s+1\.5 KiB \(12 pkt\)\s+3\.0 MiB \(34 pkt\)\s+2\s+12\.5ms\s+1h0m0s \(resumed\)\s+30d\s+EXPIRED\s+-$`)
 	if !row.MatchString(out) {
 		t.Errorf("no matching session row:\n%s", out)
 	}
