@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -36,8 +37,11 @@ type Store struct {
 	cert atomic.Pointer[tls.Certificate]
 	ver  atomic.Pointer[Verifier]
 
-	mu   sync.Mutex // guards subs and serialises Reload
-	subs []chan struct{}
+	mu        sync.Mutex // guards the fields below and serialises Reload and Publish
+	subs      []chan struct{}
+	bundle    []*x509.Certificate    // as last loaded
+	fileCRLs  []*x509.RevocationList // as last loaded from CRLFiles
+	published []*x509.RevocationList // as last given to Publish
 }
 
 // NewStore loads everything cfg names; any problem is an error and nothing
@@ -57,15 +61,64 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cert, ver, err := load(s.cfg)
+	files, err := load(s.cfg)
 	if err != nil {
 		return err
 	}
-	if prev := s.ver.Load(); prev != nil {
-		if err := checkCRLNumbers(prev.CRLs(), ver.CRLs()); err != nil {
-			return err
+	ver, err := s.verifier(files.bundle, files.crls, s.published)
+	if err != nil {
+		return err
+	}
+	s.bundle, s.fileCRLs = files.bundle, files.crls
+	s.swap(files.cert, ver)
+	return nil
+}
+
+// Publish adds CRLs that come from elsewhere than the files, a fleet's
+// shared store: per issuer, the CRL with the highest number among the
+// files and the published ones is used, now and after every Reload, so a
+// revocation published to the fleet holds even where the file is older,
+// and a newer file wins over an older publication. Each published CRL
+// must be issued and signed by a CA in the bundle. All or nothing, like
+// Reload: a CRL numbered below the one in use for its issuer is an error
+// wrapping ErrCRLRollback, and the lists in use stay.
+func (s *Store) Publish(crls []*x509.RevocationList) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, crl := range crls {
+		if len(UnmatchedCRLs(s.bundle, []*x509.RevocationList{crl})) > 0 {
+			return fmt.Errorf("published CRL of %q: its issuer is not in the CA bundle", crl.Issuer.String())
 		}
 	}
+	ver, err := s.verifier(s.bundle, s.fileCRLs, crls)
+	if err != nil {
+		return fmt.Errorf("published CRLs: %w", err)
+	}
+	s.published = slices.Clone(crls)
+	s.swap(s.cert.Load(), ver)
+	return nil
+}
+
+// verifier builds the verifier of bundle with, per issuer, the newest of
+// files and published, refusing a rollback against the one in use.
+// Called with mu held.
+func (s *Store) verifier(bundle []*x509.Certificate, files, published []*x509.RevocationList) (*Verifier, error) {
+	ver, err := NewVerifier(bundle, newestPerIssuer(append(slices.Clone(files), published...)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.cfg.CABundle, err)
+	}
+	ver.rejectStale = s.cfg.RejectStaleCRLs
+	if prev := s.ver.Load(); prev != nil {
+		if err := checkCRLNumbers(prev.CRLs(), ver.CRLs()); err != nil {
+			return nil, err
+		}
+	}
+	return ver, nil
+}
+
+// swap installs cert and ver and tells the subscribers. Called with mu
+// held.
+func (s *Store) swap(cert *tls.Certificate, ver *Verifier) {
 	s.cert.Store(cert)
 	s.ver.Store(ver)
 	for _, ch := range s.subs {
@@ -74,7 +127,26 @@ func (s *Store) Reload() error {
 		default: // a signal is already pending; one is enough
 		}
 	}
-	return nil
+}
+
+// newestPerIssuer keeps, of several CRLs of one issuer, the one with the
+// highest number (the first of equals), in the order given.
+func newestPerIssuer(crls []*x509.RevocationList) []*x509.RevocationList {
+	best := map[string]int{}
+	for i, c := range crls {
+		k := crlIssuerKey(c)
+		j, ok := best[k]
+		if !ok || crls[j].Number == nil || c.Number != nil && c.Number.Cmp(crls[j].Number) > 0 {
+			best[k] = i
+		}
+	}
+	var out []*x509.RevocationList
+	for i, c := range crls {
+		if best[crlIssuerKey(c)] == i {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Certificate returns the current certificate (nil in verify-only mode).
@@ -92,35 +164,36 @@ func (s *Store) Subscribe() <-chan struct{} {
 	return ch
 }
 
-func load(cfg StoreConfig) (*tls.Certificate, *Verifier, error) {
+// loaded is what the files of a StoreConfig hold.
+type loaded struct {
+	cert   *tls.Certificate // nil in verify-only mode
+	bundle []*x509.Certificate
+	crls   []*x509.RevocationList
+}
+
+func load(cfg StoreConfig) (*loaded, error) {
 	if cfg.CABundle == "" {
-		return nil, nil, errors.New("no CA bundle configured")
+		return nil, errors.New("no CA bundle configured")
 	}
 	bundle, err := LoadCertificates(cfg.CABundle)
 	if err != nil {
-		return nil, nil, fmt.Errorf("CA bundle: %w", err)
+		return nil, fmt.Errorf("CA bundle: %w", err)
 	}
-	var crls []*x509.RevocationList
+	l := &loaded{bundle: bundle}
 	for _, f := range cfg.CRLFiles {
 		crl, err := LoadCRL(f)
 		if err != nil {
-			return nil, nil, fmt.Errorf("CRL: %w", err)
+			return nil, fmt.Errorf("CRL: %w", err)
 		}
-		crls = append(crls, crl)
+		l.crls = append(l.crls, crl)
 	}
-	ver, err := NewVerifier(bundle, crls)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", cfg.CABundle, err)
-	}
-	ver.rejectStale = cfg.RejectStaleCRLs
 	if cfg.CertFile == "" && cfg.KeyFile == "" {
-		return nil, ver, nil
+		return l, nil
 	}
-	cert, err := LoadKeyPair(cfg.CertFile, cfg.KeyFile, cfg.KeyPassword)
-	if err != nil {
-		return nil, nil, err
+	if l.cert, err = LoadKeyPair(cfg.CertFile, cfg.KeyFile, cfg.KeyPassword); err != nil {
+		return nil, err
 	}
-	return cert, ver, nil
+	return l, nil
 }
 
 // LoadKeyPair reads a certificate chain and its private key (possibly

@@ -154,3 +154,75 @@ func TestStaleCRL(t *testing.T) {
 		t.Fatalf("strict, stale CRL, revoked bob: %v, want ErrRevoked", err)
 	}
 }
+
+// TestStorePublish: CRLs published from elsewhere (a fleet's store) revoke
+// at once, survive a reload of older files, give way to newer files, and
+// cannot roll a revocation back or come from a CA outside the bundle.
+func TestStorePublish(t *testing.T) {
+	dir := t.TempDir()
+	h := pkitest.NewHierarchy(t)
+	alice := h.ClientCA.Client(t, "alice")
+	bob := h.ClientCA.Client(t, "bob")
+	cfg := pki.StoreConfig{
+		CABundle: pkitest.WriteFile(t, dir, "clients.crt", pkitest.PEM(h.ClientBundle()...)),
+		CRLFiles: []string{pkitest.WriteFile(t, dir, "crl.pem", pkitest.CRLPEM(h.ClientCA.CRL(t, 1)))},
+	}
+	s, err := pki.NewStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func(l *pkitest.Leaf) error {
+		_, err := s.Verifier().Verify(l.Certs(), pki.VerifyOptions{Usage: pki.UsageClient})
+		return err
+	}
+	notify := s.Subscribe()
+
+	if err := s.Publish([]*x509.RevocationList{h.ClientCA.CRL(t, 5, alice.Cert)}); err != nil {
+		t.Fatal(err)
+	}
+	<-notify
+	if err := verify(alice); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("alice after the published CRL: %v", err)
+	}
+	// The file still holds CRL 1: a reload keeps the published 5.
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(alice); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("alice after reloading the older file: %v", err)
+	}
+	// A newer file (6, revoking bob only: alice's entry expired, say)
+	// wins over the publication.
+	os.WriteFile(cfg.CRLFiles[0], pkitest.CRLPEM(h.ClientCA.CRL(t, 6, bob.Cert)), 0o600)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(bob); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("bob after the newer file: %v", err)
+	}
+	if err := verify(alice); err != nil {
+		t.Fatalf("alice after the newer file: %v", err)
+	}
+	// An older publication is superseded by the file, not an error.
+	if err := s.Publish([]*x509.RevocationList{h.ClientCA.CRL(t, 4, alice.Cert)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(alice); err != nil {
+		t.Fatalf("alice after publishing a CRL older than the file's: %v", err)
+	}
+	// Above the file, a publication may only move forward.
+	if err := s.Publish([]*x509.RevocationList{h.ClientCA.CRL(t, 8, alice.Cert)}); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Verifier()
+	if err := s.Publish([]*x509.RevocationList{h.ClientCA.CRL(t, 7)}); !errors.Is(err, pki.ErrCRLRollback) {
+		t.Fatalf("publishing CRL 7 after 8: %v, want ErrCRLRollback", err)
+	}
+	if s.Verifier() != before || !errors.Is(verify(alice), pki.ErrRevoked) {
+		t.Fatal("a refused publication changed the verifier")
+	}
+	// A CRL of a CA outside the bundle.
+	if err := s.Publish([]*x509.RevocationList{h.ServerCA.CRL(t, 9)}); err == nil || !strings.Contains(err.Error(), "not in the CA bundle") {
+		t.Fatalf("publishing a foreign CA's CRL: %v", err)
+	}
+}
