@@ -649,7 +649,7 @@ func TestClientLeavesDeadGateway(t *testing.T) {
 	ev.hook(&ccfg)
 	c := startClient(t, ccfg)
 	waitFor(t, ev.up, "session through the first gateway")
-	if n := len(a.sessionList()); n != 1 {
+	if n := len(a.Sessions()); n != 1 {
 		t.Fatalf("first gateway holds %d sessions, want 1", n)
 	}
 

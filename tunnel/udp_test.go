@@ -269,9 +269,11 @@ func TestUDPRekey(t *testing.T) {
 	p := startUDPPair(t)
 	p.waitPath(t, pathUDP)
 	var gw *udpLink
+	p.gw.srv.mu.Lock()
 	for _, ss := range p.gw.srv.sessionList() {
 		gw = ss.udp
 	}
+	p.gw.srv.mu.Unlock()
 	var cs *clientSession
 	if l := p.vc.c.link.Load(); l != nil && l.udp != nil {
 		cs = l.udp.cs
