@@ -69,10 +69,10 @@ func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, er
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.InitialClusterToken = "twoway-test"
-		// Elections within a second on a loaded 2-core machine under
-		// -race, and a lease TTL floor of 2 s (1.5 election timeouts,
-		// rounded up).
-		cfg.TickMs, cfg.ElectionMs = 50, 1000
+		// etcd's defaults: heartbeats light enough for a loaded 2-core
+		// machine under -race, and a lease TTL floor of 2 s (1.5
+		// election timeouts, rounded up) for the expiry test.
+		cfg.TickMs, cfg.ElectionMs = 100, 1000
 		cfg.UnsafeNoFsync = true // a test cluster's data need not survive a crash
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		if clientTLS != nil {
