@@ -303,4 +303,10 @@ var (
 	// understood. New refuses to start rather than silently forget every
 	// lease: move the file away to start afresh.
 	ErrCorruptState = errors.New("corrupt lease state file")
+
+	// ErrConflict is wrapped by Store.Commit when a decision was made
+	// from a view of the store that another gateway has changed since.
+	// Acquire decides again; it returns ErrConflict only when that kept
+	// happening.
+	ErrConflict = errors.New("lease store changed meanwhile")
 )

@@ -23,11 +23,18 @@
 //	defer pool.Release(lease)
 //	peer, err := router.AddPeer(id, lease.Addrs())
 //
+// A Pool keeps its leases in a Store: by default in memory and a small
+// state file, for one gateway (New); or shared by a fleet of gateways, so
+// that an identity keeps its addresses whichever gateway it lands on
+// (NewWithStore with package fleet's store). The choice of addresses is the
+// same either way.
+//
 // A Pool's configuration is fixed; it is safe for concurrent use.
 package ipam
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -68,37 +75,69 @@ type Assignment struct {
 	Sessions int
 }
 
-// Pool assigns client addresses. Create it with New.
+// Pool assigns client addresses. Create it with New or NewWithStore.
 type Pool struct {
 	cfg    *compiled
-	state  string // state file path; "" for none
+	store  Store
 	logger *slog.Logger
 
-	saveMu sync.Mutex // serialises state file writes; taken after mu, never before
-	saved  uint64     // generation of the snapshot last written; guarded by saveMu
+	// commitMu serialises what goes to the store: decisions (so that this
+	// gateway's own decisions never race each other) and releases (so
+	// that a release cannot overtake a new hold on the same identity).
+	// Taken before mu, never after.
+	commitMu sync.Mutex
 
-	mu      sync.Mutex // guards the fields below
-	gen     uint64     // bumped per snapshot
+	mu      sync.Mutex // guards the view below
 	byIdent map[string]*entry
 	owner   map[netip.Addr]*entry // every address held or remembered
-	seq     uint64                // release order, persisted
 	token   uint64                // last Lease.token handed out
 }
 
-// entry is one identity's addresses, held or remembered.
+// entry is one identity's addresses, held or remembered: the Pool's view
+// of its Record plus this gateway's sessions.
 type entry struct {
 	identity string
-	addrs    [2]netip.Addr // famIndex; invalid when none
-	holders  map[uint64]struct{}
-	released uint64 // Pool.seq when the last holder released it
+	addrs    [2]netip.Addr       // famIndex; invalid when none
+	holders  map[uint64]struct{} // this gateway's sessions, by Lease.token
+	held     bool                // Record.Held: some gateway, maybe this one, holds it
+	released uint64              // Record.Released
+	version  uint64              // Record.Version
 }
 
-// New validates cfg and loads the state file, if any. A missing state file
-// means no leases; an unreadable or corrupt one is an error wrapping
-// ErrCorruptState or the I/O error, naming the file. New writes the state
-// file back at once, so a state directory that is not writable fails here
-// rather than at the first connection.
+// offline reports whether no session holds e, here or on another gateway:
+// only then may its addresses be changed or reclaimed.
+func (e *entry) offline() bool { return len(e.holders) == 0 && !e.held }
+
+// record returns e as a store record.
+func (e *entry) record() Record {
+	r := Record{Identity: e.identity, Held: e.held, Released: e.released, Version: e.version}
+	r.setAddrs(e.addrs)
+	return r
+}
+
+// maxCommitAttempts bounds how often Acquire decides again after a
+// conflict. Each conflict means another gateway's decision went through
+// first, so the fleet as a whole makes progress; the bound only keeps a
+// store that conflicts forever (a bug) from hanging a session.
+const maxCommitAttempts = 100
+
+// New validates cfg and loads the state file, if any: the single-gateway
+// store. A missing state file means no leases; an unreadable or corrupt one
+// is an error wrapping ErrCorruptState or the I/O error, naming the file.
+// New writes the state file back at once, so a state directory that is not
+// writable fails here rather than at the first connection.
 func New(cfg Config, logger *slog.Logger) (*Pool, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return NewWithStore(cfg, newFileStore(cfg.StateFile, logger), logger)
+}
+
+// NewWithStore validates cfg and opens st, which keeps the assignments
+// instead of cfg.StateFile (ignored). Stored leases that cfg no longer
+// allows (an address outside the pools, another identity's static address)
+// are forgotten unless some gateway holds them.
+func NewWithStore(cfg Config, st Store, logger *slog.Logger) (*Pool, error) {
 	c, err := compile(&cfg)
 	if err != nil {
 		return nil, err
@@ -108,44 +147,110 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 	}
 	p := &Pool{
 		cfg:     c,
-		state:   cfg.StateFile,
+		store:   st,
 		logger:  logger,
 		byIdent: make(map[string]*entry),
 		owner:   make(map[netip.Addr]*entry),
 	}
-	if p.state == "" {
-		return p, nil
-	}
-	st, err := loadState(p.state)
-	if err != nil {
+	if err := st.Open(p.apply); err != nil {
 		return nil, err
 	}
-	p.seq = st.Seq
-	for _, l := range st.Leases {
-		e := &entry{identity: l.Identity, released: l.Released}
-		for _, a := range []netip.Addr{l.IPv4, l.IPv6} {
+	if ch := p.unassignable(); len(ch.Victims) > 0 {
+		// A conflict means another gateway changed those records
+		// meanwhile; they are its business then.
+		if err := st.Commit(ch); err != nil && !errors.Is(err, ErrConflict) {
+			return nil, fmt.Errorf("ipam: forget unassignable leases: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// unassignable returns the change that forgets the stored addresses the
+// configuration no longer allows to their offline identities: the pool may
+// have been reconfigured since they were stored.
+func (p *Pool) unassignable() Change {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ch Change
+	for _, e := range p.byIdent {
+		if !e.offline() {
+			continue
+		}
+		v, lost := e.record(), false
+		addrs := v.addrs()
+		for fi, a := range addrs {
 			if !a.IsValid() {
 				continue
 			}
-			// The pool may have been reconfigured since the file was
-			// written; such leases are simply forgotten.
-			f := &c.fams[famIndex(a)]
-			if owner, static := c.staticOwner[a]; !f.usable(a) || (static && owner != l.Identity) {
-				logger.Info("forgetting stored lease: address no longer assignable to it",
-					"identity", l.Identity, "addr", a)
-				continue
+			if owner, static := p.cfg.staticOwner[a]; !p.cfg.fams[fi].usable(a) || (static && owner != e.identity) {
+				p.logger.Info("forgetting stored lease: address no longer assignable to it",
+					"identity", e.identity, "addr", a)
+				addrs[fi] = netip.Addr{}
+				ch.Drop = append(ch.Drop, a)
+				lost = true
 			}
-			e.addrs[famIndex(a)] = a
-			p.owner[a] = e
 		}
-		if e.addrs[0].IsValid() || e.addrs[1].IsValid() {
-			p.byIdent[e.identity] = e
+		if lost {
+			v.setAddrs(addrs)
+			ch.Victims = append(ch.Victims, v)
 		}
 	}
-	if err := p.save(p.snapshot()); err != nil {
-		return nil, err
+	return ch
+}
+
+// apply brings the view up to date with what the store reports.
+func (p *Pool) apply(u Update) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if u.All {
+		keep := make(map[string]bool, len(u.Records))
+		for _, r := range u.Records {
+			keep[r.Identity] = true
+		}
+		for id := range p.byIdent {
+			if !keep[id] {
+				p.set(Record{Identity: id})
+			}
+		}
 	}
-	return p, nil
+	for _, r := range u.Records {
+		p.set(r)
+	}
+}
+
+// set replaces an identity's entry with r. Callers hold p.mu.
+func (p *Pool) set(r Record) {
+	e := p.byIdent[r.Identity]
+	if e == nil {
+		if r.empty() && !r.Held {
+			return
+		}
+		e = &entry{identity: r.Identity}
+		p.byIdent[r.Identity] = e
+	}
+	for _, a := range e.addrs {
+		if a.IsValid() && p.owner[a] == e {
+			delete(p.owner, a)
+		}
+	}
+	e.addrs = r.addrs()
+	for fi, a := range e.addrs {
+		if !a.IsValid() {
+			continue
+		}
+		if o := p.owner[a]; o != nil && o != e {
+			// The store moved a to e; o's own record, in the same
+			// update, says so too.
+			o.addrs[fi] = netip.Addr{}
+		}
+		p.owner[a] = e
+	}
+	e.held, e.released, e.version = r.Held, r.Released, r.Version
+	// An entry this gateway holds stays, even if the store lost it:
+	// its sessions use the addresses.
+	if r.empty() && !r.Held && len(e.holders) == 0 {
+		delete(p.byIdent, r.Identity)
+	}
 }
 
 // Gateway returns the gateway's own tunnel addresses with the pools' prefix
@@ -174,27 +279,85 @@ func (p *Pool) Contains(a netip.Addr) bool {
 
 // Acquire returns a lease for identity, a member of groups. It fails with
 // an error wrapping ErrPoolExhausted when a configured family has no
-// address left that identity may have; then nothing is assigned.
+// address left that identity may have; then nothing is assigned. With a
+// shared store it may also fail when the store cannot be reached.
 func (p *Pool) Acquire(identity string, groups []string) (Lease, error) {
 	if identity == "" {
 		return Lease{}, fmt.Errorf("ipam: acquire: empty identity name")
 	}
-	l, snap, err := p.acquire(identity, groups)
-	if snap != nil {
-		p.write(snap)
+	if l, ok := p.holdAgain(identity); ok {
+		return l, nil
 	}
-	return l, err
+	p.commitMu.Lock()
+	defer p.commitMu.Unlock()
+	for range maxCommitAttempts {
+		// Another session of identity may have got in while this one
+		// waited for commitMu.
+		if l, ok := p.holdAgain(identity); ok {
+			return l, nil
+		}
+		ch, reclaimed, err := p.decide(identity, groups)
+		if err != nil {
+			return Lease{}, err
+		}
+		err = p.store.Commit(ch)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return Lease{}, fmt.Errorf("ipam: acquire for %q: %w", identity, err)
+		}
+		for _, r := range reclaimed {
+			p.logger.Info("reclaimed address of offline identity",
+				"addr", r.addr, "from", r.from, "to", identity)
+		}
+		return p.holdNew(identity)
+	}
+	return Lease{}, fmt.Errorf("ipam: acquire for %q: %w %d times in a row", identity, ErrConflict, maxCommitAttempts)
 }
 
-// acquire is Acquire under p.mu. It returns a state snapshot to write when
-// the assignment changed, so that the file I/O happens outside the lock.
-func (p *Pool) acquire(identity string, groups []string) (Lease, *snapshot, error) {
+// holdAgain adds a hold on identity if this gateway already holds it: a
+// reconnect, or one certificate on two devices, shares the lease without
+// asking the store.
+func (p *Pool) holdAgain(identity string) (Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.byIdent[identity]
+	if e == nil || len(e.holders) == 0 {
+		return Lease{}, false
+	}
+	return p.hold(e), true
+}
+
+// holdNew adds this gateway's first hold on identity after the store took
+// it.
+func (p *Pool) holdNew(identity string) (Lease, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.byIdent[identity]
+	if e == nil {
+		return Lease{}, fmt.Errorf("ipam: acquire for %q: the store committed but did not report the lease", identity)
+	}
+	return p.hold(e), nil
+}
+
+// reclaim is an address taken from an offline identity, for the log.
+type reclaim struct {
+	addr netip.Addr
+	from string
+}
+
+// decide chooses identity's addresses from the view and returns the change
+// that assigns them.
+func (p *Pool) decide(identity string, groups []string) (Change, []reclaim, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
 	e := p.byIdent[identity]
-	if e != nil && len(e.holders) > 0 {
-		return p.hold(e), nil, nil
+	if e != nil && e.held {
+		// Another gateway holds it: its addresses are fixed while
+		// any session uses them.
+		return Change{Record: e.record()}, nil, nil
 	}
 
 	var chosen [2]netip.Addr
@@ -204,44 +367,51 @@ func (p *Pool) acquire(identity string, groups []string) (Lease, *snapshot, erro
 		}
 		a, ok := p.choose(fi, identity, groups, e)
 		if !ok {
-			return Lease{}, nil, fmt.Errorf("ipam: %w: no %s address free for %q", ErrPoolExhausted, famName[fi], identity)
+			return Change{}, nil, fmt.Errorf("ipam: %w: no %s address free for %q", ErrPoolExhausted, famName[fi], identity)
 		}
 		chosen[fi] = a
 	}
 
-	if e == nil {
-		e = &entry{identity: identity}
-		p.byIdent[identity] = e
+	ch := Change{Record: Record{Identity: identity}}
+	ch.Record.setAddrs(chosen)
+	var old [2]netip.Addr
+	if e != nil {
+		old = e.addrs
+		ch.Record.Version = e.version
 	}
-	changed := false
+	var reclaimed []reclaim
+	victims := make(map[*entry]int) // index in ch.Victims
 	for fi, a := range chosen {
-		if e.addrs[fi] == a {
+		if old[fi] == a {
 			continue
 		}
-		changed = true
-		if old := e.addrs[fi]; old.IsValid() {
-			delete(p.owner, old)
+		if old[fi].IsValid() {
+			ch.Drop = append(ch.Drop, old[fi])
 		}
-		if prev := p.owner[a]; prev != nil {
-			// Reclaiming an offline identity's address.
-			prev.addrs[fi] = netip.Addr{}
-			if !prev.addrs[0].IsValid() && !prev.addrs[1].IsValid() {
-				delete(p.byIdent, prev.identity)
-			}
-			p.logger.Info("reclaimed address of offline identity",
-				"addr", a, "from", prev.identity, "to", identity)
+		if !a.IsValid() {
+			continue
 		}
-		e.addrs[fi] = a
-		p.owner[a] = e
+		prev := p.owner[a]
+		if prev == nil {
+			ch.Free = append(ch.Free, a)
+			continue
+		}
+		i, ok := victims[prev]
+		if !ok {
+			i = len(ch.Victims)
+			victims[prev] = i
+			ch.Victims = append(ch.Victims, prev.record())
+		}
+		v := &ch.Victims[i]
+		addrs := v.addrs()
+		addrs[fi] = netip.Addr{}
+		v.setAddrs(addrs)
+		reclaimed = append(reclaimed, reclaim{addr: a, from: prev.identity})
 	}
-	l := p.hold(e)
-	if !changed {
-		return l, nil, nil
-	}
-	return l, p.snapshot(), nil
+	return ch, reclaimed, nil
 }
 
-// hold registers a new holder of e and returns its lease.
+// hold registers a new holder of e and returns its lease. Callers hold p.mu.
 func (p *Pool) hold(e *entry) Lease {
 	p.token++
 	if e.holders == nil {
@@ -260,28 +430,42 @@ func (p *Pool) hold(e *entry) Lease {
 
 // Release gives back one hold on l's addresses. When the identity's last
 // session released, the addresses stay remembered for it (sticky) but may be
-// reclaimed for others under pressure. Releasing a lease twice, or the zero
-// Lease, does nothing.
-//
-// Release does not write the state file: the release order it records only
-// ranks offline identities for reclaiming, and is saved with the next
-// assignment change. That keeps a mass disconnect from queueing a file sync
-// per session.
+// reclaimed for others under pressure, once no other gateway holds it
+// either. Releasing a lease twice, or the zero Lease, does nothing.
 func (p *Pool) Release(l Lease) {
+	if l.token == 0 || p.unhold(l, false) {
+		return
+	}
+	// The last hold: the store must hear of it, in order with the
+	// decisions that may take a new first hold.
+	p.commitMu.Lock()
+	defer p.commitMu.Unlock()
+	if p.unhold(l, true) {
+		return
+	}
+	if err := p.store.Release(l.Identity); err != nil {
+		p.logger.Warn("lease release not stored; the addresses stay held", "identity", l.Identity, "err", err)
+	}
+}
+
+// unhold drops l's hold unless it is the identity's last one and !last.
+// It reports whether it is done: l was not held, or it was not the last
+// hold. Otherwise (last) it has dropped the last hold.
+func (p *Pool) unhold(l Lease, last bool) (done bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.byIdent[l.Identity]
 	if e == nil {
-		return
+		return true
 	}
 	if _, ok := e.holders[l.token]; !ok {
-		return
+		return true
+	}
+	if len(e.holders) == 1 && !last {
+		return false
 	}
 	delete(e.holders, l.token)
-	if len(e.holders) == 0 {
-		p.seq++
-		e.released = p.seq
-	}
+	return len(e.holders) > 0
 }
 
 // Assignments returns every identity's addresses, sorted by identity.
@@ -300,6 +484,12 @@ func (p *Pool) Assignments() []Assignment {
 // if any, is e). It does not modify anything.
 func (p *Pool) choose(fi int, identity string, groups []string, e *entry) (netip.Addr, bool) {
 	if s := p.cfg.static[identity][fi]; s.IsValid() {
+		// A static address is its identity's, but a session that still
+		// uses it under a stored lease from an older configuration is
+		// not cut off.
+		if o := p.owner[s]; o != nil && o != e && !o.offline() {
+			return netip.Addr{}, false
+		}
 		return s, true
 	}
 	ranges := p.groupRanges(fi, groups)
@@ -313,7 +503,7 @@ func (p *Pool) choose(fi int, identity string, groups []string, e *entry) (netip
 	// longest ago by an identity that is offline.
 	var victim *entry
 	for _, o := range p.byIdent {
-		if len(o.holders) > 0 || o == e || !p.eligible(fi, o.addrs[fi], identity, ranges) {
+		if !o.offline() || o == e || !p.eligible(fi, o.addrs[fi], identity, ranges) {
 			continue
 		}
 		if victim == nil || o.released < victim.released {

@@ -535,3 +535,81 @@ func TestStaticInsideGroupRange(t *testing.T) {
 		t.Fatalf("lead got %v", a)
 	}
 }
+
+// racingStore is the file store with another gateway in front of it: it
+// lets the other gateway's decisions land just before the Pool's next
+// Commit, as etcd would order them, and reports the conflict as a shared
+// store must.
+type racingStore struct {
+	*fileStore
+	commits int
+	other   []Change // the other gateway's decisions, one per Commit
+}
+
+func (s *racingStore) Commit(ch Change) error {
+	s.commits++
+	if len(s.other) > 0 {
+		o := s.other[0]
+		s.other = s.other[1:]
+		if err := s.fileStore.Commit(o); err != nil {
+			return err
+		}
+		return fmt.Errorf("test: %w", ErrConflict)
+	}
+	return s.fileStore.Commit(ch)
+}
+
+func TestAcquireDecidesAgainAfterConflict(t *testing.T) {
+	st := &racingStore{fileStore: newFileStore("", nil), other: []Change{
+		// Another gateway takes the lowest address for bob...
+		{Record: Record{Identity: "bob", IPv4: addr("198.18.100.2")}, Free: []netip.Addr{addr("198.18.100.2")}},
+		// ...and then releases nothing but holds carol on .3.
+		{Record: Record{Identity: "carol", IPv4: addr("198.18.100.3")}, Free: []netip.Addr{addr("198.18.100.3")}},
+	}}
+	p, err := NewWithStore(Config{IPv4: pool4, Groups: []GroupRange{
+		{Group: "ops", Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.100.16/30")}},
+	}}, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := acquire(t, p, "alice")
+	if a.IPv4.Addr() != addr("198.18.100.4") || st.commits != 3 {
+		t.Fatalf("alice got %v after %d commits, want .4 after 3", a.IPv4, st.commits)
+	}
+	// bob is held by the other gateway: acquiring him here shares his
+	// address, never moves it, although his certificate here says ops.
+	if b := acquire(t, p, "bob", "ops"); b.IPv4.Addr() != addr("198.18.100.2") {
+		t.Fatalf("bob got %v, holds .2 elsewhere", b.IPv4)
+	}
+	as := p.Assignments()
+	if len(as) != 3 || as[1].Identity != "bob" || as[1].Sessions != 1 || as[2].Sessions != 0 {
+		t.Fatalf("assignments %+v", as)
+	}
+}
+
+func TestHeldElsewhereIsNeverReclaimed(t *testing.T) {
+	st := newFileStore("", nil)
+	p, err := NewWithStore(Config{IPv4: netip.MustParsePrefix("198.18.0.0/30"),
+		Static: map[string][]netip.Addr{"boss": {addr("198.18.0.2")}}}, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another gateway, configured before boss got a static address,
+	// holds the only client address for alice.
+	if err := st.Commit(Change{Record: Record{Identity: "alice", IPv4: addr("198.18.0.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Acquire("bob", nil); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("bob: err = %v, want ErrPoolExhausted", err)
+	}
+	if _, err := p.Acquire("boss", nil); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("boss while alice holds his static address: err = %v", err)
+	}
+	// Once alice is offline, the static address goes to its owner.
+	if err := st.Release("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if l := acquire(t, p, "boss"); l.IPv4.Addr() != addr("198.18.0.2") {
+		t.Fatalf("boss got %v", l.IPv4)
+	}
+}

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 
 	"github.com/twoway/twoway/internal/atomicfile"
 )
@@ -93,23 +95,119 @@ func loadState(path string) (*stateFile, error) {
 	return &st, nil
 }
 
-// snapshot is the state file content at one generation.
-type snapshot struct {
-	gen  uint64
-	data []byte
+// fileStore is the single-gateway Store: the records live in memory and,
+// when it has a path, in a JSON state file that survives restarts. The Pool
+// is its only writer and decides from an exact view, so Commit never
+// conflicts; holds are this process's sessions, so after a restart every
+// identity is offline.
+type fileStore struct {
+	path   string // "" for memory only
+	logger *slog.Logger
+
+	mu     sync.Mutex // serialises changes and file writes; guards the fields below
+	recs   map[string]*Record
+	seq    uint64 // release order, persisted
+	update func(Update)
 }
 
-// snapshot encodes the leases. Callers hold p.mu.
-func (p *Pool) snapshot() *snapshot {
-	p.gen++
+func newFileStore(path string, logger *slog.Logger) *fileStore {
+	return &fileStore{path: path, logger: logger, recs: make(map[string]*Record)}
+}
+
+// Open loads the state file, if any, and writes it back at once, so that a
+// state directory that is not writable fails here rather than at the first
+// connection.
+func (s *fileStore) Open(update func(Update)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.update = update
+	if s.path != "" {
+		st, err := loadState(s.path)
+		if err != nil {
+			return err
+		}
+		s.seq = st.Seq
+		for _, l := range st.Leases {
+			s.recs[l.Identity] = &Record{Identity: l.Identity, IPv4: l.IPv4, IPv6: l.IPv6, Released: l.Released}
+		}
+		if err := s.save(); err != nil {
+			return err
+		}
+	}
+	u := Update{All: true, Records: make([]Record, 0, len(s.recs))}
+	for _, r := range s.recs {
+		u.Records = append(u.Records, *r)
+	}
+	update(u)
+	return nil
+}
+
+// Commit applies ch and writes the state file when an address changed. A
+// failed write is logged, not returned: the addresses in memory are valid,
+// only their stickiness across a restart is at risk, and refusing VPN
+// sessions over a full disk would be worse.
+func (s *fileStore) Commit(ch Change) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var u Update
+	changed := len(ch.Victims) > 0
+	for _, v := range ch.Victims {
+		if v.empty() {
+			delete(s.recs, v.Identity)
+			u.Records = append(u.Records, Record{Identity: v.Identity})
+			continue
+		}
+		v.Held = false
+		s.recs[v.Identity] = &v
+		u.Records = append(u.Records, v)
+	}
+	if r := ch.Record; r.Identity != "" {
+		old := s.recs[r.Identity]
+		changed = changed || old == nil || old.addrs() != r.addrs()
+		r.Held = true
+		s.recs[r.Identity] = &r
+		u.Records = append(u.Records, r)
+	}
+	s.update(u)
+	if changed {
+		if err := s.save(); err != nil {
+			s.logger.Warn("lease state not saved; addresses may change after a restart", "err", err)
+		}
+	}
+	return nil
+}
+
+// Release does not write the state file: the release order it records only
+// ranks offline identities for reclaiming, and is saved with the next
+// assignment change. That keeps a mass disconnect from queueing a file sync
+// per session.
+func (s *fileStore) Release(identity string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.recs[identity]
+	if r == nil {
+		return nil
+	}
+	s.seq++
+	r.Held, r.Released = false, s.seq
+	s.update(Update{Records: []Record{*r}})
+	return nil
+}
+
+// save writes the records to the state file atomically (temp file, fsync,
+// rename), mode 0600. Callers hold s.mu.
+func (s *fileStore) save() error {
+	if s.path == "" {
+		return nil
+	}
 	// Identities online now are recorded as released after every offline
 	// one: after a restart they are all offline, and the ones that were
 	// using their addresses last should be reclaimed last.
-	now := p.seq + 1
-	st := stateFile{Version: stateVersion, Seq: now, Leases: make([]stateLease, 0, len(p.byIdent))}
-	for _, e := range p.byIdent {
-		l := stateLease{Identity: e.identity, IPv4: e.addrs[0], IPv6: e.addrs[1], Released: e.released}
-		if len(e.holders) > 0 {
+	now := s.seq + 1
+	st := stateFile{Version: stateVersion, Seq: now, Leases: make([]stateLease, 0, len(s.recs))}
+	for _, r := range s.recs {
+		l := stateLease{Identity: r.Identity, IPv4: r.IPv4, IPv6: r.IPv6, Released: r.Released}
+		if r.Held {
 			l.Released = now
 		}
 		st.Leases = append(st.Leases, l)
@@ -117,37 +215,8 @@ func (p *Pool) snapshot() *snapshot {
 	slices.SortFunc(st.Leases, func(a, b stateLease) int { return cmp.Compare(a.Identity, b.Identity) })
 	// Marshalling plain strings, addresses and numbers cannot fail.
 	data, _ := json.MarshalIndent(st, "", "  ")
-	return &snapshot{gen: p.gen, data: append(data, '\n')}
-}
-
-// save writes snap to the state file atomically (temp file, fsync, rename),
-// mode 0600, unless a newer snapshot is already on disk: writes happen
-// outside p.mu and may finish out of order.
-func (p *Pool) save(snap *snapshot) error {
-	if p.state == "" {
-		return nil
-	}
-	p.saveMu.Lock()
-	defer p.saveMu.Unlock()
-	if snap.gen <= p.saved {
-		return nil
-	}
-	if err := writeAtomic(p.state, snap.data); err != nil {
+	if err := atomicfile.Write(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("ipam: write state file: %w", err)
 	}
-	p.saved = snap.gen
 	return nil
-}
-
-// write saves and logs a failure instead of failing the caller: the
-// addresses in memory are valid, only their stickiness across a restart is
-// at risk, and refusing VPN sessions over a full disk would be worse.
-func (p *Pool) write(snap *snapshot) {
-	if err := p.save(snap); err != nil {
-		p.logger.Warn("lease state not saved; addresses may change after a restart", "err", err)
-	}
-}
-
-func writeAtomic(path string, data []byte) error {
-	return atomicfile.Write(path, data, 0o600)
 }

@@ -1,0 +1,145 @@
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// cluster is an etcd cluster of embedded members on loopback, for tests:
+// real etcd, real raft, real transactions and leases, in this process.
+type cluster struct {
+	members   []*embed.Etcd
+	endpoints []string // client URLs
+	ports     []int    // every port the members listen on
+}
+
+// freePorts returns n loopback TCP ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// startCluster starts n members under dir and waits until they serve.
+// With clientTLS set, clients must speak TLS to them (peers stay plain).
+func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	scheme := "http"
+	if clientTLS != nil {
+		scheme = "https"
+	}
+	c := &cluster{ports: ports}
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+	}
+	cfgs := make([]*embed.Config, n)
+	for i := range n {
+		cfg := embed.NewConfig()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.Dir = filepath.Join(dir, cfg.Name)
+		client := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "twoway-test"
+		// etcd's defaults: heartbeats light enough for a loaded 2-core
+		// machine under -race, and a lease TTL floor of 2 s (1.5
+		// election timeouts, rounded up) for the expiry test.
+		cfg.TickMs, cfg.ElectionMs = 100, 1000
+		cfg.UnsafeNoFsync = true // a test cluster's data need not survive a crash
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		if clientTLS != nil {
+			cfg.ClientTLSInfo = *clientTLS
+		}
+		cfgs[i] = cfg
+		c.endpoints = append(c.endpoints, client.String())
+	}
+	// Members of a new cluster wait for each other, so they start
+	// together.
+	type started struct {
+		i   int
+		e   *embed.Etcd
+		err error
+	}
+	ch := make(chan started, n)
+	for i, cfg := range cfgs {
+		go func() {
+			e, err := embed.StartEtcd(cfg)
+			ch <- started{i, e, err}
+		}()
+	}
+	c.members = make([]*embed.Etcd, n)
+	var errs []error
+	for range n {
+		s := <-ch
+		c.members[s.i] = s.e
+		if s.err != nil {
+			errs = append(errs, fmt.Errorf("member %d: %w", s.i, s.err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		c.close()
+		return nil, err
+	}
+	timeout := time.After(30 * time.Second)
+	for i, e := range c.members {
+		select {
+		case <-e.Server.ReadyNotify():
+		case err := <-e.Err():
+			c.close()
+			return nil, fmt.Errorf("member %d: %w", i, err)
+		case <-timeout:
+			c.close()
+			return nil, errors.New("etcd members not ready within 30 s")
+		}
+	}
+	return c, nil
+}
+
+func (c *cluster) close() {
+	for _, e := range c.members {
+		if e != nil {
+			e.Close()
+		}
+	}
+}
+
+// portsFree reports a port of the cluster that is still in use after
+// close.
+func (c *cluster) portsFree() error {
+	for _, p := range c.ports {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return fmt.Errorf("port %d still in use after the cluster closed: %w", p, err)
+		}
+		l.Close()
+	}
+	return nil
+}
