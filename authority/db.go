@@ -101,13 +101,15 @@ func LoadDB(path string) (*DB, error) {
 }
 
 // Save writes the database atomically (temporary file and rename), so that
-// a crash leaves either the old or the new database, never half of one.
+// a crash leaves either the old or the new database, never half of one. It
+// takes no lock: changes to a CA's database go through the CA, which does.
+// The file is private (0600), as the CA directory is.
 func (db *DB) Save(path string) error {
 	data, err := dbJSON(db)
 	if err != nil {
 		return err
 	}
-	return WriteFile(path, data, 0o644, true)
+	return WriteFile(path, data, 0o600, true)
 }
 
 // dbJSON renders db as db.json holds it.
