@@ -27,7 +27,7 @@ import (
 const (
 	CACertFile   = "ca.crt"     // this CA's certificate only
 	CAKeyFile    = "ca.key"     // its private key, encrypted unless made without a password
-	DBFile       = "db.json"    // what it issued and revoked, and the CRL number
+	DBFile       = "db.json"    // what it issued and revoked, the CRL number, enrollment tokens
 	BundleFile   = "bundle.crt" // below the root: this CA, then its ancestors up to the root
 	CRLFile      = "crl.pem"    // default output of (*CA).CRL
 	RootDir      = "root"       // Init's offline root CA
