@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twoway/twoway/pki"
@@ -26,7 +27,7 @@ import (
 const (
 	CACertFile   = "ca.crt"     // this CA's certificate only
 	CAKeyFile    = "ca.key"     // its private key, encrypted unless made without a password
-	DBFile       = "db.json"    // what it issued and revoked, and the CRL number
+	DBFile       = "db.json"    // what it issued and revoked, the CRL number, enrollment tokens
 	BundleFile   = "bundle.crt" // below the root: this CA, then its ancestors up to the root
 	CRLFile      = "crl.pem"    // default output of (*CA).CRL
 	RootDir      = "root"       // Init's offline root CA
@@ -68,7 +69,10 @@ func errorf(sentinel error, format string, args ...any) error {
 }
 
 // CA is a certificate authority directory opened for use. The private key
-// is decrypted only when something must be signed.
+// is decrypted only when something must be signed. A *CA is safe for
+// concurrent use, and every change to the database is made under the
+// directory's lock (db.lock), so goroutines and processes with handles on
+// one CA see each other's changes and never undo them.
 type CA struct {
 	// Dir is the CA directory.
 	Dir string
@@ -78,9 +82,11 @@ type CA struct {
 	// (just Cert for a root).
 	Bundle []*x509.Certificate
 
-	db       *DB
 	password func() ([]byte, error)
-	key      crypto.Signer // nil until first needed
+
+	mu  sync.Mutex    // guards db and key
+	db  *DB           // as of opening or this handle's last change
+	key crypto.Signer // nil until first needed
 }
 
 // OpenCA opens the CA in dir. password is called only when something has
@@ -155,7 +161,15 @@ func (ca *CA) Name() string { return ca.Cert.Subject.CommonName }
 
 // CRLNumber is the number of the last CRL the CA signed (0: none yet), as
 // of opening the CA or its last change.
-func (ca *CA) CRLNumber() int64 { return ca.db.CRLNumber }
+func (ca *CA) CRLNumber() int64 { return ca.snapshot().CRLNumber }
+
+// snapshot is the handle's copy of the database. Changes replace the copy
+// rather than modify it, so it can be read without holding ca.mu.
+func (ca *CA) snapshot() *DB {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	return ca.db
+}
 
 // chain is what a certificate issued by ca presents after itself: the
 // issuing CAs, nearest first, without the root (peers have it already).
@@ -176,8 +190,11 @@ func (ca *CA) Unlock() error {
 	return err
 }
 
-// signer decrypts the CA key on first use.
+// signer decrypts the CA key on first use. Concurrent callers wait for
+// the first, so the password is asked for once.
 func (ca *CA) signer() (crypto.Signer, error) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
 	if ca.key != nil {
 		return ca.key, nil
 	}
@@ -372,7 +389,7 @@ func caFiles(dir string, cert *x509.Certificate, key crypto.Signer, password []b
 	n := &newCA{dir: dir, cert: cert, key: key, files: []file{
 		{filepath.Join(dir, CAKeyFile), keyPEM, 0o600},
 		{filepath.Join(dir, CACertFile), encodeCerts(cert), 0o644},
-		{filepath.Join(dir, DBFile), dbData, 0o644},
+		{filepath.Join(dir, DBFile), dbData, 0o600},
 	}}
 	if parentBundle != nil {
 		bundle := append([]*x509.Certificate{cert}, parentBundle...)
@@ -612,7 +629,7 @@ func (ca *CA) CreateSubCA(opts SubCAOptions) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	serial, err := newSerial(ca.db)
+	serial, err := newSerial(ca.snapshot())
 	if err != nil {
 		return nil, err
 	}
@@ -688,9 +705,17 @@ func (ca *CA) checkPathLen(pathLen int) error {
 	return nil
 }
 
-// update re-reads the database, applies change and saves the result, so
-// that two handles on one CA never write back each other's stale copy.
+// update re-reads the database, applies change and saves the result, all
+// under the directory's lock, so that two handles on one CA, in one process
+// or two, never write back each other's stale copy, and a change decided on
+// what the database holds (a certificate not yet revoked) is made once.
+// change must not wait for anything but the CPU: others wait for the lock.
 func (ca *CA) update(change func(db *DB) error) error {
+	unlock, err := lockDB(ca.Dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	path := filepath.Join(ca.Dir, DBFile)
 	db, err := LoadDB(path)
 	if err != nil {
@@ -702,7 +727,10 @@ func (ca *CA) update(change func(db *DB) error) error {
 	if err := db.Save(path); err != nil {
 		return fmt.Errorf("update CA database: %w", err)
 	}
+	// Still under the lock, so the handle's copy moves forward only.
+	ca.mu.Lock()
 	ca.db = db
+	ca.mu.Unlock()
 	return nil
 }
 

@@ -33,9 +33,15 @@ func ParseKind(s string) (Kind, error) {
 	return "", fmt.Errorf("unknown certificate kind %q (want server or client)", s)
 }
 
-// dbVersion is the format of db.json; a newer file is refused rather than
-// rewritten without the fields this version does not know.
-const dbVersion = 1
+// Formats of db.json. A newer file is refused rather than rewritten
+// without the fields this version does not know. Version 2 adds enrollment
+// tokens; a database without any is still written as version 1, so that
+// older twoway binaries keep working on CAs that never made a token, and
+// refuse with a clear message (not "corrupt") those that did.
+const (
+	dbVersionNoTokens = 1
+	dbVersion         = 2
+)
 
 // DB is a CA's record of what it issued and revoked, kept in the CA
 // directory as db.json. It is the source of every CRL the CA signs.
@@ -46,6 +52,9 @@ type DB struct {
 	// persisted before the CRL is written.
 	CRLNumber    int64    `json:"crl_number"`
 	Certificates []Record `json:"certificates"`
+	// Tokens are the enrollment tokens the CA made, by hash only, kept
+	// after use or expiry for audit until pruned.
+	Tokens []TokenRecord `json:"tokens,omitempty"`
 }
 
 // Record describes one issued certificate.
@@ -86,8 +95,8 @@ func LoadDB(path string) (*DB, error) {
 	if err := dec.Decode(&db); err != nil {
 		return nil, fmt.Errorf("%s: corrupt CA database: %w", path, err)
 	}
-	if db.Version != dbVersion {
-		return nil, fmt.Errorf("%s: unsupported CA database version %d (want %d)", path, db.Version, dbVersion)
+	if db.Version < dbVersionNoTokens || db.Version > dbVersion {
+		return nil, fmt.Errorf("%s: unsupported CA database version %d (want %d or older); use a newer twoway", path, db.Version, dbVersion)
 	}
 	if db.CRLNumber < 0 {
 		return nil, fmt.Errorf("%s: corrupt CA database: negative crl_number", path)
@@ -97,22 +106,32 @@ func LoadDB(path string) (*DB, error) {
 			return nil, fmt.Errorf("%s: corrupt CA database: certificate %d: %w", path, i+1, err)
 		}
 	}
+	for i, t := range db.Tokens {
+		if err := t.check(); err != nil {
+			return nil, fmt.Errorf("%s: corrupt CA database: token %d: %w", path, i+1, err)
+		}
+	}
 	return &db, nil
 }
 
 // Save writes the database atomically (temporary file and rename), so that
-// a crash leaves either the old or the new database, never half of one.
+// a crash leaves either the old or the new database, never half of one. It
+// takes no lock: changes to a CA's database go through the CA, which does.
+// The file is private (0600): it says which identities a token enrolls.
 func (db *DB) Save(path string) error {
 	data, err := dbJSON(db)
 	if err != nil {
 		return err
 	}
-	return WriteFile(path, data, 0o644, true)
+	return WriteFile(path, data, 0o600, true)
 }
 
 // dbJSON renders db as db.json holds it.
 func dbJSON(db *DB) ([]byte, error) {
-	db.Version = dbVersion
+	db.Version = dbVersionNoTokens
+	if len(db.Tokens) > 0 {
+		db.Version = dbVersion
+	}
 	if db.Certificates == nil {
 		db.Certificates = []Record{}
 	}

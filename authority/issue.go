@@ -217,7 +217,7 @@ func (ca *CA) issue(s *leafSpec, pub crypto.PublicKey, days int) (*x509.Certific
 	if err != nil {
 		return nil, err
 	}
-	serial, err := newSerial(ca.db)
+	serial, err := newSerial(ca.snapshot())
 	if err != nil {
 		return nil, err
 	}

@@ -25,19 +25,21 @@ func init() {
 func newPKICmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pki",
-		Short: "Run the certificate authorities: init, issue, sign, revoke, CRLs, inspect",
+		Short: "Run the certificate authorities: init, issue, sign, revoke, CRLs, enrollment tokens, inspect",
 		Long: `pki manages twoway's certificate hierarchy: an offline root CA with a
 "server CA" that issues gateway certificates and a "client CA" that issues
 user and device certificates. A CA is named on the command line by its
 directory (--ca DIR/client-ca); each CA directory holds ca.crt, ca.key
 (encrypted unless made with --no-password), db.json (what it issued and
-revoked) and, below the root, bundle.crt (the CA and its ancestors: what a
-peer trusts).`,
+revoked, and the hashes of its enrollment tokens), db.lock (locked while
+db.json changes) and, below the root, bundle.crt (the CA and its ancestors:
+what a peer trusts).`,
 		Example: `  twoway pki init --dir ./pki --org "Example Corp"
   twoway pki issue server --ca ./pki/server-ca --name gw.example.com
   twoway pki issue client --ca ./pki/client-ca --name alice --group eng
   twoway pki revoke --ca ./pki/client-ca --cert alice.crt --reason keyCompromise
-  twoway pki crl --ca ./pki/client-ca`,
+  twoway pki crl --ca ./pki/client-ca
+  twoway pki token create --ca ./pki/client-ca --name bob --group eng`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

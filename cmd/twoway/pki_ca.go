@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -363,14 +364,7 @@ func newPKIListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(entries)
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SERIAL\tKIND\tSTATUS\tDAYS LEFT\tNOT AFTER\tSUBJECT")
+			rows := [][]string{{"SERIAL", "KIND", "STATUS", "DAYS LEFT", "NOT AFTER", "SUBJECT"}}
 			for _, e := range entries {
 				status := e.Status
 				if e.Revoked() {
@@ -380,19 +374,37 @@ func newPKIListCmd() *cobra.Command {
 				if e.Status == pki.StatusValid {
 					left = fmt.Sprint(e.DaysLeft)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Serial, e.Kind, status, left, e.NotAfter.Format(time.DateOnly), e.Subject)
+				rows = append(rows, []string{e.Serial, string(e.Kind), status, left, e.NotAfter.Format(time.DateOnly), e.Subject})
 			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(entries) == 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%s has issued no certificates\n", c.Dir)
-			}
-			return nil
+			return printListing(cmd, asJSON, entries, rows, c.Dir+" has issued no certificates")
 		},
 	}
 	cmd.Flags().StringVar(&ca, "ca", "", "directory of the CA")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	_ = cmd.MarkFlagRequired("ca")
 	return cmd
+}
+
+// printListing prints what a list command found: v as indented JSON with
+// --json, else rows as an aligned table, the first row being the header.
+// An empty table is explained on standard error, so that standard output
+// stays the table.
+func printListing(cmd *cobra.Command, asJSON bool, v any, rows [][]string, empty string) error {
+	w := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rows) <= 1 {
+		fmt.Fprintln(cmd.ErrOrStderr(), empty)
+	}
+	return nil
 }

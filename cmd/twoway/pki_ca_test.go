@@ -27,14 +27,21 @@ import (
 // print. Stdin is not a terminal, so nothing can prompt.
 func caRun(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	out, _, err := caRunAll(t, args...)
+	return out, err
+}
+
+// caRunAll is caRun that also returns what went to standard error.
+func caRunAll(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetIn(strings.NewReader(""))
-	err := root.Execute()
-	return out.String(), err
+	err = root.Execute()
+	return out.String(), errOut.String(), err
 }
 
 // caOK runs twoway and fails the test if it fails.
