@@ -123,6 +123,18 @@ alice = ["198.18.100.10", "2001:db8:100::10"]
 group = "ops"
 prefixes = ["198.18.100.128/26"]
 
+# A fleet of gateways sharing client addresses through an existing etcd v3
+# cluster: an identity keeps its address whichever gateway it lands on.
+# Off without endpoints; vpn.state_file is not used then.
+# [fleet]
+# endpoints = ["https://etcd1.corp.example:2379", "https://etcd2.corp.example:2379"]
+# cert_file = "etcd/gw1.crt"       # this gateway's client certificate for etcd (etcd's PKI)
+# key_file = "etcd/gw1.key"        # mode 0600
+# ca_file = "etcd/ca.crt"          # the CA of etcd's server certificates; none: plain connection
+# name = "gw1"                     # unique in the fleet
+# prefix = "/twoway/"
+# lease_ttl = "10s"                # a dead gateway's users count as offline after this
+
 [control]
 # Local socket for 'twoway status' (and 'twoway kick' on the gateway).
 # Default: /run/twoway/server.sock when run as root; "off" disables it.

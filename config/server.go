@@ -31,6 +31,9 @@ type Server struct {
 
 	// VPN configures VPN mode; off unless vpn.enable.
 	VPN ServerVPN `toml:"vpn"`
+	// Fleet joins the gateway to a fleet sharing its state through etcd;
+	// off without endpoints.
+	Fleet ServerFleet `toml:"fleet"`
 
 	// Control is the local status/kick socket; Metrics the optional
 	// Prometheus endpoint.
@@ -174,6 +177,7 @@ func LoadServer(path string) (*Server, error) {
 		s.TLS.CRLs[i] = src.resolve(s.TLS.CRLs[i])
 	}
 	s.VPN.resolve(src)
+	s.Fleet.resolve(src)
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -201,6 +205,9 @@ func (s *Server) Validate() error {
 		return err
 	}
 	if err := s.VPN.validate(src); err != nil {
+		return err
+	}
+	if err := s.Fleet.validate(src); err != nil {
 		return err
 	}
 	if err := validateOps(src, &s.Control, &s.Metrics); err != nil {

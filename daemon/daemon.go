@@ -23,7 +23,9 @@ import (
 
 	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/control"
+	"github.com/twoway/twoway/fleet"
 	"github.com/twoway/twoway/internal/buildinfo"
+	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/proxy"
 	"github.com/twoway/twoway/socks5"
@@ -37,7 +39,8 @@ type Server struct {
 	log    *slog.Logger
 	store  *pki.Store
 	tunnel *tunnel.Server
-	vpn    *gatewayVPN // VPN mode only
+	vpn    *gatewayVPN  // VPN mode only
+	fleet  *fleet.Fleet // with [fleet] only
 	ops    *ops
 	// started is set by Start, before anything can read it.
 	started time.Time
@@ -89,16 +92,27 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	}
 	tc.OnSession = s.ops.observeSession
 	tc.OnRefuse = s.ops.observeRefusal
+	// The fleet connects to etcd before VPN mode, whose addresses it
+	// keeps; a gateway that cannot reach its fleet does not start.
+	var leases ipam.Store
+	if cfg.Fleet.Enabled() {
+		if s.fleet, err = startFleet(s, &tc, logger); err != nil {
+			return nil, err
+		}
+		leases = s.fleet.Addresses()
+	}
 	// VPN mode touches the system (TUN device, addresses, forwarding,
 	// nftables) last, after everything else validated.
 	var gv *gatewayVPN
 	if cfg.VPN.Enable {
-		if tc.VPN, gv, err = openGatewayVPN(&cfg.VPN, logger); err != nil {
+		if tc.VPN, gv, err = openGatewayVPN(&cfg.VPN, leases, logger); err != nil {
+			s.fleet.Stop()
 			return nil, err
 		}
 	}
 	ts, err := tunnel.NewServer(tc, logger)
 	if err != nil {
+		s.fleet.Stop()
 		if gv != nil {
 			gv.close()
 			_ = tc.VPN.Device.Close()
@@ -123,6 +137,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.Stop()
 		return err
 	}
+	if s.fleet != nil {
+		s.watchFleetCRLs()
+	}
 	return nil
 }
 
@@ -141,6 +158,9 @@ func (s *Server) Stop() {
 		s.ops.stop()
 		s.tunnel.Stop() // closes the TUN device after the last session
 		s.vpn.close()
+		// Last: the sessions have released their addresses, and the
+		// goodbye drops this gateway's holds fleet-wide at once.
+		s.fleet.Stop()
 	})
 }
 

@@ -26,11 +26,19 @@ type gatewayVPN struct {
 
 // openGatewayVPN sets up everything VPN mode needs at the gateway and
 // returns the tunnel's part of it. On error nothing stays set up.
-func openGatewayVPN(v *config.ServerVPN, logger *slog.Logger) (_ *tunnel.ServerVPN, _ *gatewayVPN, err error) {
+//
+// leases, if set, keeps the address assignments (a fleet's shared store)
+// instead of the state file.
+func openGatewayVPN(v *config.ServerVPN, leases ipam.Store, logger *slog.Logger) (_ *tunnel.ServerVPN, _ *gatewayVPN, err error) {
 	if err := os.MkdirAll(v.StateDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("vpn: state directory: %w", err)
 	}
-	pool, err := ipam.New(v.Pool(), logger.With("component", "ipam"))
+	var pool *ipam.Pool
+	if leases != nil {
+		pool, err = ipam.NewWithStore(v.Pool(), leases, logger.With("component", "ipam"))
+	} else {
+		pool, err = ipam.New(v.Pool(), logger.With("component", "ipam"))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpn: %w", err)
 	}

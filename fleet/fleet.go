@@ -172,8 +172,11 @@ func (f *Fleet) opContext() (context.Context, context.CancelFunc) {
 
 // Stop ends the background work and says goodbye: it revokes the lease, so
 // this gateway's holds vanish at once rather than after LeaseTTL. It is
-// idempotent, and safe to call without Start.
+// idempotent, and safe to call without Start or on a nil *Fleet.
 func (f *Fleet) Stop() {
+	if f == nil {
+		return // no fleet configured: the daemon calls Stop regardless
+	}
 	f.stopOnce.Do(func() {
 		defer close(f.stopped)
 		if f.cli == nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/fleet/fleettest"
 	"github.com/twoway/twoway/ipam"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,7 +21,7 @@ import (
 
 // shared is the three-member etcd cluster every test but the TLS one
 // uses, each under its own key prefix.
-var shared *cluster
+var shared *fleettest.Cluster
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "twoway-fleet-etcd-")
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	start := time.Now()
-	shared, err = startCluster(dir, 3, nil)
+	shared, err = fleettest.StartCluster(dir, 3, nil)
 	if err != nil {
 		os.RemoveAll(dir)
 		fmt.Fprintln(os.Stderr, "start etcd:", err)
@@ -38,10 +39,10 @@ func TestMain(m *testing.M) {
 	fmt.Fprintf(os.Stderr, "3-member etcd cluster up in %v\n", time.Since(start).Round(time.Millisecond))
 	code := m.Run()
 	closing := time.Now()
-	shared.close()
+	shared.Close()
 	os.RemoveAll(dir)
 	if code == 0 {
-		if err := shared.portsFree(); err != nil {
+		if err := shared.PortsFree(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
@@ -87,7 +88,7 @@ func testPrefix(t *testing.T) string { return "/test/" + t.Name() + "/" }
 // startGateway joins a gateway named name to t's fleet, with pool cfg.
 func startGateway(t *testing.T, name string, cfg ipam.Config) *gateway {
 	t.Helper()
-	f, err := New(Config{Endpoints: shared.endpoints, Name: name, Prefix: testPrefix(t), LeaseTTL: 2 * time.Second}, testLogger(t))
+	f, err := New(Config{Endpoints: shared.Endpoints, Name: name, Prefix: testPrefix(t), LeaseTTL: 2 * time.Second}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func startGateway(t *testing.T, name string, cfg ipam.Config) *gateway {
 // etcdClient returns a plain client of the shared cluster, for checks.
 func etcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: shared.endpoints, DialTimeout: 5 * time.Second, Logger: zapLogger(testLogger(t))})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: shared.Endpoints, DialTimeout: 5 * time.Second, Logger: zapLogger(testLogger(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway/twoway/fleet/fleettest"
 	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/pki/pkitest"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -36,20 +37,20 @@ func TestMutualTLSToEtcd(t *testing.T) {
 	gwCert, gwKey := writeLeaf(t, dir, "gw1", ca.Client(t, "gw1"))
 	strangerCert, strangerKey := writeLeaf(t, dir, "stranger", pkitest.NewRoot(t, "other CA").Client(t, "stranger"))
 
-	c, err := startCluster(filepath.Join(dir, "etcd"), 1, &transport.TLSInfo{
+	c, err := fleettest.StartCluster(filepath.Join(dir, "etcd"), 1, &transport.TLSInfo{
 		CertFile: srvCert, KeyFile: srvKey, TrustedCAFile: caFile, ClientCertAuth: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		c.close()
-		if err := c.portsFree(); err != nil {
+		c.Close()
+		if err := c.PortsFree(); err != nil {
 			t.Error(err)
 		}
 	})
 
-	cfg := Config{Endpoints: c.endpoints, Name: "gw1", CAFile: caFile, CertFile: gwCert, KeyFile: gwKey, LeaseTTL: 2 * time.Second}
+	cfg := Config{Endpoints: c.Endpoints, Name: "gw1", CAFile: caFile, CertFile: gwCert, KeyFile: gwKey, LeaseTTL: 2 * time.Second}
 	f, err := New(cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

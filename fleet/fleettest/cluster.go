@@ -1,4 +1,7 @@
-package fleet
+// Package fleettest starts real etcd clusters in process for tests of
+// twoway's fleet: real raft, transactions, leases and watches, on
+// loopback ports. It imports etcd's server, so only tests may import it.
+package fleettest
 
 import (
 	"errors"
@@ -14,12 +17,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// cluster is an etcd cluster of embedded members on loopback, for tests:
+// Cluster is an etcd cluster of embedded members on loopback, for tests:
 // real etcd, real raft, real transactions and leases, in this process.
-type cluster struct {
-	members   []*embed.Etcd
-	endpoints []string // client URLs
-	ports     []int    // every port the members listen on
+type Cluster struct {
+	members []*embed.Etcd
+	// Endpoints are the members' client URLs.
+	Endpoints []string
+	ports     []int // every port the members listen on
 }
 
 // freePorts returns n loopback TCP ports that were free a moment ago.
@@ -42,9 +46,9 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// startCluster starts n members under dir and waits until they serve.
+// StartCluster starts n members under dir and waits until they serve.
 // With clientTLS set, clients must speak TLS to them (peers stay plain).
-func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, error) {
+func StartCluster(dir string, n int, clientTLS *transport.TLSInfo) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -53,7 +57,7 @@ func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, er
 	if clientTLS != nil {
 		scheme = "https"
 	}
-	c := &cluster{ports: ports}
+	c := &Cluster{ports: ports}
 	var initial []string
 	for i := range n {
 		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
@@ -79,7 +83,7 @@ func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, er
 			cfg.ClientTLSInfo = *clientTLS
 		}
 		cfgs[i] = cfg
-		c.endpoints = append(c.endpoints, client.String())
+		c.Endpoints = append(c.Endpoints, client.String())
 	}
 	// Members of a new cluster wait for each other, so they start
 	// together.
@@ -105,7 +109,7 @@ func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, er
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		c.close()
+		c.Close()
 		return nil, err
 	}
 	timeout := time.After(30 * time.Second)
@@ -113,17 +117,18 @@ func startCluster(dir string, n int, clientTLS *transport.TLSInfo) (*cluster, er
 		select {
 		case <-e.Server.ReadyNotify():
 		case err := <-e.Err():
-			c.close()
+			c.Close()
 			return nil, fmt.Errorf("member %d: %w", i, err)
 		case <-timeout:
-			c.close()
+			c.Close()
 			return nil, errors.New("etcd members not ready within 30 s")
 		}
 	}
 	return c, nil
 }
 
-func (c *cluster) close() {
+// Close stops every member.
+func (c *Cluster) Close() {
 	for _, e := range c.members {
 		if e != nil {
 			e.Close()
@@ -131,9 +136,9 @@ func (c *cluster) close() {
 	}
 }
 
-// portsFree reports a port of the cluster that is still in use after
-// close.
-func (c *cluster) portsFree() error {
+// PortsFree reports a port of the cluster that is still in use after
+// Close.
+func (c *Cluster) PortsFree() error {
 	for _, p := range c.ports {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
