@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -135,9 +134,4 @@ func TestProxyTraversal(t *testing.T) {
 		t.Fatalf("without the proxy's credentials: %v, want the proxy's refusal", err)
 	}
 	t.Logf("refused as expected: %v", err)
-}
-
-// testLog logs to the test's output.
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

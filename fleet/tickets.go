@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -32,18 +33,27 @@ type TicketKeys struct {
 	keep   int
 
 	// cur is the set as last seen in etcd; nil until the first read.
-	cur chan *ticketDoc // a one-slot box, so readers never block the watch
+	cur   chan *ticketDoc // a one-slot box, so readers never block the watch
+	ready chan struct{}   // closed at the first set
+	once  sync.Once
 }
 
 // StartTicketKeys starts sharing ticket keys: a new key every rotate, each
-// kept for keep rotations. Until the first read from etcd succeeds, the
-// set is empty (no tickets are issued; clients make full handshakes).
+// kept for keep rotations. It waits up to DialTimeout for the first read,
+// so that the gateway's first clients get tickets; until a read succeeds
+// the set is empty (no tickets are issued; clients make full handshakes).
 // Call it after Start.
 func (f *Fleet) StartTicketKeys(rotate time.Duration, keep int) *TicketKeys {
-	k := &TicketKeys{f: f, rotate: rotate, keep: keep, cur: make(chan *ticketDoc, 1)}
+	k := &TicketKeys{f: f, rotate: rotate, keep: keep, cur: make(chan *ticketDoc, 1), ready: make(chan struct{})}
 	k.cur <- nil
 	f.wg.Add(1)
 	go k.run()
+	select {
+	case <-k.ready:
+	case <-time.After(f.cfg.DialTimeout):
+		f.logger.Warn("fleet ticket keys not read yet; no session tickets until they are")
+	case <-f.ctx.Done():
+	}
 	return k
 }
 
@@ -60,6 +70,7 @@ func (k *TicketKeys) TicketKeys() [][32]byte {
 func (k *TicketKeys) set(d *ticketDoc) {
 	<-k.cur
 	k.cur <- d
+	k.once.Do(func() { close(k.ready) })
 }
 
 func (k *TicketKeys) key() string { return k.f.cfg.Prefix + "tickets" }
