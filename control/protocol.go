@@ -43,6 +43,9 @@ type Request struct {
 	Op string `json:"op"`
 	// Identity names whose sessions to end (kick).
 	Identity string `json:"identity,omitempty"`
+	// Fleet asks about, or kicks on, every gateway of the daemon's fleet
+	// (a FleetSource).
+	Fleet bool `json:"fleet,omitempty"`
 }
 
 // Response is the server's answer. On failure OK is false and Error says
@@ -64,6 +67,18 @@ type Source interface {
 	// Kick ends every session of the named identity and returns how many
 	// it ended. A daemon that cannot kick returns ErrNotSupported.
 	Kick(identity string) (int, error)
+}
+
+// FleetSource is a Source that belongs to a fleet of gateways: it answers
+// for all of them. Both methods may take a moment (they ask the fleet's
+// store) and are called concurrently.
+type FleetSource interface {
+	// FleetStatus returns a snapshot with every gateway's sessions,
+	// each with its Gateway.
+	FleetStatus() (Status, error)
+	// FleetKick ends the identity's sessions on every gateway and
+	// returns how many ended.
+	FleetKick(identity string) (int, error)
 }
 
 var (

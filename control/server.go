@@ -236,19 +236,34 @@ func (s *Server) handle(r requestOrError) Response {
 		s.log.Debug("control: refused request", "err", r.err)
 		return Response{Error: r.err.Error()}
 	}
+	fs, _ := s.cfg.Source.(FleetSource)
+	if r.req.Fleet && fs == nil {
+		return Response{Error: fmt.Sprintf("%s --fleet: this daemon is not a fleet gateway", r.req.Op)}
+	}
 	switch r.req.Op {
 	case OpStatus:
+		if r.req.Fleet {
+			st, err := fs.FleetStatus()
+			if err != nil {
+				return Response{Error: fmt.Sprintf("status --fleet: %v", err)}
+			}
+			return Response{OK: true, Status: &st}
+		}
 		st := s.cfg.Source.Status()
 		return Response{OK: true, Status: &st}
 	case OpKick:
 		if r.req.Identity == "" {
 			return Response{Error: "kick: no identity given"}
 		}
-		n, err := s.cfg.Source.Kick(r.req.Identity)
+		kick := s.cfg.Source.Kick
+		if r.req.Fleet {
+			kick = fs.FleetKick
+		}
+		n, err := kick(r.req.Identity)
 		if err != nil {
 			return Response{Error: fmt.Sprintf("kick %s: %v", r.req.Identity, err)}
 		}
-		s.log.Info("control: kicked identity", "identity", r.req.Identity, "sessions", n)
+		s.log.Info("control: kicked identity", "identity", r.req.Identity, "sessions", n, "fleet", r.req.Fleet)
 		return Response{OK: true, Kicked: n}
 	case "":
 		return Response{Error: "bad request: no op"}

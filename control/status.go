@@ -69,6 +69,8 @@ func (s Status) Uptime() time.Duration {
 // Session describes one established session. "In" is what this daemon
 // received from the peer, "Out" what it sent.
 type Session struct {
+	// Gateway is the fleet gateway holding the session (status --fleet).
+	Gateway  string   `json:"gateway,omitempty"`
 	ID       string   `json:"id"`
 	Identity string   `json:"identity"` // the peer's name (pki.Identity.Name)
 	Groups   []string `json:"groups,omitempty"`

@@ -138,7 +138,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	if s.fleet != nil {
-		s.watchFleetCRLs()
+		s.watchFleet()
 	}
 	return nil
 }

@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
+	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/fleet"
 	"github.com/twoway/twoway/tunnel"
 )
@@ -25,13 +28,103 @@ func startFleet(s *Server, tc *tunnel.ServerConfig, logger *slog.Logger) (*fleet
 	if !tc.NoResumption {
 		tc.TicketKeys = f.StartTicketKeys(tunnel.RotateTicketKeys, tunnel.KeepTicketKeys)
 	}
+	// The session registry: every session is filed when it starts and
+	// removed when it ends; the refresh writes them all with their bytes.
+	f.StartRegistry(func() []fleet.SessionRecord {
+		if s.tunnel == nil {
+			return nil
+		}
+		var out []fleet.SessionRecord
+		for _, si := range s.tunnel.Sessions() {
+			out = append(out, sessionRecord(si))
+		}
+		return out
+	})
+	onSession, onEnd := tc.OnSession, tc.OnSessionEnd
+	tc.OnSession = func(si tunnel.SessionInfo) {
+		if onSession != nil {
+			onSession(si)
+		}
+		f.PutSession(sessionRecord(si))
+	}
+	tc.OnSessionEnd = func(si tunnel.SessionInfo, err error) {
+		if onEnd != nil {
+			onEnd(si, err)
+		}
+		f.DeleteSession(si.ID)
+	}
 	return f, nil
 }
+
+// sessionRecord is a session's entry in the fleet's registry.
+func sessionRecord(si tunnel.SessionInfo) fleet.SessionRecord {
+	r := fleet.SessionRecord{ID: si.ID, Since: si.Established, BytesIn: si.Stats.BytesIn, BytesOut: si.Stats.BytesOut}
+	if si.Peer != nil {
+		r.Identity, r.Issuer, r.Serial, r.Groups = si.Peer.Name(), si.Peer.Issuer, si.Peer.Serial, si.Peer.Groups
+	}
+	if si.Remote != nil {
+		r.Remote = si.Remote.String()
+	}
+	if si.VPN != nil {
+		r.Addresses = stringsOf(si.VPN.Addresses)
+	}
+	return r
+}
+
+// FleetStatus is the gateway's status with the sessions of the whole
+// fleet, each marked with the gateway holding it.
+func (s *Server) FleetStatus() (control.Status, error) {
+	if s.fleet == nil {
+		return control.Status{}, errNoFleet
+	}
+	st := s.Status()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	recs, err := s.fleet.Sessions(ctx)
+	if err != nil {
+		return control.Status{}, err
+	}
+	st.Sessions = st.Sessions[:0]
+	for _, r := range recs {
+		cs := control.Session{ID: r.ID, Identity: r.Identity, Groups: r.Groups, Serial: r.Serial, Remote: r.Remote,
+			Addresses: r.Addresses, Since: r.Since, BytesIn: r.BytesIn, BytesOut: r.BytesOut, Gateway: r.Gateway}
+		st.Sessions = append(st.Sessions, cs)
+	}
+	return st, nil
+}
+
+// FleetKick ends identity's sessions on every gateway of the fleet and
+// returns how many ended, over the gateways that answered within a second.
+func (s *Server) FleetKick(identity string) (int, error) {
+	if s.fleet == nil {
+		return 0, errNoFleet
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := s.fleet.Kick(ctx, identity, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	s.log.Info("fleet kick", "identity", identity, "sessions", n, "gateways", counts)
+	return n, nil
+}
+
+// errNoFleet answers --fleet requests to a gateway without [fleet].
+var errNoFleet = errors.New("this gateway is not part of a fleet (no [fleet] in its configuration)")
 
 // watchFleetCRLs applies the fleet's CRLs as they are published: the
 // store keeps per issuer the newest of its files and the fleet's, and
 // every live session is checked again, so a certificate revoked anywhere
 // in the fleet loses its sessions everywhere within moments.
+func (s *Server) watchFleet() {
+	s.fleet.WatchKicks(s.tunnel.Kick)
+	s.watchFleetCRLs()
+}
+
 func (s *Server) watchFleetCRLs() {
 	s.fleet.WatchCRLs(func(crls []*x509.RevocationList) {
 		if err := s.store.Publish(crls); err != nil {

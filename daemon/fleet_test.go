@@ -19,10 +19,11 @@ import (
 )
 
 // TestFleetFailoverResumesAndRevokes: two gateways of a fleet on a real
-// etcd member. A client whose gateway stops moves to the other one and
-// resumes its TLS session there with the ticket the first one issued
-// (shared ticket keys); a CRL published to the fleet then ends its
-// session on the second gateway within a second (measured).
+// etcd member. The second sees the session the first holds and kicks it
+// there; the client moves to the second and resumes its TLS session with
+// the ticket the first one issued (shared ticket keys); the second stops
+// and the client moves back, resuming again; a CRL published to the fleet
+// then ends its session within a second (measured).
 func TestFleetFailoverResumesAndRevokes(t *testing.T) {
 	etcdDir := t.TempDir()
 	c, err := fleettest.StartCluster(etcdDir, 1, nil)
@@ -120,7 +121,24 @@ lease_ttl = "2s"
 		t.Fatal("the first session resumed")
 	}
 
-	a.Stop()
+	// gw2 sees the session gw1 holds, and kicks it there.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := b.FleetStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Sessions) == 1 && st.Sessions[0].Gateway == "gw1" && st.Sessions[0].Identity == "alice" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gw2's fleet status: %+v, want alice on gw1", st.Sessions)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := b.FleetKick("alice"); err != nil || n != 1 {
+		t.Fatalf("fleet kick from gw2: %d sessions, %v; want 1", n, err)
+	}
 	<-down
 	second := wait(up, "a session on gw2")
 	if second.Remote.String() != b.Tunnel().Addr().String() {
@@ -130,8 +148,16 @@ lease_ttl = "2s"
 		t.Error("the session on gw2 did not resume gw1's TLS session: ticket keys not shared")
 	}
 
+	// gw2 stops: the client goes back to gw1, resuming again.
+	b.Stop()
+	<-down
+	third := wait(up, "a session on gw1 again")
+	if third.Remote.String() != a.Tunnel().Addr().String() || !third.TLS.DidResume {
+		t.Errorf("after gw2 stopped: on %v, resumed %v; want gw1, resumed", third.Remote, third.TLS.DidResume)
+	}
+
 	crl := h.ClientCA.CRL(t, 1, alice.Cert)
-	fcfg := b.cfg.Fleet.Config()
+	fcfg := a.cfg.Fleet.Config()
 	start := time.Now()
 	if err := fleet.Publish(context.Background(), fcfg, crl); err != nil {
 		t.Fatal(err)
@@ -139,12 +165,12 @@ lease_ttl = "2s"
 	select {
 	case err := <-down:
 		took := time.Since(start)
-		t.Logf("published CRL to session cut on gw2: %v (%v)", took, err)
+		t.Logf("published CRL to session cut on gw1: %v (%v)", took, err)
 		if took > time.Second {
 			t.Errorf("revocation took %v fleet-wide, want under 1 s", took)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the revoked session on gw2 survived 5 s")
+		t.Fatal("the revoked session on gw1 survived 5 s")
 	}
 	// It stays out: the next attempt is refused at verification.
 	select {

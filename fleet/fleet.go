@@ -52,6 +52,9 @@ type Fleet struct {
 	// noGoodbye makes Stop leave the lease to expire, like a gateway that
 	// died (tests).
 	noGoodbye bool
+
+	// sessOps queues session registry writes; nil until StartRegistry.
+	sessOps chan sessionOp
 }
 
 // New validates cfg (see Config.Validate) and reads its TLS files; it does

@@ -24,8 +24,8 @@ func init() { subcommands = append(subcommands, newStatusCmd, newKickCmd) }
 
 func newStatusCmd() *cobra.Command {
 	var (
-		socket, role string
-		asJSON       bool
+		socket, role  string
+		asJSON, fleet bool
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -47,7 +47,7 @@ Windows \\.\pipe\twoway-ROLE).`,
 			if err != nil {
 				return err
 			}
-			resp, err := query(cmd, path, what, control.Request{Op: control.OpStatus})
+			resp, err := query(cmd, path, what, control.Request{Op: control.OpStatus, Fleet: fleet})
 			if err != nil {
 				return err
 			}
@@ -66,11 +66,15 @@ Windows \\.\pipe\twoway-ROLE).`,
 	cmd.Flags().StringVar(&socket, "socket", "", "control socket (or pipe) of the daemon")
 	cmd.Flags().StringVar(&role, "role", "", "which daemon to ask when --socket is not given: server or client")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the full status as JSON")
+	cmd.Flags().BoolVar(&fleet, "fleet", false, "list the sessions of every gateway of the gateway's fleet, with the gateway holding each")
 	return cmd
 }
 
 func newKickCmd() *cobra.Command {
-	var socket string
+	var (
+		socket string
+		fleet  bool
+	)
 	cmd := &cobra.Command{
 		Use:   "kick IDENTITY",
 		Short: "End every session of an identity on the running gateway",
@@ -85,18 +89,23 @@ reload.`,
 			if err != nil {
 				return err
 			}
-			resp, err := query(cmd, path, what, control.Request{Op: control.OpKick, Identity: args[0]})
+			resp, err := query(cmd, path, what, control.Request{Op: control.OpKick, Identity: args[0], Fleet: fleet})
 			if err != nil {
 				return err
 			}
 			if resp.Kicked == 0 {
-				return fmt.Errorf("no session of %q on the gateway", args[0])
+				where := "the gateway"
+				if fleet {
+					where = "any gateway of the fleet"
+				}
+				return fmt.Errorf("no session of %q on %s", args[0], where)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "kicked %s of %s\n", plural(resp.Kicked, "session"), args[0])
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "control socket (or pipe) of the gateway")
+	cmd.Flags().BoolVar(&fleet, "fleet", false, "end the identity's sessions on every gateway of the fleet")
 	return cmd
 }
 
@@ -233,12 +242,24 @@ func printStatus(w io.Writer, st control.Status) {
 	fmt.Fprintf(w, "\n%s:\n", plural(len(st.Sessions), "session"))
 	if len(st.Sessions) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fleet := slices.ContainsFunc(st.Sessions, func(s control.Session) bool { return s.Gateway != "" })
 		hdr := "  IDENTITY\tGROUPS\tREMOTE\tADDRESSES\tIN\tOUT\tSTREAMS\tRTT\tUP\tCERT\tCA"
 		if client {
 			hdr += "\tRECONNECTS"
 		}
-		fmt.Fprintln(tw, hdr+"\tLAST ERROR")
+		hdr += "\tLAST ERROR"
+		if fleet {
+			hdr = "  GATEWAY\tIDENTITY\tGROUPS\tREMOTE\tADDRESSES\tIN\tOUT\tUP"
+		}
+		fmt.Fprintln(tw, hdr)
 		for _, s := range st.Sessions {
+			if fleet {
+				// The registry carries no traffic detail, RTT or
+				// certificate days: ask a gateway itself for those.
+				fmt.Fprintln(tw, strings.Join([]string{"  " + dash(s.Gateway), dash(s.Identity), dash(strings.Join(s.Groups, ",")),
+					dash(s.Remote), addresses(s), traffic(s.BytesIn, s.PacketsIn), traffic(s.BytesOut, s.PacketsOut), since(s.Since, st.Now)}, "\t"))
+				continue
+			}
 			row := []string{
 				"  " + dash(s.Identity), dash(strings.Join(s.Groups, ",")), dash(s.Remote),
 				addresses(s), traffic(s.BytesIn, s.PacketsIn), traffic(s.BytesOut, s.PacketsOut),

@@ -272,3 +272,55 @@ func TestKickOnClientRefused(t *testing.T) {
 		t.Fatalf("kick on a client: %v", err)
 	}
 }
+
+// fleetFake is a gateway of a fleet: --fleet asks it for everyone's
+// sessions and kicks everywhere.
+type fleetFake struct {
+	statusFake
+	fleetKicked []string
+}
+
+func (f *fleetFake) FleetStatus() (control.Status, error) {
+	st := f.Status()
+	st.Sessions = []control.Session{
+		{Gateway: "gw1", ID: "a", Identity: "alice", Groups: []string{"eng"}, Remote: "198.18.0.7:50000", Addresses: []string{"198.18.100.7/24"},
+			BytesIn: 2048, Since: statusNow.Add(-2 * time.Hour)},
+		{Gateway: "gw2", ID: "b", Identity: "bob", Since: statusNow.Add(-time.Minute)},
+	}
+	return st, nil
+}
+
+func (f *fleetFake) FleetKick(identity string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fleetKicked = append(f.fleetKicked, identity)
+	return 2, nil
+}
+
+// TestStatusAndKickFleet: --fleet lists every gateway's sessions with the
+// gateway holding each, and kicks through the fleet; a daemon that is not
+// a fleet gateway says so.
+func TestStatusAndKickFleet(t *testing.T) {
+	fake := &fleetFake{statusFake: statusFake{st: gatewayStatus()}}
+	path := startControl(t, filepath.Join(t.TempDir(), "server.sock"), fake)
+	out, err := runCLI(t, "status", "--socket", path, "--fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`(?m)^  gw1\s+alice\s+eng\s+198\.18\.0\.7:50000\s+198\.18\.100\.7/24\s+2\.0 KiB.*\s+2h0m0s$`)
+	if !strings.Contains(out, "GATEWAY") || !row.MatchString(out) || !strings.Contains(out, "  gw2 ") {
+		t.Errorf("fleet status table:\n%s", out)
+	}
+	out, err = runCLI(t, "kick", "--socket", path, "--fleet", "alice")
+	if err != nil || !strings.Contains(out, "kicked 2 sessions of alice") {
+		t.Errorf("kick --fleet: %q, %v", out, err)
+	}
+	if len(fake.fleetKicked) != 1 || fake.fleetKicked[0] != "alice" || len(fake.kicked) != 0 {
+		t.Errorf("fleet kicks %v, local kicks %v", fake.fleetKicked, fake.kicked)
+	}
+
+	plain := startControl(t, filepath.Join(t.TempDir(), "plain.sock"), &statusFake{st: gatewayStatus()})
+	if _, err := runCLI(t, "status", "--socket", plain, "--fleet"); err == nil || !strings.Contains(err.Error(), "not a fleet gateway") {
+		t.Errorf("status --fleet on a lone gateway: %v", err)
+	}
+}
