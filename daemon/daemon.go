@@ -27,6 +27,7 @@ import (
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/ipam"
 	"github.com/twoway/twoway/pki"
+	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/proxy"
 	"github.com/twoway/twoway/socks5"
 	"github.com/twoway/twoway/tun"
@@ -45,8 +46,11 @@ type Server struct {
 	// started is set by Start, before anything can read it.
 	started time.Time
 
-	mu  sync.Mutex // guards cfg and serialises Reload
+	mu  sync.Mutex // guards cfg and fleetPolicy, and serialises Reload
 	cfg *config.Server
+	// fleetPolicy is the fleet's published policy while there is one; it
+	// takes the place of cfg's.
+	fleetPolicy *policy.Policy
 	// boot is the configuration the daemon started with: what a reload
 	// cannot change (listen, [limits], [tls], [vpn]) stays as it was.
 	boot *config.Server
@@ -201,6 +205,10 @@ func (s *Server) Reload() error {
 	pol, err := cfg.CompiledPolicy()
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
+	}
+	if s.fleetPolicy != nil {
+		s.log.Info("the fleet's published policy stays in force over this file's [policy]")
+		pol = s.fleetPolicy
 	}
 	if err := s.store.Reload(); err != nil {
 		return fmt.Errorf("reload credentials: %w", err)

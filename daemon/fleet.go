@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/fleet"
+	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/tunnel"
 )
 
@@ -123,6 +126,55 @@ var errNoFleet = errors.New("this gateway is not part of a fleet (no [fleet] in 
 func (s *Server) watchFleet() {
 	s.fleet.WatchKicks(s.tunnel.Kick)
 	s.watchFleetCRLs()
+	s.fleet.WatchPolicy(s.applyFleetPolicy)
+}
+
+// applyFleetPolicy puts the fleet's policy (doc, JSON) in force, or this
+// gateway's own file's when doc is nil, and re-checks live sessions. A
+// policy that does not compile is logged and the one in force stays.
+func (s *Server) applyFleetPolicy(doc []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if doc == nil {
+		if s.fleetPolicy == nil {
+			return
+		}
+		pol, err := s.cfg.CompiledPolicy()
+		if err != nil {
+			s.log.Error("fleet policy removed, but this gateway's own does not compile; keeping the fleet's", "err", err)
+			return
+		}
+		s.fleetPolicy = nil
+		s.log.Info("fleet policy removed; this gateway's own policy is in force again")
+		s.tunnel.SetPolicy(pol)
+		s.tunnel.Revalidate()
+		return
+	}
+	pol, rules, err := compileFleetPolicy(doc)
+	if err != nil {
+		s.log.Error("fleet policy refused; the policy in force stays", "err", err)
+		return
+	}
+	s.fleetPolicy = pol
+	s.log.Info("fleet policy in force; checking live sessions", "rules", rules)
+	s.tunnel.SetPolicy(pol)
+	s.tunnel.Revalidate()
+}
+
+// compileFleetPolicy decodes and compiles a published policy and says how
+// many rules it has.
+func compileFleetPolicy(doc []byte) (*policy.Policy, int, error) {
+	var cfg policy.Config
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, 0, fmt.Errorf("decode: %w", err)
+	}
+	if len(cfg.Admit.Identities) == 0 && len(cfg.Admit.Groups) == 0 {
+		return nil, 0, errors.New("it admits nobody")
+	}
+	pol, err := policy.New(cfg)
+	return pol, len(cfg.Rules), err
 }
 
 func (s *Server) watchFleetCRLs() {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/twoway/twoway/fleet/fleettest"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
+	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/tunnel"
 )
 
@@ -22,8 +24,10 @@ import (
 // etcd member. The second sees the session the first holds and kicks it
 // there; the client moves to the second and resumes its TLS session with
 // the ticket the first one issued (shared ticket keys); the second stops
-// and the client moves back, resuming again; a CRL published to the fleet
-// then ends its session within a second (measured).
+// and the client moves back, resuming again; a policy published to the
+// fleet that does not admit it ends its session and keeps it out until
+// removed; a CRL published to the fleet then ends its session within a
+// second (measured).
 func TestFleetFailoverResumesAndRevokes(t *testing.T) {
 	etcdDir := t.TempDir()
 	c, err := fleettest.StartCluster(etcdDir, 1, nil)
@@ -156,9 +160,36 @@ lease_ttl = "2s"
 		t.Errorf("after gw2 stopped: on %v, resumed %v; want gw1, resumed", third.Remote, third.TLS.DidResume)
 	}
 
-	crl := h.ClientCA.CRL(t, 1, alice.Cert)
 	fcfg := a.cfg.Fleet.Config()
+
+	// A policy published to the fleet that admits only ops: alice's
+	// session ends and she stays out; removing it lets her back in.
+	doc, err := json.Marshal(policy.Config{Admit: policy.Admission{Groups: []string{"ops"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
+	if err := fleet.PublishPolicyWith(context.Background(), fcfg, doc); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-down:
+		t.Logf("published policy to session cut: %v (%v)", time.Since(start), err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session survived a fleet policy that does not admit it")
+	}
+	select {
+	case si := <-up:
+		t.Fatalf("alice got a session under the fleet policy: %v", si.Remote)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := fleet.PublishPolicyWith(context.Background(), fcfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(up, "a session once the fleet policy is removed")
+
+	crl := h.ClientCA.CRL(t, 1, alice.Cert)
+	start = time.Now()
 	if err := fleet.Publish(context.Background(), fcfg, crl); err != nil {
 		t.Fatal(err)
 	}

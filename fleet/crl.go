@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -167,17 +166,7 @@ func (f *Fleet) watchCRLs(rev int64, apply func([]*x509.RevocationList)) error {
 // (PublishCRL) and disconnects: `twoway fleet publish-crl`, which needs no
 // lease of its own.
 func Publish(ctx context.Context, cfg Config, crl *x509.RevocationList) error {
-	cfg = cfg.withDefaults()
-	tc, err := cfg.tlsConfig()
-	if err != nil {
-		return err
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, TLS: tc, Logger: zapLogger(slog.New(slog.DiscardHandler))})
-	if err != nil {
-		return fmt.Errorf("fleet: etcd client: %w", err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	return PublishCRL(ctx, cli, cfg.Prefix, crl)
+	return oneOff(ctx, cfg, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
+		return PublishCRL(ctx, cli, prefix, crl)
+	})
 }

@@ -268,25 +268,26 @@ func TestForwardBulkLeavesRoom(t *testing.T) {
 		mc.mu.Lock()
 		q, room := len(mc.buf)+mc.inflight, mc.drain.room(mc.maxPending)
 		mc.mu.Unlock()
-		if q > worst {
-			worst, worstRoom = q, room
-		}
+		worst = max(worst, q)
+		// The largest room seen: the write that made the worst queue
+		// may have entered under an estimate since revised down.
+		worstRoom = max(worstRoom, room)
 		time.Sleep(time.Millisecond)
 	}
 	mbits := float64(moved.Load()-m0) * 8 / time.Since(t0).Seconds() / 1e6
 	mc.mu.Lock()
 	rate, lowat := mc.drain.rate, mc.lowat
 	mc.mu.Unlock()
-	t.Logf("upload %.0f Mbit/s; drain rate %.0f Mbit/s; worst queue %d KiB (room %d KiB); lowat %d KiB",
+	t.Logf("upload %.0f Mbit/s; drain rate %.0f Mbit/s; worst queue %d KiB (largest room %d KiB); lowat %d KiB",
 		mbits, rate*8/1e6, worst>>10, worstRoom>>10, lowat>>10)
 
 	if rate > 1.5*wanRate {
 		t.Errorf("drain rate %.0f Mbit/s, more than the link's %.0f", rate*8/1e6, wanRate*8/1e6)
 	}
 	// A bulk write enters while less than room is queued, then adds one
-	// frame of at most a copy buffer; window updates and the probe's own
-	// frames add a little.
-	if limit := worstRoom + DefaultTuning().CopyBuffer + 4<<10; worst > limit {
+	// frame of at most a copy buffer; window updates and the like add a
+	// little.
+	if limit := worstRoom + DefaultTuning().CopyBuffer + 16<<10; worst > limit {
 		t.Errorf("queue ahead of other streams reached %d KiB, want at most %d KiB", worst>>10, limit>>10)
 	}
 	if worst > 192<<10 {

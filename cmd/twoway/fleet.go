@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ func newFleetCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newFleetPublishCRLCmd())
+	cmd.AddCommand(newFleetPublishCRLCmd(), newFleetPublishPolicyCmd())
 	return cmd
 }
 
@@ -58,5 +59,51 @@ than the one the fleet holds is refused (CRL numbers only go up).`,
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "/etc/twoway/server.toml", "gateway configuration with the [fleet] table")
+	return cmd
+}
+
+func newFleetPublishPolicyCmd() *cobra.Command {
+	var (
+		cfgPath string
+		remove  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "publish-policy",
+		Short: "Publish this configuration's [policy] to every gateway of the fleet",
+		Long: `publish-policy puts the [policy] of the gateway configuration given (checked
+first, as 'twoway config check' does) into the fleet's etcd. Every gateway
+of the fleet then uses it instead of its own file's, and re-checks its live
+sessions, so one change reaches the whole fleet. --remove takes it away:
+every gateway goes back to its own file's policy.`,
+		Example: `  twoway fleet publish-policy -c /etc/twoway/server.toml
+  twoway fleet publish-policy -c /etc/twoway/server.toml --remove`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.LoadServer(cfgPath)
+			if err != nil {
+				return err
+			}
+			if !cfg.Fleet.Enabled() {
+				return fmt.Errorf("%s: no [fleet] table with endpoints: this gateway is not part of a fleet", cfgPath)
+			}
+			var doc []byte
+			if !remove {
+				if doc, err = json.Marshal(cfg.Policy); err != nil {
+					return err
+				}
+			}
+			if err := fleet.PublishPolicyWith(cmd.Context(), cfg.Fleet.Config(), doc); err != nil {
+				return err
+			}
+			if remove {
+				fmt.Fprintln(cmd.OutOrStdout(), "removed the fleet's policy: every gateway uses its own file's again")
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "published the policy of %s (%d rules) to the fleet\n", cfgPath, len(cfg.Policy.Rules))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "/etc/twoway/server.toml", "gateway configuration with the [fleet] and [policy] tables")
+	cmd.Flags().BoolVar(&remove, "remove", false, "remove the fleet's policy instead")
 	return cmd
 }
