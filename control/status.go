@@ -49,6 +49,17 @@ type Status struct {
 	KeptVPN *KeptVPN `json:"kept_vpn,omitempty"`
 	// Totals are daemon-wide counters, including sessions that have ended.
 	Totals Totals `json:"totals"`
+	// Fleet is a fleet gateway's link to the fleet's etcd.
+	Fleet *Fleet `json:"fleet,omitempty"`
+}
+
+// Fleet is a gateway's view of its fleet's store.
+type Fleet struct {
+	Name      string   `json:"name"`
+	Endpoints []string `json:"endpoints"`
+	// Reachable: etcd renewed the gateway's lease within its TTL.
+	Reachable   bool      `json:"reachable"`
+	LastContact time.Time `json:"last_contact,omitzero"`
 }
 
 // KeptVPN is a device configuration kept between sessions.

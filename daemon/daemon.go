@@ -169,7 +169,14 @@ func (s *Server) Stop() {
 }
 
 // Status is the gateway's snapshot for `twoway status`.
-func (s *Server) Status() control.Status { return gatewayStatus(s.started, s.tunnel, s.store) }
+func (s *Server) Status() control.Status {
+	st := gatewayStatus(s.started, s.tunnel, s.store)
+	if s.fleet != nil {
+		h := s.fleet.Health()
+		st.Fleet = &control.Fleet{Name: h.Name, Endpoints: h.Endpoints, Reachable: h.Reachable, LastContact: h.LastContact}
+	}
+	return st
+}
 
 // Kick ends every session of identity.
 func (s *Server) Kick(identity string) (int, error) { return s.tunnel.Kick(identity), nil }

@@ -125,6 +125,10 @@ lease_ttl = "2s"
 		t.Fatal("the first session resumed")
 	}
 
+	if f := b.Status().Fleet; f == nil || f.Name != "gw2" || !f.Reachable {
+		t.Errorf("gw2's status of its fleet link: %+v", f)
+	}
+
 	// gw2 sees the session gw1 holds, and kicks it there.
 	deadline := time.Now().Add(5 * time.Second)
 	for {

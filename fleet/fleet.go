@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -55,6 +56,30 @@ type Fleet struct {
 
 	// sessOps queues session registry writes; nil until StartRegistry.
 	sessOps chan sessionOp
+
+	// lastAlive is when etcd last renewed the lease (UnixNano), for
+	// Health.
+	lastAlive atomic.Int64
+}
+
+// Health is what a gateway knows of its link to the fleet's store.
+type Health struct {
+	Name      string
+	Endpoints []string
+	// Reachable: etcd renewed this gateway's lease within LeaseTTL.
+	Reachable bool
+	// LastContact is when etcd last renewed the lease.
+	LastContact time.Time
+}
+
+// Health reports whether etcd has been renewing this gateway's lease.
+func (f *Fleet) Health() Health {
+	h := Health{Name: f.cfg.Name, Endpoints: f.cfg.Endpoints}
+	if ns := f.lastAlive.Load(); ns != 0 {
+		h.LastContact = time.Unix(0, ns)
+		h.Reachable = time.Since(h.LastContact) < f.cfg.LeaseTTL
+	}
+	return h
 }
 
 // New validates cfg (see Config.Validate) and reads its TLS files; it does
@@ -104,6 +129,7 @@ func (f *Fleet) Start(ctx context.Context) error {
 	}
 	f.cli = cli
 	f.lease = lease.ID
+	f.lastAlive.Store(time.Now().UnixNano())
 	f.ctx, f.cancel = context.WithCancel(ctx)
 	f.logger.Info("joined the fleet", "name", f.cfg.Name, "lease", fmt.Sprintf("%x", lease.ID), "ttl", f.cfg.LeaseTTL)
 	f.wg.Add(1)
@@ -119,6 +145,7 @@ func (f *Fleet) keepAlive(id clientv3.LeaseID) {
 	for {
 		if ch, err := f.cli.KeepAlive(f.ctx, id); err == nil {
 			for range ch {
+				f.lastAlive.Store(time.Now().UnixNano())
 			}
 		}
 		if f.ctx.Err() != nil {

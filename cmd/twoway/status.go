@@ -189,6 +189,17 @@ func printStatus(w io.Writer, st control.Status) {
 	if st.Endpoint != "" {
 		fmt.Fprintf(w, "gateway %s\n", st.Endpoint)
 	}
+	if f := st.Fleet; f != nil {
+		state := "etcd UNREACHABLE: live sessions go on, new VPN sessions wait for it"
+		if f.Reachable {
+			state = "etcd reachable"
+		}
+		last := "never"
+		if !f.LastContact.IsZero() {
+			last = st.Now.Sub(f.LastContact).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(w, "fleet: gateway %q, %s (last contact %s; %s)\n", f.Name, state, last, strings.Join(f.Endpoints, ", "))
+	}
 	if k := st.KeptVPN; k != nil {
 		fmt.Fprintf(w, "VPN configuration kept while reconnecting (persist): addresses %s, routes %s; packets for the tunnel are dropped\n",
 			strings.Join(k.Addresses, " "), strings.Join(k.Routes, " "))
