@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twoway/twoway/authority"
+	"github.com/twoway/twoway/fleet"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
 	"github.com/twoway/twoway/policy"
@@ -116,6 +117,29 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestFleetStoreUnreachable: store_unreachable defaults to "refuse" and
+// reaches the fleet package's config.
+func TestFleetStoreUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	writeFixture(t, dir)
+	p := filepath.Join(dir, "server.toml")
+	head := serverTLS + minimalPolicy + "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nname = \"gw1\"\n"
+	for _, tc := range []struct{ line, want string }{
+		{"", ""},
+		{"store_unreachable = \"refuse\"\n", fleet.StoreRefuse},
+		{"store_unreachable = \"serve-cached\"\n", fleet.StoreServeCached},
+	} {
+		os.WriteFile(p, []byte(head+tc.line), 0o644)
+		s, err := LoadServer(p)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.line, err)
+		}
+		if got := s.Fleet.Config().StoreUnreachable; got != tc.want {
+			t.Errorf("%q: StoreUnreachable = %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
+
 const serverTLS = `[tls]
 cert = "gateway.crt"
 key = "gateway.key"
@@ -173,6 +197,10 @@ func TestServerErrors(t *testing.T) {
 			`fleet.endpoints[1]: "ftp://x": scheme "ftp", want http or https`},
 		{"fleet lease", serverTLS + minimalPolicy + "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nname = \"gw1\"\nlease_ttl = \"1500ms\" #<-\n",
 			`fleet.lease_ttl: 1.5s is outside 2s to 10m0s`},
+		{"fleet store unreachable", serverTLS + minimalPolicy + "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nname = \"gw1\"\nstore_unreachable = \"cached\" #<-\n",
+			`fleet.store_unreachable: "cached": want "refuse" or "serve-cached"`},
+		{"fleet store unreachable without endpoints", serverTLS + minimalPolicy + "[fleet] #<-\nstore_unreachable = \"refuse\"\n",
+			`fleet.endpoints: required: the [fleet] table names no etcd endpoints`},
 		{"unknown table", serverTLS + minimalPolicy + "[metric] #<-\nlisten = \"127.0.0.1:9109\"",
 			`metric: unknown key (valid keys here: listen, tls, limits, policy, log, vpn, fleet, control, metrics, user)`},
 		{"unknown metrics key", serverTLS + minimalPolicy + "[metrics]\nenabled = true #<-",

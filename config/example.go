@@ -134,6 +134,7 @@ prefixes = ["198.18.100.128/26"]
 # name = "gw1"                     # unique in the fleet
 # prefix = "/twoway/"
 # lease_ttl = "10s"                # a dead gateway's users count as offline after this
+# store_unreachable = "refuse"    # while etcd is away, new sessions get no address; "serve-cached": the one the gateway knows they had
 
 [control]
 # Local socket for 'twoway status' (and 'twoway kick' on the gateway).

@@ -28,6 +28,10 @@ type ServerFleet struct {
 	// after its last word a dead gateway's holds vanish (10s).
 	DialTimeout time.Duration `toml:"dial_timeout"`
 	LeaseTTL    time.Duration `toml:"lease_ttl"`
+	// StoreUnreachable is what new sessions get while etcd cannot be
+	// reached: "refuse" (the default) no VPN address; "serve-cached" the
+	// addresses the gateway knows the identity had, if it knows any.
+	StoreUnreachable string `toml:"store_unreachable"`
 	// AllowInsecurePermissions skips the group/other permission check on
 	// KeyFile.
 	AllowInsecurePermissions bool `toml:"allow_insecure_permissions"`
@@ -39,7 +43,8 @@ func (f *ServerFleet) Enabled() bool { return len(f.Endpoints) > 0 }
 // Config is the fleet package's form of the table.
 func (f *ServerFleet) Config() fleet.Config {
 	return fleet.Config{Endpoints: f.Endpoints, CertFile: f.CertFile, KeyFile: f.KeyFile, CAFile: f.CAFile,
-		Prefix: f.Prefix, Name: f.Name, DialTimeout: f.DialTimeout, LeaseTTL: f.LeaseTTL}
+		Prefix: f.Prefix, Name: f.Name, DialTimeout: f.DialTimeout, LeaseTTL: f.LeaseTTL,
+		StoreUnreachable: f.StoreUnreachable}
 }
 
 func (f *ServerFleet) resolve(src *source) {
@@ -50,7 +55,7 @@ func (f *ServerFleet) resolve(src *source) {
 
 func (f *ServerFleet) validate(src *source) error {
 	if !f.Enabled() {
-		if f.Name != "" || f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" || f.Prefix != "" {
+		if f.Name != "" || f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" || f.Prefix != "" || f.StoreUnreachable != "" {
 			return src.errf("fleet.endpoints", "%w: the [fleet] table names no etcd endpoints", ErrRequired)
 		}
 		return nil

@@ -173,7 +173,9 @@ func (s *Server) Status() control.Status {
 	st := gatewayStatus(s.started, s.tunnel, s.store)
 	if s.fleet != nil {
 		h := s.fleet.Health()
-		st.Fleet = &control.Fleet{Name: h.Name, Endpoints: h.Endpoints, Reachable: h.Reachable, LastContact: h.LastContact}
+		ss := s.fleet.StoreStats()
+		st.Fleet = &control.Fleet{Name: h.Name, Endpoints: h.Endpoints, Reachable: h.Reachable && !ss.Unreachable, LastContact: h.LastContact,
+			Refused: ss.Refused, ServedCached: ss.ServedCached, Pending: ss.Pending}
 	}
 	return st
 }

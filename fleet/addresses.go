@@ -59,6 +59,14 @@ type addressStore struct {
 	applied  int64                // the etcd revision the Pool's view includes
 	advanced chan struct{}        // closed and replaced when applied grows
 	mine     map[string]string    // identities this gateway holds -> the ident/ value it took them with
+
+	// While etcd is unreachable (see unreachable.go).
+	downSince           time.Time       // zero: reachable
+	pending             map[string]bool // in mine, granted from the view: no hold/ key yet
+	refused             uint64
+	servedCached        uint64
+	grantLog, refuseLog rateLog
+	wake                chan struct{} // wakes probe after downSince was set; buffered
 }
 
 // identity is the store's copy of one identity's keys.
@@ -85,6 +93,7 @@ func newAddressStore(f *Fleet) *addressStore {
 	return &addressStore{
 		f: f, prefix: f.cfg.Prefix + "ipam/", logger: f.logger,
 		idents: make(map[string]*identity), advanced: make(chan struct{}), mine: make(map[string]string),
+		pending: make(map[string]bool), wake: make(chan struct{}, 1),
 	}
 }
 
@@ -116,8 +125,9 @@ func (s *addressStore) Open(update func(ipam.Update)) error {
 	if err != nil {
 		return err
 	}
-	s.f.wg.Add(1)
+	s.f.wg.Add(2)
 	go s.watch(rev)
+	go s.probe()
 	return nil
 }
 
@@ -347,9 +357,17 @@ func (s *addressStore) Commit(ch ipam.Change) error {
 
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	if s.down() {
+		// No new session waits DialTimeout while etcd is known away.
+		return s.whileDown(ch, nil)
+	}
 	ctx, cancel := s.f.opContext()
 	defer cancel()
 	resp, err := s.f.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil && unreachable(err) && s.f.ctx.Err() == nil {
+		s.markDown(err)
+		return s.whileDown(ch, err)
+	}
 	if err != nil {
 		return fmt.Errorf("fleet: commit address lease: %w", err)
 	}
@@ -373,6 +391,9 @@ func (s *addressStore) Release(name string) error {
 	k := s.identKey(name)
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	if s.down() {
+		return s.releaseWhileDown(name, ErrStoreUnreachable)
+	}
 	ctx, cancel := s.f.opContext()
 	defer cancel()
 	resp, err := s.f.cli.Txn(ctx).
@@ -380,11 +401,16 @@ func (s *addressStore) Release(name string) error {
 		Then(clientv3.OpDelete(s.holdKey(name)), clientv3.OpPut(k, "", clientv3.WithIgnoreValue())).
 		Else(clientv3.OpDelete(s.holdKey(name))).
 		Commit()
+	if err != nil && unreachable(err) && s.f.ctx.Err() == nil {
+		s.markDown(err)
+		return s.releaseWhileDown(name, err)
+	}
 	if err != nil {
 		return fmt.Errorf("fleet: release address lease of %q: %w", name, err)
 	}
 	s.mu.Lock()
 	delete(s.mine, name)
+	delete(s.pending, name)
 	s.mu.Unlock()
 	return s.waitApplied(ctx, resp.Header.Revision)
 }
@@ -407,15 +433,17 @@ func (s *addressStore) reassert(ctx context.Context) {
 }
 
 // reassertOne holds name again under the current lease if this gateway
-// still holds it and its record is the one it took.
-func (s *addressStore) reassertOne(ctx context.Context, name string) {
+// still holds it and its record is the one it took; it is no longer
+// pending then. It returns the error of the request to etcd, which it
+// logged.
+func (s *addressStore) reassertOne(ctx context.Context, name string) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.mu.Lock()
 	v, ok := s.mine[name]
 	s.mu.Unlock()
 	if !ok {
-		return // released meanwhile
+		return nil // released meanwhile
 	}
 	k := s.identKey(name)
 	ctx, cancel := context.WithTimeout(ctx, s.f.cfg.DialTimeout)
@@ -424,16 +452,19 @@ func (s *addressStore) reassertOne(ctx context.Context, name string) {
 		If(clientv3.Compare(clientv3.Value(k), "=", v)).
 		Then(clientv3.OpPut(s.holdKey(name), s.f.cfg.Name, clientv3.WithLease(s.f.leaseID())), clientv3.OpPut(k, "", clientv3.WithIgnoreValue())).
 		Commit()
-	switch {
-	case err != nil:
-		s.logger.Warn("cannot hold an identity's addresses again after losing the fleet lease", "identity", name, "err", err)
-	case !resp.Succeeded:
-		s.logger.Error("an identity's addresses were reclaimed while this gateway's fleet lease was lost; its sessions here may clash",
-			"identity", name)
-		s.mu.Lock()
-		delete(s.mine, name)
-		s.mu.Unlock()
+	if err != nil {
+		s.logger.Warn("cannot hold an identity's addresses again after losing the fleet lease or etcd", "identity", name, "err", err)
+		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, name)
+	if !resp.Succeeded {
+		s.logger.Error("an identity's addresses were reclaimed while this gateway could not hold them in etcd; its sessions here may clash",
+			"identity", name)
+		delete(s.mine, name)
+	}
+	return nil
 }
 
 func encodeIdent(r ipam.Record) string {

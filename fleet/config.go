@@ -21,6 +21,19 @@ const (
 	DefaultLeaseTTL    = 10 * time.Second
 )
 
+// What a gateway does with a new session's address request while etcd
+// cannot be reached (Config.StoreUnreachable).
+const (
+	// StoreRefuse refuses it: the session gets no VPN address. Sessions
+	// that already hold their addresses on this gateway are served.
+	StoreRefuse = "refuse"
+	// StoreServeCached gives an identity whose record this gateway's view
+	// of etcd holds exactly those addresses, when that takes nothing from
+	// anyone, and writes the hold to etcd once it is back. Identities
+	// without a record are refused.
+	StoreServeCached = "serve-cached"
+)
+
 // Limits on LeaseTTL. etcd counts lease TTLs in whole seconds and raises
 // short ones to its own minimum (1.5 election timeouts, 2 s by default); a
 // long one keeps a dead gateway's users "online", and so their addresses
@@ -62,6 +75,9 @@ type Config struct {
 	// LeaseTTL is how long after its last word to etcd a dead gateway's
 	// holds vanish (DefaultLeaseTTL); whole seconds.
 	LeaseTTL time.Duration `toml:"lease_ttl"`
+
+	// StoreUnreachable is StoreRefuse (the default) or StoreServeCached.
+	StoreUnreachable string `toml:"store_unreachable"`
 }
 
 // withDefaults returns cfg with the defaults filled in.
@@ -74,6 +90,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.StoreUnreachable == "" {
+		cfg.StoreUnreachable = StoreRefuse
 	}
 	return cfg
 }
@@ -120,6 +139,8 @@ func (cfg Config) tlsConfig() (*tls.Config, error) {
 		return nil, invalid("lease_ttl", "%v is outside %v to %v", cfg.LeaseTTL, minLeaseTTL, maxLeaseTTL)
 	case cfg.LeaseTTL%time.Second != 0:
 		return nil, invalid("lease_ttl", "%v is not whole seconds", cfg.LeaseTTL)
+	case cfg.StoreUnreachable != StoreRefuse && cfg.StoreUnreachable != StoreServeCached:
+		return nil, invalid("store_unreachable", "%q: want %q or %q", cfg.StoreUnreachable, StoreRefuse, StoreServeCached)
 	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
 		return nil, invalid("cert_file/key_file", "set both or neither")
 	case cfg.CertFile != "" && !tlsOn:

@@ -88,7 +88,14 @@ func testPrefix(t *testing.T) string { return "/test/" + t.Name() + "/" }
 // startGateway joins a gateway named name to t's fleet, with pool cfg.
 func startGateway(t *testing.T, name string, cfg ipam.Config) *gateway {
 	t.Helper()
-	f, err := New(Config{Endpoints: shared.Endpoints, Name: name, Prefix: testPrefix(t), LeaseTTL: 2 * time.Second}, testLogger(t))
+	return startGatewayWith(t, Config{Endpoints: shared.Endpoints, Name: name, Prefix: testPrefix(t), LeaseTTL: 2 * time.Second}, cfg)
+}
+
+// startGatewayWith joins a gateway configured by fc, with pool cfg.
+func startGatewayWith(t *testing.T, fc Config, cfg ipam.Config) *gateway {
+	t.Helper()
+	name := fc.Name
+	f, err := New(fc, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,6 +564,8 @@ func TestConfigValidate(t *testing.T) {
 		{"ttl fraction", func(c *Config) { c.LeaseTTL = 2500 * time.Millisecond }, "lease_ttl: 2.5s is not whole seconds"},
 		{"ttl long", func(c *Config) { c.LeaseTTL = time.Hour }, "lease_ttl"},
 		{"dial unitless", func(c *Config) { c.DialTimeout = 5 }, "dial_timeout: 5ns is too short: write durations with a unit"},
+		{"serve cached", func(c *Config) { c.StoreUnreachable = StoreServeCached }, ""},
+		{"store unreachable", func(c *Config) { c.StoreUnreachable = "wait" }, `store_unreachable: "wait": want "refuse" or "serve-cached"`},
 		{"cert without key", func(c *Config) { c.CertFile = "c.pem" }, "cert_file/key_file: set both"},
 		{"cert without ca", func(c *Config) { c.CertFile, c.KeyFile = "c.pem", "k.pem" }, "ca_file: required with cert_file"},
 		{"ca missing", func(c *Config) { c.CAFile = "/nonexistent/ca.pem" }, "ca_file:"},

@@ -39,7 +39,11 @@ type Store interface {
 	// has another Version in the store by now or an address in ch.Free is
 	// taken; before it returns, update has delivered the changes that
 	// conflicted, so the Pool may simply decide again. When Commit returns
-	// nil, update has delivered ch.
+	// nil, update has delivered ch. A ch that only holds Record as the
+	// Pool's view has it (same addresses and Version, no Victims, Free or
+	// Drop) changes no address in that view: a store that grants it
+	// without reaching its backend (package fleet, while etcd is
+	// unreachable) need deliver nothing.
 	Commit(ch Change) error
 
 	// Release drops this gateway's hold on identity, whose last session

@@ -190,7 +190,7 @@ func printStatus(w io.Writer, st control.Status) {
 		fmt.Fprintf(w, "gateway %s\n", st.Endpoint)
 	}
 	if f := st.Fleet; f != nil {
-		state := "etcd UNREACHABLE: live sessions go on, new VPN sessions wait for it"
+		state := "etcd UNREACHABLE: live sessions go on, new VPN sessions follow store_unreachable"
 		if f.Reachable {
 			state = "etcd reachable"
 		}
@@ -198,7 +198,11 @@ func printStatus(w io.Writer, st control.Status) {
 		if !f.LastContact.IsZero() {
 			last = st.Now.Sub(f.LastContact).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(w, "fleet: gateway %q, %s (last contact %s; %s)\n", f.Name, state, last, strings.Join(f.Endpoints, ", "))
+		fmt.Fprintf(w, "fleet: gateway %q, %s (last contact %s; %s)", f.Name, state, last, strings.Join(f.Endpoints, ", "))
+		if f.Refused+f.ServedCached > 0 || f.Pending > 0 {
+			fmt.Fprintf(w, "; while etcd was away: refused %d, served from cache %d, %d not yet written back", f.Refused, f.ServedCached, f.Pending)
+		}
+		fmt.Fprintln(w)
 	}
 	if k := st.KeptVPN; k != nil {
 		fmt.Fprintf(w, "VPN configuration kept while reconnecting (persist): addresses %s, routes %s; packets for the tunnel are dropped\n",

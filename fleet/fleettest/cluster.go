@@ -21,6 +21,7 @@ import (
 // real etcd, real raft, real transactions and leases, in this process.
 type Cluster struct {
 	members []*embed.Etcd
+	cfgs    []*embed.Config
 	// Endpoints are the members' client URLs.
 	Endpoints []string
 	ports     []int // every port the members listen on
@@ -99,6 +100,7 @@ func StartCluster(dir string, n int, clientTLS *transport.TLSInfo) (*Cluster, er
 			ch <- started{i, e, err}
 		}()
 	}
+	c.cfgs = cfgs
 	c.members = make([]*embed.Etcd, n)
 	var errs []error
 	for range n {
@@ -133,6 +135,36 @@ func (c *Cluster) Close() {
 		if e != nil {
 			e.Close()
 		}
+	}
+}
+
+// StopMember stops member i, as if its machine went away: its clients
+// lose their connections. RestartMember brings it back.
+func (c *Cluster) StopMember(i int) {
+	if c.members[i] != nil {
+		c.members[i].Close()
+		c.members[i] = nil
+	}
+}
+
+// RestartMember starts the stopped member i again from its data, on the
+// same ports, and waits until it serves, which takes a quorum.
+func (c *Cluster) RestartMember(i int) error {
+	if c.members[i] != nil {
+		return fmt.Errorf("member %d is running", i)
+	}
+	e, err := embed.StartEtcd(c.cfgs[i])
+	if err != nil {
+		return fmt.Errorf("member %d: %w", i, err)
+	}
+	c.members[i] = e
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("member %d: %w", i, err)
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("member %d not ready within 30 s", i)
 	}
 }
 
