@@ -274,6 +274,10 @@ var (
 	descExpiry = prometheus.NewDesc("twoway_certificate_expiry_seconds",
 		"Seconds until a certificate the daemon depends on expires (negative once expired); which is own, chain or ca.",
 		[]string{"which", "subject", "serial"}, nil)
+	descFleetUp = prometheus.NewDesc("twoway_fleet_etcd_reachable",
+		"1 while the fleet's etcd renews this gateway's lease and answers its requests, else 0 (fleet gateways only).", []string{"gateway"}, nil)
+	descFleetUnreachable = prometheus.NewDesc("twoway_fleet_store_unreachable_total",
+		"VPN address requests met while etcd was unreachable, by what [fleet] store_unreachable made of them (refused, served_cached).", []string{"outcome"}, nil)
 	descCRLNext = prometheus.NewDesc("twoway_crl_next_update_seconds",
 		"Seconds until a revocation list in use is due to be replaced (negative once stale).",
 		[]string{"issuer", "number"}, nil)
@@ -281,7 +285,8 @@ var (
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descStart, descSessions, descBytes, descPackets,
-		descDropped, descMarked, descUDP, descUDPDropped, descUDPRoamed, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext} {
+		descDropped, descMarked, descUDP, descUDPDropped, descUDPRoamed, descStreamsOpen, descStreamsOpened, descPolicyClosed, descExpiry, descCRLNext,
+		descFleetUp, descFleetUnreachable} {
 		ch <- d
 	}
 }
@@ -322,6 +327,15 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descUDPDropped, n, reason)
 	}
 	counter(descUDPRoamed, t.UDPRoamed)
+	if f := st.Fleet; f != nil {
+		up := 0.0
+		if f.Reachable {
+			up = 1
+		}
+		gauge(descFleetUp, up, f.Name)
+		counter(descFleetUnreachable, f.Refused, "refused")
+		counter(descFleetUnreachable, f.ServedCached, "served_cached")
+	}
 	// A registry rejects a scrape with duplicate series, and the same CA
 	// can be listed twice (presented chain and bundle).
 	seen := make(map[[3]string]bool, len(st.Certificates))

@@ -164,6 +164,25 @@ twoway_bytes_total{direction="out"} 9000
 	if err := testutil.ScrapeAndCompare(url, strings.NewReader(want), "twoway_sessions", "twoway_bytes_total"); err != nil {
 		t.Fatal(err)
 	}
+
+	// A fleet gateway: its link to etcd and what store_unreachable did.
+	if err := testutil.ScrapeAndCompare(url, strings.NewReader(""), "twoway_fleet_etcd_reachable"); err != nil {
+		t.Fatalf("a lone gateway reports a fleet link: %v", err)
+	}
+	st.Fleet = &control.Fleet{Name: "gw1", Reachable: false, Refused: 4, ServedCached: 1}
+	src.set(st)
+	want = `
+# HELP twoway_fleet_etcd_reachable 1 while the fleet's etcd renews this gateway's lease and answers its requests, else 0 (fleet gateways only).
+# TYPE twoway_fleet_etcd_reachable gauge
+twoway_fleet_etcd_reachable{gateway="gw1"} 0
+# HELP twoway_fleet_store_unreachable_total VPN address requests met while etcd was unreachable, by what [fleet] store_unreachable made of them (refused, served_cached).
+# TYPE twoway_fleet_store_unreachable_total counter
+twoway_fleet_store_unreachable_total{outcome="refused"} 4
+twoway_fleet_store_unreachable_total{outcome="served_cached"} 1
+`
+	if err := testutil.ScrapeAndCompare(url, strings.NewReader(want), "twoway_fleet_etcd_reachable", "twoway_fleet_store_unreachable_total"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestHandshakeEvents(t *testing.T) {
