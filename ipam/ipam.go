@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -290,13 +291,21 @@ func (p *Pool) Acquire(identity string, groups []string) (Lease, error) {
 	}
 	p.commitMu.Lock()
 	defer p.commitMu.Unlock()
-	for range maxCommitAttempts {
+	for attempt := range maxCommitAttempts {
 		// Another session of identity may have got in while this one
 		// waited for commitMu.
 		if l, ok := p.holdAgain(identity); ok {
 			return l, nil
 		}
-		ch, reclaimed, err := p.decide(identity, groups)
+		// After a conflict, a new identity takes a free address a random
+		// few above the lowest: gateways assigning new identities at
+		// once all want the lowest free one, and otherwise only one of
+		// them wins each round.
+		skip := 0
+		if attempt > 0 {
+			skip = rand.IntN(min(4<<attempt, 256))
+		}
+		ch, reclaimed, err := p.decide(identity, groups, skip)
 		if err != nil {
 			return Lease{}, err
 		}
@@ -348,8 +357,9 @@ type reclaim struct {
 }
 
 // decide chooses identity's addresses from the view and returns the change
-// that assigns them.
-func (p *Pool) decide(identity string, groups []string) (Change, []reclaim, error) {
+// that assigns them; a new address is the skip-th free one above the
+// lowest, where there are that many.
+func (p *Pool) decide(identity string, groups []string, skip int) (Change, []reclaim, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
@@ -365,7 +375,7 @@ func (p *Pool) decide(identity string, groups []string) (Change, []reclaim, erro
 		if !p.cfg.fams[fi].valid() {
 			continue
 		}
-		a, ok := p.choose(fi, identity, groups, e)
+		a, ok := p.choose(fi, identity, groups, e, skip)
 		if !ok {
 			return Change{}, nil, fmt.Errorf("ipam: %w: no %s address free for %q", ErrPoolExhausted, famName[fi], identity)
 		}
@@ -482,7 +492,7 @@ func (p *Pool) Assignments() []Assignment {
 
 // choose picks the address of family fi for identity (whose current entry,
 // if any, is e). It does not modify anything.
-func (p *Pool) choose(fi int, identity string, groups []string, e *entry) (netip.Addr, bool) {
+func (p *Pool) choose(fi int, identity string, groups []string, e *entry, skip int) (netip.Addr, bool) {
 	if s := p.cfg.static[identity][fi]; s.IsValid() {
 		// A static address is its identity's, but a session that still
 		// uses it under a stored lease from an older configuration is
@@ -496,7 +506,7 @@ func (p *Pool) choose(fi int, identity string, groups []string, e *entry) (netip
 	if e != nil && p.eligible(fi, e.addrs[fi], identity, ranges) {
 		return e.addrs[fi], true
 	}
-	if a, ok := p.lowestFree(fi, identity, ranges); ok {
+	if a, ok := p.lowestFree(fi, identity, ranges, skip); ok {
 		return a, true
 	}
 	// Everything is held or remembered: reclaim the address released
@@ -555,10 +565,12 @@ func (p *Pool) inGroupRange(fi int, a netip.Addr) *netip.Prefix {
 }
 
 // lowestFree returns the lowest address of family fi that identity may use
-// and that nobody holds or remembers. The scan skips taken addresses one by
-// one and foreign group ranges as a whole, so it costs O(taken + ranges)
-// steps even in a /64.
-func (p *Pool) lowestFree(fi int, identity string, ranges []netip.Prefix) (netip.Addr, bool) {
+// and that nobody holds or remembers, or the skip-th free one above it
+// (the highest found, when there are fewer). The scan skips taken
+// addresses one by one and foreign group ranges as a whole, so it costs
+// O(taken + ranges + skip) steps even in a /64.
+func (p *Pool) lowestFree(fi int, identity string, ranges []netip.Prefix, skip int) (netip.Addr, bool) {
+	var found netip.Addr
 	f := &p.cfg.fams[fi]
 	spans := ranges
 	if spans == nil {
@@ -580,10 +592,14 @@ func (p *Pool) lowestFree(fi int, identity string, ranges []netip.Prefix) (netip
 				}
 			}
 			if _, taken := p.owner[a]; !taken && p.eligible(fi, a, identity, ranges) {
-				return a, true
+				found = a
+				if skip == 0 {
+					return a, true
+				}
+				skip--
 			}
 			a = a.Next()
 		}
 	}
-	return netip.Addr{}, false
+	return found, found.IsValid()
 }

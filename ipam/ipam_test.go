@@ -573,8 +573,12 @@ func TestAcquireDecidesAgainAfterConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := acquire(t, p, "alice")
-	if a.IPv4.Addr() != addr("198.18.100.4") || st.commits != 3 {
-		t.Fatalf("alice got %v after %d commits, want .4 after 3", a.IPv4, st.commits)
+	// After the conflicts alice takes a free address a random few above
+	// the lowest (.4), never a taken one or one of ops' range.
+	got := a.IPv4.Addr()
+	if st.commits != 3 || got == addr("198.18.100.2") || got == addr("198.18.100.3") || got.Less(addr("198.18.100.4")) ||
+		netip.MustParsePrefix("198.18.100.16/30").Contains(got) || !pool4.Contains(got) {
+		t.Fatalf("alice got %v after %d commits, want a free general address from .4 on after 3", a.IPv4, st.commits)
 	}
 	// bob is held by the other gateway: acquiring him here shares his
 	// address, never moves it, although his certificate here says ops.
@@ -611,5 +615,26 @@ func TestHeldElsewhereIsNeverReclaimed(t *testing.T) {
 	}
 	if l := acquire(t, p, "boss"); l.IPv4.Addr() != addr("198.18.0.2") {
 		t.Fatalf("boss got %v", l.IPv4)
+	}
+}
+
+// TestLowestFreeSkip: the skip-th free address above the lowest, jumping
+// taken addresses and foreign group ranges, or the highest free one when
+// there are fewer; skip 0 is the lowest.
+func TestLowestFreeSkip(t *testing.T) {
+	p, err := New(Config{IPv4: netip.MustParsePrefix("198.18.100.0/28"), Groups: []GroupRange{
+		{Group: "ops", Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.100.4/30")}},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, p, "bob") // .2
+	for skip, want := range map[int]string{0: "198.18.100.3", 1: "198.18.100.8", 2: "198.18.100.9", 7: "198.18.100.14", 50: "198.18.100.14"} {
+		p.mu.Lock()
+		a, ok := p.lowestFree(0, "alice", nil, skip)
+		p.mu.Unlock()
+		if !ok || a != addr(want) {
+			t.Errorf("skip %d: %v, want %s", skip, a, want)
+		}
 	}
 }

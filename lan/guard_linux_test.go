@@ -124,7 +124,7 @@ func TestLANCannotReachClients(t *testing.T) {
 			var err error
 			inNS(t, from, func() {
 				var c net.Conn
-				if c, err = net.DialTimeout("tcp", addr, 500*time.Millisecond); err == nil {
+				if c, err = net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
 					_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 					_, err = c.Read(make([]byte, 2))
 					c.Close()
