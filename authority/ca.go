@@ -328,6 +328,10 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	return sum[:20], nil
 }
 
+// EncodeCertificatesPEM encodes certs as CERTIFICATE blocks, in order, as
+// the CA writes a certificate file: the leaf, then its issuing chain.
+func EncodeCertificatesPEM(certs ...*x509.Certificate) []byte { return encodeCerts(certs...) }
+
 func encodeCerts(certs ...*x509.Certificate) []byte {
 	var buf bytes.Buffer
 	for _, c := range certs {

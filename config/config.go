@@ -426,6 +426,12 @@ func checkCertificates(src *source, key, path string) ([]*x509.Certificate, erro
 // encrypted key is decrypted when the credentials are loaded; doing it here
 // too would cost a second KDF run, but it needs a password file.)
 func checkKeyPair(src *source, keyKey, keyPath string, cert *x509.Certificate, passFile string, allowInsecure bool) error {
+	return checkKeyPairFor(src, keyKey, keyPath, cert, passFile, "tls.key_password_file", allowInsecure)
+}
+
+// checkKeyPairFor is checkKeyPair for a key whose password file is set by
+// passKey.
+func checkKeyPairFor(src *source, keyKey, keyPath string, cert *x509.Certificate, passFile, passKey string, allowInsecure bool) error {
 	data, err := checkSecretFile(src, keyKey, keyPath, allowInsecure)
 	if err != nil {
 		return err
@@ -444,7 +450,7 @@ func checkKeyPair(src *source, keyKey, keyPath string, cert *x509.Certificate, p
 	}
 	if block.Type == "ENCRYPTED PRIVATE KEY" {
 		if passFile == "" {
-			return src.err(keyKey, &EncryptedKeyError{Path: keyPath, PasswordKey: "tls.key_password_file"})
+			return src.err(keyKey, &EncryptedKeyError{Path: keyPath, PasswordKey: passKey})
 		}
 		return nil
 	}

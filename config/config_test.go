@@ -202,7 +202,7 @@ func TestServerErrors(t *testing.T) {
 		{"fleet store unreachable without endpoints", serverTLS + minimalPolicy + "[fleet] #<-\nstore_unreachable = \"refuse\"\n",
 			`fleet.endpoints: required: the [fleet] table names no etcd endpoints`},
 		{"unknown table", serverTLS + minimalPolicy + "[metric] #<-\nlisten = \"127.0.0.1:9109\"",
-			`metric: unknown key (valid keys here: listen, tls, limits, policy, log, vpn, fleet, control, metrics, user)`},
+			`metric: unknown key (valid keys here: listen, tls, limits, policy, log, vpn, enroll, fleet, control, metrics, user)`},
 		{"unknown metrics key", serverTLS + minimalPolicy + "[metrics]\nenabled = true #<-",
 			`metrics.enabled: unknown key (valid keys here: listen)`},
 		{"bad metrics listen", serverTLS + minimalPolicy + "[metrics]\nlisten = \"9109\" #<-",

@@ -123,6 +123,13 @@ alice = ["198.18.100.10", "2001:db8:100::10"]
 group = "ops"
 prefixes = ["198.18.100.128/26"]
 
+# Enrollment: laptops trade a one-time token ('twoway pki token create')
+# for a client certificate ('twoway enroll'), signed here by this CA, whose
+# certificate must be in tls.client_ca. Off unless ca is set.
+# [enroll]
+# ca = "pki/client-ca"             # a CA directory; a dedicated sub-CA is better
+# password_file = "client-ca.pw"   # if its key is encrypted; mode 0600
+
 # A fleet of gateways sharing client addresses through an existing etcd v3
 # cluster: an identity keeps its address whichever gateway it lands on.
 # Off without endpoints; vpn.state_file is not used then.

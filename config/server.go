@@ -2,11 +2,15 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
 )
@@ -31,6 +35,8 @@ type Server struct {
 
 	// VPN configures VPN mode; off unless vpn.enable.
 	VPN ServerVPN `toml:"vpn"`
+	// Enroll lets laptops enroll with a one-time token; off without ca.
+	Enroll ServerEnroll `toml:"enroll"`
 	// Fleet joins the gateway to a fleet sharing its state through etcd;
 	// off without endpoints.
 	Fleet ServerFleet `toml:"fleet"`
@@ -74,6 +80,68 @@ type ServerTLS struct {
 	// AllowInsecureKeyPermissions skips the group/other permission check on
 	// Key and KeyPasswordFile.
 	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
+}
+
+// ServerEnroll is the [enroll] table of server.toml: the online issuing
+// CA that signs the certificates of laptops enrolling with a token (see
+// `twoway pki token create`). Paths are absolute after loading.
+type ServerEnroll struct {
+	// CA is the CA directory (ca.crt, ca.key, bundle.crt, db.json), e.g.
+	// pki/client-ca or a sub-CA made for enrollment. Its certificate
+	// must be in tls.client_ca, or the gateway would refuse what it
+	// issues. Empty: no enrollment.
+	CA string `toml:"ca"`
+	// PasswordFile holds the password of an encrypted CA key (first
+	// line).
+	PasswordFile string `toml:"password_file"`
+	// AllowInsecurePermissions skips the group/other permission check on
+	// the CA key and PasswordFile.
+	AllowInsecurePermissions bool `toml:"allow_insecure_permissions"`
+}
+
+// Enabled reports whether the gateway serves enrollments.
+func (e *ServerEnroll) Enabled() bool { return e.CA != "" }
+
+func (e *ServerEnroll) resolve(src *source) {
+	e.CA = src.resolve(e.CA)
+	e.PasswordFile = src.resolve(e.PasswordFile)
+}
+
+func (e *ServerEnroll) validate(src *source, clientCA string) error {
+	if !e.Enabled() {
+		if e.PasswordFile != "" {
+			return src.err("enroll.ca", &UnpairedError{Given: "enroll.password_file", text: "enroll.password_file is set but enroll.ca is not"})
+		}
+		return nil
+	}
+	if fi, err := os.Stat(e.CA); err != nil {
+		return src.err("enroll.ca", fileError(e.CA, err))
+	} else if !fi.IsDir() {
+		return src.errf("enroll.ca", "%s is not a directory: name the CA's directory (holding %s and %s)", e.CA, authority.CACertFile, authority.CAKeyFile)
+	}
+	certs, err := checkCertificates(src, "enroll.ca", filepath.Join(e.CA, authority.CACertFile))
+	if err != nil {
+		return err
+	}
+	if err := checkKeyPairFor(src, "enroll.ca", filepath.Join(e.CA, authority.CAKeyFile), certs[0], e.PasswordFile, "enroll.password_file", e.AllowInsecurePermissions); err != nil {
+		return err
+	}
+	if e.PasswordFile != "" {
+		if _, err := checkSecretFile(src, "enroll.password_file", e.PasswordFile, e.AllowInsecurePermissions); err != nil {
+			return err
+		}
+	}
+	if _, err := checkReadable(src, "enroll.ca", filepath.Join(e.CA, authority.DBFile)); err != nil {
+		return err
+	}
+	trusted, err := pki.LoadCertificates(clientCA)
+	if err != nil {
+		return src.errf("enroll.ca", "tls.client_ca: %v", err)
+	}
+	if !slices.ContainsFunc(trusted, certs[0].Equal) {
+		return src.errf("enroll.ca", "%s is not in tls.client_ca (%s): the gateway would refuse the certificates it enrolls", e.CA, clientCA)
+	}
+	return nil
 }
 
 // Values of ServerTLS.CRLStale.
@@ -178,6 +246,7 @@ func LoadServer(path string) (*Server, error) {
 	}
 	s.VPN.resolve(src)
 	s.Fleet.resolve(src)
+	s.Enroll.resolve(src)
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -202,6 +271,9 @@ func (s *Server) Validate() error {
 	}
 	pol, err := compilePolicy(src, s.Policy)
 	if err != nil {
+		return err
+	}
+	if err := s.Enroll.validate(src, s.TLS.ClientCA); err != nil {
 		return err
 	}
 	if err := s.VPN.validate(src); err != nil {

@@ -21,8 +21,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/config"
 	"github.com/twoway/twoway/control"
+	"github.com/twoway/twoway/enroll"
 	"github.com/twoway/twoway/fleet"
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/ipam"
@@ -96,6 +98,11 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 	}
 	tc.OnSession = s.ops.observeSession
 	tc.OnRefuse = s.ops.observeRefusal
+	if cfg.Enroll.Enabled() {
+		if tc.Enroll, err = openEnroll(&cfg.Enroll, logger); err != nil {
+			return nil, err
+		}
+	}
 	// The fleet connects to etcd before VPN mode, whose addresses it
 	// keeps; a gateway that cannot reach its fleet does not start.
 	var leases ipam.Store
@@ -225,9 +232,9 @@ func (s *Server) Reload() error {
 	logWarnings(s.log, cfg.Warnings())
 	// Compared with the boot configuration, not the last reload's: a
 	// second reload must still say that the first one's change waits.
-	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || !reflect.DeepEqual(cfg.VPN, b.VPN) ||
+	if b := s.boot; cfg.Listen != b.Listen || !reflect.DeepEqual(cfg.Limits, b.Limits) || !reflect.DeepEqual(cfg.TLS, b.TLS) || cfg.Enroll != b.Enroll || !reflect.DeepEqual(cfg.VPN, b.VPN) ||
 		!reflect.DeepEqual(cfg.Control, b.Control) || !reflect.DeepEqual(cfg.Metrics, b.Metrics) || !reflect.DeepEqual(cfg.Log, b.Log) {
-		s.log.Warn("listen, [limits], [vpn], [control], [metrics], [log] and [tls] settings take effect only after a restart; the certificate, key and CRL files themselves were reloaded")
+		s.log.Warn("listen, [limits], [vpn], [enroll], [control], [metrics], [log] and [tls] settings take effect only after a restart; the certificate, key and CRL files themselves were reloaded")
 	}
 	s.tunnel.SetPolicy(pol)
 	s.cfg = cfg
@@ -398,6 +405,27 @@ func logWarnings(logger *slog.Logger, warnings []*config.Error) {
 	for _, w := range warnings {
 		logger.Warn("configuration: "+w.Err.Error(), "file", w.File, "line", w.Line, "key", w.Key)
 	}
+}
+
+// openEnroll opens the enrolling CA and decrypts its key now, so that a
+// wrong password stops the gateway at start rather than fail the first
+// laptop. The CA's database is read afresh on each enrollment, so tokens
+// made with `twoway pki token create` meanwhile are seen without a reload.
+func openEnroll(cfg *config.ServerEnroll, logger *slog.Logger) (*enroll.Handler, error) {
+	ca, err := authority.OpenCA(cfg.CA, func() ([]byte, error) {
+		if cfg.PasswordFile == "" {
+			return nil, errors.New("the CA key is encrypted and enroll.password_file is not set")
+		}
+		return pki.ReadPasswordFile(cfg.PasswordFile)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	if err := ca.Unlock(); err != nil {
+		return nil, fmt.Errorf("enroll: CA %s: %w", cfg.CA, err)
+	}
+	logger.Info("enrollment enabled", "ca", ca.Name(), "dir", ca.Dir)
+	return enroll.NewHandler(ca, logger.With("component", "enroll")), nil
 }
 
 func newStore(cert, key, passFile, bundle string, crls []string, rejectStale bool) (*pki.Store, error) {

@@ -93,6 +93,11 @@ type ServerConfig struct {
 	// tickets at all: every connection is a full handshake.
 	TicketKeys   TicketKeys
 	NoResumption bool
+	// Enroll, if set, serves enrollments (package enroll): a client
+	// that offers EnrollALPN is let in without a certificate, for one
+	// exchange with Enroll and nothing else. Nil: every client needs a
+	// certificate.
+	Enroll Enroller
 
 	// OnSession, if set, is called for each established session. The
 	// hooks run on the server's own goroutines and must not block.
@@ -103,6 +108,22 @@ type ServerConfig struct {
 	// OnSessionEnd, if set, is called when an established session has
 	// ended and its goroutines are gone, with why it ended.
 	OnSessionEnd func(SessionInfo, error)
+}
+
+// EnrollALPN is the application protocol of enrollment connections; it is
+// enroll.ALPN, repeated here because package enroll, which uses the
+// offline CA tooling, is not part of the tunnel.
+const EnrollALPN = "twoway-enroll/1"
+
+// EnrollTimeout bounds an enrollment connection after its handshake.
+const EnrollTimeout = 30 * time.Second
+
+// Enroller serves one enrollment on a TLS connection whose client
+// authenticated the gateway but presented no certificate (*enroll.Handler
+// implements it). It must not keep conn after it returns; the server
+// closes it then. It is called concurrently, once per connection.
+type Enroller interface {
+	Serve(conn net.Conn, remote string)
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -470,7 +491,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	}
 	ck := &corkConn{Conn: raw}
 	gr := &gateReader{Conn: ck, t: ticket}
-	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, s.ticketKeys(), hs))
+	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, s.ticketKeys(), s.cfg.Enroll != nil, hs))
 	start := time.Now()
 	helloTimer := time.AfterFunc(clientHelloTimeout, func() { s.gate.expire(ticket) })
 	err := tc.HandshakeContext(ctx)
@@ -485,6 +506,11 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 			r.Err = fmt.Errorf("no ClientHello within %s: %w", clientHelloTimeout, err)
 		}
 		s.refuse(r, nil)
+		return
+	}
+	if hs.enroll {
+		s.serveEnroll(tc, remote)
+		releaseSlot(true)
 		return
 	}
 	id := hs.identity
@@ -544,6 +570,18 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 		go func() { defer ss.wg.Done(); ss.ping() }() // a first RTT for status
 	}
 	ss.mu.Unlock()
+}
+
+// serveEnroll hands an enrollment connection to the Enroller for at most
+// EnrollTimeout, then closes it. The connection holds its handshake slot
+// until then, so enrollments count against MaxHandshakes like sessions
+// being set up; Stop closes it rather than wait out the timeout.
+func (s *Server) serveEnroll(tc *tls.Conn, remote net.Addr) {
+	_ = tc.SetDeadline(time.Now().Add(EnrollTimeout))
+	stop := context.AfterFunc(s.ctx, func() { _ = tc.NetConn().Close() })
+	defer stop()
+	s.cfg.Enroll.Serve(tc, addrString(remote))
+	_ = tc.Close()
 }
 
 // end runs once an established session has ended and its goroutines but

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/twoway/twoway/pki"
 )
@@ -30,17 +31,21 @@ type serverHandshake struct {
 	presented []*x509.Certificate
 	identity  *pki.Identity
 	err       error // our own verdict, when we failed the handshake
+	// enroll is set when the client is let in to enroll, without a
+	// certificate: it gets no session, only the Enroller.
+	enroll bool
 }
 
 // serverTLSConfig returns the config for one incoming connection. The
 // certificate and verifier are taken from creds when the ClientHello
 // arrives, so the CA names in the CertificateRequest and the verifier that
 // judges the answer come from the same snapshot. Session tickets are
-// encrypted with ticketKeys (newest first); none means no tickets.
-func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, hs *serverHandshake) *tls.Config {
+// encrypted with ticketKeys (newest first); none means no tickets. With
+// enroll, a client that offers EnrollALPN gets enrollConfig instead.
+func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, enroll bool, hs *serverHandshake) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			hs.helloSeen = true
 			if hs.hello != nil && !hs.hello() {
 				return nil, errEvicted
@@ -48,6 +53,9 @@ func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, hs *serverHandsha
 			cert, ver := creds.Certificate(), creds.Verifier()
 			if cert == nil || ver == nil {
 				return nil, errors.New("no server certificate or client CA bundle loaded")
+			}
+			if enroll && slices.Contains(hello.SupportedProtos, EnrollALPN) {
+				return enrollConfig(cert, hs), nil
 			}
 			hs.verifier = ver
 			cfg := &tls.Config{
@@ -89,6 +97,28 @@ func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, hs *serverHandsha
 				cfg.SetSessionTicketKeys(ticketKeys)
 			}
 			return cfg, nil
+		},
+	}
+}
+
+// enrollConfig lets a client in without a certificate, for enrollment
+// only: it negotiates EnrollALPN or nothing, and VerifyConnection insists
+// on it, so that a connection without a certificate can never become a
+// session. No tickets: there is no client identity to resume.
+func enrollConfig(cert *tls.Certificate, hs *serverHandshake) *tls.Config {
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{*cert},
+		NextProtos:             []string{EnrollALPN},
+		ClientAuth:             tls.NoClientCert,
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.NegotiatedProtocol != EnrollALPN {
+				hs.err = ErrALPN
+				return hs.err
+			}
+			hs.enroll = true
+			return nil
 		},
 	}
 }

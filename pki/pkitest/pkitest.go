@@ -331,3 +331,22 @@ func Verifier(t testing.TB, bundle []*x509.Certificate, crls ...*x509.Revocation
 	}
 	return v
 }
+
+// CSR makes a certificate request signed by key (a fresh ECDSA P-256 key
+// when nil) and returns it with the key, as a laptop asking for its first
+// certificate would.
+func CSR(t testing.TB, key crypto.Signer, subject pkix.Name) (*x509.CertificateRequest, crypto.Signer) {
+	t.Helper()
+	if key == nil {
+		key = newKey(t)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr, key
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twoway/twoway/authority"
+	"github.com/twoway/twoway/enroll"
+	"github.com/twoway/twoway/internal/atomicfile"
+	"github.com/twoway/twoway/pki"
+)
+
+func init() {
+	subcommands = append(subcommands, newEnrollCmd)
+}
+
+// Files `twoway enroll` writes in --out-dir.
+const (
+	enrollKeyFile    = "client.key"
+	enrollCertFile   = "client.crt"
+	enrollCAFile     = "server-ca.crt"
+	enrollConfigFile = "client.toml"
+)
+
+// enrollOptions are the flags of `twoway enroll`.
+type enrollOptions struct {
+	server, serverName, ca, token, outDir string
+	keyType                               string
+	timeout                               time.Duration
+}
+
+func newEnrollCmd() *cobra.Command {
+	var o enrollOptions
+	cmd := &cobra.Command{
+		Use:   "enroll --server HOST:PORT --ca SERVER-CA --token TOKEN [--out-dir DIR]",
+		Short: "Obtain a client certificate from a gateway with a one-time token",
+		Long: `enroll makes a private key here (it never leaves this machine), sends a
+certificate request with the enrollment token to the gateway over TLS (the
+gateway proves itself with its certificate, checked against --ca; this side
+has no certificate yet, the token stands in for it), and writes, in --out-dir:
+
+  client.key     the key (mode 0600)
+  client.crt     the certificate the gateway issued, then its chain
+  server-ca.crt  a copy of --ca
+  client.toml    a client configuration using them, to add forwards or [vpn] to
+
+The certificate is for the identity and groups the token was made for
+('twoway pki token create'). The token is spent by the attempt, whatever
+its outcome. Existing files are never replaced; nothing is written unless
+the gateway issued the certificate.`,
+		Example: `  twoway enroll --server gw.corp.example:8443 --ca server-ca.crt --token tw1-... --out-dir ~/.config/twoway`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			written, err := runEnroll(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolled; wrote %s\n", strings.Join(written, ", "))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.server, "server", "", "gateway address, host:port")
+	f.StringVar(&o.serverName, "server-name", "", "name in the gateway certificate (default: the host of --server)")
+	f.StringVar(&o.ca, "ca", "", "bundle of the CA that issued the gateway certificate (server-ca/bundle.crt)")
+	f.StringVar(&o.token, "token", "", "one-time enrollment token (tw1-...)")
+	f.StringVar(&o.outDir, "out-dir", ".", "directory for the key, certificates and client.toml")
+	f.StringVar(&o.keyType, "key-type", string(authority.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
+	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	return cmd
+}
+
+// runEnroll enrolls as o says and returns the files it wrote.
+func runEnroll(ctx context.Context, o enrollOptions) ([]string, error) {
+	for _, r := range []struct{ flag, v string }{{"--server", o.server}, {"--ca", o.ca}, {"--token", o.token}} {
+		if r.v == "" {
+			return nil, fmt.Errorf("%s is required", r.flag)
+		}
+	}
+	host, _, err := net.SplitHostPort(o.server)
+	if err != nil {
+		return nil, fmt.Errorf("--server %q: want host:port", o.server)
+	}
+	if o.serverName == "" {
+		o.serverName = host
+	}
+	caPEM, err := os.ReadFile(o.ca)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	bundle, err := pki.ParseCertificatesPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("--ca %s: %w", o.ca, err)
+	}
+	ver, err := pki.NewVerifier(bundle, nil)
+	if err != nil {
+		return nil, fmt.Errorf("--ca %s: %w", o.ca, err)
+	}
+	paths := map[string]string{}
+	for _, name := range []string{enrollKeyFile, enrollCertFile, enrollCAFile, enrollConfigFile} {
+		paths[name] = filepath.Join(o.outDir, name)
+		if _, err := os.Lstat(paths[name]); err == nil {
+			return nil, fmt.Errorf("%s exists; choose another --out-dir or move it away", paths[name])
+		}
+	}
+	key, err := authority.GenerateKey(authority.KeyType(o.keyType))
+	if err != nil {
+		return nil, fmt.Errorf("--key-type: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	conn, err := enroll.Dial(ctx, o.server, o.serverName, ver)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := enroll.Enroll(ctx, conn, o.token, csr)
+	_ = conn.Close()
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := authority.MarshalPrivateKeyPEM(key, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
+		return nil, err
+	}
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{enrollKeyFile, keyPEM, 0o600},
+		{enrollCertFile, authority.EncodeCertificatesPEM(certs...), 0o644},
+		{enrollCAFile, caPEM, 0o644},
+		{enrollConfigFile, []byte(enrolledClientTOML(o.server, o.serverName, certs[0])), 0o644},
+	}
+	var written []string
+	for _, f := range files {
+		if err := atomicfile.Create(paths[f.name], f.data, f.perm); err != nil {
+			return written, errors.Join(err, fmt.Errorf("the certificate was issued; wrote %d of %d files", len(written), len(files)))
+		}
+		written = append(written, paths[f.name])
+	}
+	return written, nil
+}
+
+// enrolledClientTOML is a client configuration for the enrolled
+// certificate; the user adds forwards or [vpn].
+func enrolledClientTOML(server, serverName string, leaf *x509.Certificate) string {
+	id := pki.IdentityFromCert(leaf)
+	return fmt.Sprintf(`# twoway client configuration written by 'twoway enroll' for %q
+# (groups: %s), valid until %s.
+# Add [[forward]] entries or a [vpn] table; see 'twoway config example client'.
+
+servers = [%q]
+server_name = %q
+
+[tls]
+cert = %q
+key = %q
+server_ca = %q
+`, id.CommonName, strings.Join(id.Groups, ", "), leaf.NotAfter.UTC().Format(time.RFC3339),
+		server, serverName, enrollCertFile, enrollKeyFile, enrollCAFile)
+}
