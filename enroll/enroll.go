@@ -103,15 +103,15 @@ func NewHandler(ca Authority, logger *slog.Logger) *Handler {
 // Serve runs one enrollment on conn, whose TLS handshake (if any) is done,
 // within DefaultTimeout. remote names the laptop in logs. Each refusal is
 // logged with its reason and the token's ID, never the token. Serve does
-// not close conn.
-func (h *Handler) Serve(conn net.Conn, remote string) {
+// not close conn. It reports whether the laptop enrolled.
+func (h *Handler) Serve(conn net.Conn, remote string) bool {
 	log := h.log.With("remote", remote)
 	_ = conn.SetDeadline(time.Now().Add(h.timeout))
 	var req request
 	if err := json.NewDecoder(io.LimitReader(conn, MaxMessage)).Decode(&req); err != nil {
 		log.Warn("enrollment refused", "reason", fmt.Sprintf("read request: %v (at most %d bytes of JSON)", err, MaxMessage))
 		writeReply(conn, reply{Error: "malformed or oversized enrollment request"})
-		return
+		return false
 	}
 	iss, rec, err := h.enroll(req)
 	if rec.ID != "" {
@@ -120,7 +120,7 @@ func (h *Handler) Serve(conn net.Conn, remote string) {
 	if err != nil {
 		log.Warn("enrollment refused", "reason", err)
 		writeReply(conn, reply{Error: refusal(err)})
-		return
+		return false
 	}
 	chain := authority.EncodeCertificatesPEM(append([]*x509.Certificate{iss.Cert}, iss.Chain...)...)
 	if err := writeReply(conn, reply{OK: true, Chain: string(chain)}); err != nil {
@@ -128,9 +128,10 @@ func (h *Handler) Serve(conn net.Conn, remote string) {
 		// needs a new token, and the log says which certificate to
 		// revoke if that matters.
 		log.Warn("enrolled, but the reply was not delivered", "serial", iss.Cert.SerialNumber.Text(16), "err", err)
-		return
+		return true
 	}
 	log.Info("enrolled", "serial", iss.Cert.SerialNumber.Text(16), "groups", iss.Cert.Subject.OrganizationalUnit, "not_after", iss.Cert.NotAfter)
+	return true
 }
 
 func (h *Handler) enroll(req request) (*authority.Issued, authority.TokenRecord, error) {

@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +35,7 @@ type enrollGateway struct {
 	sessions chan SessionInfo
 }
 
-func startEnrollGateway(t *testing.T, withEnroll bool) *enrollGateway {
+func startEnrollGateway(t *testing.T, withEnroll bool, tweak ...func(*ServerConfig)) *enrollGateway {
 	t.Helper()
 	res, err := authority.Init(filepath.Join(t.TempDir(), "pki"), authority.InitOptions{Org: "Example Corp"})
 	if err != nil {
@@ -46,6 +48,9 @@ func startEnrollGateway(t *testing.T, withEnroll bool) *enrollGateway {
 	cfg.OnSession = func(si SessionInfo) { g.sessions <- si }
 	if withEnroll {
 		cfg.Enroll = enroll.NewHandler(res.ClientCA, testLogger())
+	}
+	for _, f := range tweak {
+		f(&cfg)
 	}
 	g.srv = startServer(t, cfg)
 	return g
@@ -176,5 +181,37 @@ func TestEnrollStopDoesNotWaitForSilentLaptop(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("read after Stop: %v, want the connection closed", err)
+	}
+}
+
+// TestEnrollRefusalsSpendTheSourcesBudget: a refused enrollment (a guessed
+// token) is charged to its source like a failed handshake, so guessing
+// tokens is rate-limited as guessing keys is; an enrollment that works is
+// not charged.
+func TestEnrollRefusalsSpendTheSourcesBudget(t *testing.T) {
+	g := startEnrollGateway(t, true, func(c *ServerConfig) { c.HandshakeRate, c.HandshakeBurst = 0.001, 2 })
+	src := netip.MustParseAddr("127.0.0.1")
+	token, _, err := g.ca.CreateToken(authority.TokenOptions{Name: "alice", Groups: []string{"eng"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.enroll(t, token); err != nil {
+		t.Fatal(err)
+	}
+	if !g.srv.gate.limiter.hasBudget(src, time.Now()) {
+		t.Fatal("a successful enrollment spent the source's failure budget")
+	}
+	for i := range 2 {
+		if _, err := g.enroll(t, "tw1-"+strings.Repeat("a", 52)); !errors.Is(err, enroll.ErrRefused) {
+			t.Fatalf("guess %d: %v, want a refusal", i, err)
+		}
+	}
+	// The slot is released after the reply is written: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for g.srv.gate.inFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if g.srv.gate.limiter.hasBudget(src, time.Now()) {
+		t.Error("two refused enrollments left the source's failure budget (burst 2) unspent")
 	}
 }

@@ -123,7 +123,10 @@ const EnrollTimeout = 30 * time.Second
 // implements it). It must not keep conn after it returns; the server
 // closes it then. It is called concurrently, once per connection.
 type Enroller interface {
-	Serve(conn net.Conn, remote string)
+	// Serve reports whether the peer enrolled. A refusal counts against
+	// its source's budget of failed handshakes (MaxHandshakes and
+	// HandshakeRate), so guessing tokens is as slow as guessing keys.
+	Serve(conn net.Conn, remote string) bool
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -509,8 +512,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 		return
 	}
 	if hs.enroll {
-		s.serveEnroll(tc, remote)
-		releaseSlot(true)
+		releaseSlot(s.serveEnroll(tc, remote))
 		return
 	}
 	id := hs.identity
@@ -573,15 +575,16 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 }
 
 // serveEnroll hands an enrollment connection to the Enroller for at most
-// EnrollTimeout, then closes it. The connection holds its handshake slot
+// EnrollTimeout, then closes it, and reports whether the peer enrolled. The connection holds its handshake slot
 // until then, so enrollments count against MaxHandshakes like sessions
 // being set up; Stop closes it rather than wait out the timeout.
-func (s *Server) serveEnroll(tc *tls.Conn, remote net.Addr) {
+func (s *Server) serveEnroll(tc *tls.Conn, remote net.Addr) bool {
 	_ = tc.SetDeadline(time.Now().Add(EnrollTimeout))
 	stop := context.AfterFunc(s.ctx, func() { _ = tc.NetConn().Close() })
 	defer stop()
-	s.cfg.Enroll.Serve(tc, addrString(remote))
+	ok := s.cfg.Enroll.Serve(tc, addrString(remote))
 	_ = tc.Close()
+	return ok
 }
 
 // end runs once an established session has ended and its goroutines but
