@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,6 +37,7 @@ const (
 // enrollOptions are the flags of `twoway enroll`.
 type enrollOptions struct {
 	server, serverName, ca, token, outDir string
+	tokenFile                             string // the token's first line; "-": standard input
 	keyType                               string
 	timeout                               time.Duration
 }
@@ -73,7 +76,8 @@ the gateway issued the certificate.`,
 	f.StringVar(&o.server, "server", "", "gateway address, host:port")
 	f.StringVar(&o.serverName, "server-name", "", "name in the gateway certificate (default: the host of --server)")
 	f.StringVar(&o.ca, "ca", "", "bundle of the CA that issued the gateway certificate (server-ca/bundle.crt)")
-	f.StringVar(&o.token, "token", "", "one-time enrollment token (tw1-...)")
+	f.StringVar(&o.token, "token", "", "one-time enrollment token (tw1-...); on a shared machine prefer --token-file, as arguments show in ps")
+	f.StringVar(&o.tokenFile, "token-file", "", `read the token from this file's first line ("-": standard input)`)
 	f.StringVar(&o.outDir, "out-dir", ".", "directory for the key, certificates and client.toml")
 	f.StringVar(&o.keyType, "key-type", string(authority.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
@@ -82,7 +86,28 @@ the gateway issued the certificate.`,
 
 // runEnroll enrolls as o says and returns the files it wrote.
 func runEnroll(ctx context.Context, o enrollOptions) ([]string, error) {
-	for _, r := range []struct{ flag, v string }{{"--server", o.server}, {"--ca", o.ca}, {"--token", o.token}} {
+	switch {
+	case o.token != "" && o.tokenFile != "":
+		return nil, errors.New("give --token or --token-file, not both")
+	case o.tokenFile == "-":
+		tok, err := firstLine(os.Stdin)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file -: %w", err)
+		}
+		o.token = tok
+	case o.tokenFile != "":
+		f, err := os.Open(o.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		tok, err := firstLine(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("--token-file %s: %w", o.tokenFile, err)
+		}
+		o.token = tok
+	}
+	for _, r := range []struct{ flag, v string }{{"--server", o.server}, {"--ca", o.ca}, {"--token or --token-file", o.token}} {
 		if r.v == "" {
 			return nil, fmt.Errorf("%s is required", r.flag)
 		}
@@ -176,4 +201,16 @@ key = %q
 server_ca = %q
 `, id.CommonName, strings.Join(id.Groups, ", "), leaf.NotAfter.UTC().Format(time.RFC3339),
 		server, serverName, enrollCertFile, enrollKeyFile, enrollCAFile)
+}
+
+// firstLine returns r's first line, trimmed; empty is an error.
+func firstLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	if line = strings.TrimSpace(line); line == "" {
+		return "", errors.New("no token in its first line")
+	}
+	return line, nil
 }

@@ -62,7 +62,15 @@ func TestEnrollCommand(t *testing.T) {
 	if _, err := runEnroll(context.Background(), wrong); !errors.Is(err, pki.ErrUntrusted) {
 		t.Errorf("gateway checked against the wrong CA: %v, want %v", err, pki.ErrUntrusted)
 	}
-	written, err := runEnroll(context.Background(), o)
+	// The token from a file, as on a shared machine (arguments show in
+	// ps).
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fromFile := o
+	fromFile.token, fromFile.tokenFile = "", tokenFile
+	written, err := runEnroll(context.Background(), fromFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,5 +116,19 @@ func TestEnrollCommandFlags(t *testing.T) {
 	o.server, o.ca = "127.0.0.1:1", ""
 	if _, err := runEnroll(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--ca is required") {
 		t.Errorf("no --ca: %v", err)
+	}
+	o.ca, o.token = "x", ""
+	if _, err := runEnroll(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--token or --token-file is required") {
+		t.Errorf("no token: %v", err)
+	}
+	o.token, o.tokenFile = "t", "f"
+	if _, err := runEnroll(context.Background(), o); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("--token and --token-file: %v", err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	o.token, o.tokenFile = "", empty
+	if _, err := runEnroll(context.Background(), o); err == nil || !strings.Contains(err.Error(), "no token in its first line") {
+		t.Errorf("an empty token file: %v", err)
 	}
 }
