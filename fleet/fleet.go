@@ -107,18 +107,9 @@ func (f *Fleet) Name() string { return f.cfg.Name }
 // cancelled, and taken anew (with this gateway's holds) if etcd lets it
 // expire, say after a partition longer than LeaseTTL.
 func (f *Fleet) Start(ctx context.Context) error {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   f.cfg.Endpoints,
-		DialTimeout: f.cfg.DialTimeout,
-		TLS:         f.tls,
-		Logger:      zapLogger(f.logger),
-		// Notice a dead etcd member within seconds, not at the next
-		// request's timeout.
-		DialKeepAliveTime:    f.cfg.LeaseTTL / 2,
-		DialKeepAliveTimeout: f.cfg.DialTimeout,
-	})
+	cli, err := newClient(f.cfg, f.tls, f.logger)
 	if err != nil {
-		return fmt.Errorf("fleet: etcd client: %w", err)
+		return err
 	}
 	gctx, cancel := context.WithTimeout(ctx, f.cfg.DialTimeout)
 	lease, err := cli.Grant(gctx, int64(f.cfg.LeaseTTL/time.Second))
@@ -235,4 +226,40 @@ func (f *Fleet) Stop() {
 func (f *Fleet) Wait() error {
 	<-f.stopped
 	return nil
+}
+
+// newClient makes the etcd client of cfg (tc nil: plain connections).
+func newClient(cfg Config, tc *tls.Config, logger *slog.Logger) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		TLS:         tc,
+		Logger:      zapLogger(logger),
+		// Notice a dead etcd member within seconds, not at the next
+		// request's timeout.
+		DialKeepAliveTime:    cfg.LeaseTTL / 2,
+		DialKeepAliveTimeout: cfg.DialTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleet: etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+// oneOff connects as cfg says, runs do within DialTimeout and disconnects:
+// the publish commands, which need no lease of their own.
+func oneOff(ctx context.Context, cfg Config, do func(ctx context.Context, cli *clientv3.Client, prefix string) error) error {
+	cfg = cfg.withDefaults()
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return err
+	}
+	cli, err := newClient(cfg, tc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	return do(ctx, cli, cfg.Prefix)
 }

@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -77,37 +76,10 @@ func (f *Fleet) WatchPolicy(apply func(doc []byte)) {
 	}()
 }
 
-// dial connects to the fleet's etcd as cfg says, for a one-off command
-// that needs no lease.
-func dial(cfg Config) (*clientv3.Client, Config, error) {
-	cfg = cfg.withDefaults()
-	tc, err := cfg.tlsConfig()
-	if err != nil {
-		return nil, cfg, err
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, TLS: tc, Logger: zapLogger(slog.New(slog.DiscardHandler))})
-	if err != nil {
-		return nil, cfg, fmt.Errorf("fleet: etcd client: %w", err)
-	}
-	return cli, cfg, nil
-}
-
 // PublishPolicyWith connects as cfg says, publishes doc (PublishPolicy) and
 // disconnects.
 func PublishPolicyWith(ctx context.Context, cfg Config, doc []byte) error {
 	return oneOff(ctx, cfg, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
 		return PublishPolicy(ctx, cli, prefix, doc)
 	})
-}
-
-// oneOff connects as cfg says, runs do within DialTimeout and disconnects.
-func oneOff(ctx context.Context, cfg Config, do func(ctx context.Context, cli *clientv3.Client, prefix string) error) error {
-	cli, cfg, err := dial(cfg)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	return do(ctx, cli, cfg.Prefix)
 }
