@@ -22,6 +22,7 @@
 # TW_GOMAXPROCS, when set, is GOMAXPROCS for the two twoway processes only (a side experiment: gateway,
 # client, iperf3 and the kernel share the lab's 2 cores; wireguard-go keeps the Go default).
 # TW_BIN, when set, is a twoway binary used as is (scripts that bring twoway up many times build it once).
+# TW_PATHQ=off sets manage_path_queue = false on both ends (CoDel judges only the tunnel's own queues).
 #
 # Nothing on the host is touched: the binary, PKI, configs, state_dir and resolv_conf live in a temp dir
 # that plugin_down removes (configs and logs are copied to the lab's run/), the control sockets live there too, and
@@ -70,8 +71,9 @@ plugin_up() {
     control_gw=$'[control]\nsocket = "'"$d/gw.sock"$'"\n'
     control_client=$'[control]\nsocket = "'"$d/client.sock"$'"\n'
   fi
-  local mtu=""
+  local mtu="" pathq=""
   [ -n "$TW_MTU" ] && mtu="mtu = $TW_MTU"
+  [ "${TW_PATHQ:-}" = off ] && pathq="manage_path_queue = false"
 
   cat >"$d/server.toml" <<EOF
 # twoway gateway in lab-gw for the anchor lab: VPN mode, group "lab" may reach the corp LAN.
@@ -100,6 +102,7 @@ lan_interface = "$GL_IF"
 tun = "$TW_GW_TUN"
 state_dir = "$d/gw-state"
 $mtu
+$pathq
 
 [log]
 level = "info"
@@ -122,6 +125,7 @@ tun = "$TW_C_TUN"
 state_dir = "$d/client-state"
 resolv_conf = "$d/resolv.conf"
 transport = "$TW_TRANSPORT"
+$pathq
 
 [log]
 level = "info"

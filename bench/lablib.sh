@@ -82,6 +82,7 @@ with_tw() {
   ( . "$REPO/bench/lab-twoway-vpn.sh"
     local label=twoway
     [ "$TW_TRANSPORT" = tcp ] && label=twoway-tcp
+    [ "${TW_PATHQ:-}" = off ] && label=$label-localq
     if plugin_up >/dev/null 2>&1; then "$1" "$label" "${@:2}"; else echo "twoway did not come up (see $RUN/twoway-vpn-*.log)" >&2; fi
     plugin_down >/dev/null 2>&1
     client_route_none )

@@ -7,6 +7,7 @@
 #   sudo bench/vpn-loaded.sh                 # ROUNDS=2: wireguard-go, twoway, twoway, wireguard-go; ~3 min
 #   sudo ROUNDS=1 bench/vpn-loaded.sh
 #   sudo TW_BOTH=1 ROUNDS=1 bench/vpn-loaded.sh   # also twoway with its packets on the TLS connection
+#   sudo TW_PATHQ_BOTH=1 ROUNDS=1 bench/vpn-loaded.sh   # also twoway with manage_path_queue = false
 #
 # Each measurement: 300 pings at 10 ms idle, then iperf3 -t IPERF_TIME (default 9) with 500 pings at
 # 10 ms starting 2 s in. Prints avg/p50/p90/p99 of both, the iperf3 throughput and the peak resident
@@ -42,6 +43,7 @@ printf "%-14s %5s %8s   %-27s   %-27s   %s\n" path round "Mbit/s" "idle: avg p50
 # twoway's runs in a round: the UDP path (transport "auto"), and with TW_BOTH=1 the TLS path too.
 tw_all() {
   with_tw measure "$1"
+  if [ "${TW_PATHQ_BOTH:-0}" = 1 ]; then sleep 2; TW_PATHQ=off with_tw measure "$1"; fi
   if [ "${TW_BOTH:-0}" = 1 ]; then sleep 2; TW_TRANSPORT=tcp with_tw measure "$1"; fi
 }
 for r in $(seq 1 "$ROUNDS"); do

@@ -14,7 +14,8 @@
 # copied; default /tmp/twoway-vpn-results-STAMP), KEEP (1: keep the lab copy), WAIT_IPERF (1: first wait,
 # up to 15 min, until no other iperf3 runs on the machine, so that two benchmarks never overlap; default 1),
 # TW_FORWARDING, TW_MTU, TW_POOL, TW_GOMAXPROCS, TW_TRANSPORT (see bench/lab-twoway-vpn.sh), TW_BOTH (1: also
-# measure twoway with transport = "tcp", bench/lab-twoway-vpn-tcp.sh, in the same run), LAB_PATHS (the lab's paths
+# measure twoway with transport = "tcp", bench/lab-twoway-vpn-tcp.sh, in the same run), TW_PATHQ_BOTH (1: also twoway with manage_path_queue = false,
+# bench/lab-twoway-vpn-localq.sh), LAB_PATHS (the lab's paths
 # measured before twoway, default "raw wg"; "" measures twoway alone, for quick experiments, with no
 # comparison). See bench/README.md, "VPN".
 #
@@ -69,6 +70,8 @@ PLUGIN="$REPO/bench/lab-twoway-vpn.sh"
 PLUGINS="plugin:$PLUGIN"
 # TW_BOTH=1: twoway twice, transport "auto" (UDP) and "tcp" (the TLS connection), in the same run.
 [ "${TW_BOTH:-0}" = 1 ] && PLUGINS="$PLUGINS plugin:$REPO/bench/lab-twoway-vpn-tcp.sh"
+# TW_PATHQ_BOTH=1: also the UDP path with manage_path_queue = false, in the same run.
+[ "${TW_PATHQ_BOTH:-0}" = 1 ] && PLUGINS="$PLUGINS plugin:$REPO/bench/lab-twoway-vpn-localq.sh"
 (cd "$T/lab" && PATHS="${LAB_PATHS-raw wg} $PLUGINS" ./run-all.sh) >"$T/run-all.out"
 rc=$?
 mkdir -p "$OUT"

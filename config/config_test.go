@@ -210,7 +210,7 @@ func TestServerErrors(t *testing.T) {
 		{"relative control socket", serverTLS + minimalPolicy + "[control]\nsocket = \"run/x.sock\" #<-",
 			`control.socket: "run/x.sock": must be an absolute path (or "off")`},
 		{"unknown vpn key", serverTLS + minimalPolicy + "[vpn]\nenabled = true #<-",
-			`vpn.enabled: unknown key (valid keys here: enable, ipv4, ipv6, gateway, static, group, routes, dns, search_domains, mtu, client_to_client, lan_to_clients, forwarding, lan_interface, tun, offload, state_dir, udp, udp_port)`},
+			`vpn.enabled: unknown key (valid keys here: enable, ipv4, ipv6, gateway, static, group, routes, dns, search_domains, mtu, client_to_client, lan_to_clients, forwarding, lan_interface, tun, offload, state_dir, udp, udp_port, manage_path_queue)`},
 		{"vpn without pool", serverTLS + minimalPolicy + "[vpn] #<-\nenable = true",
 			`vpn.ipv4: no pool configured: set an IPv4 and/or an IPv6 prefix`},
 		{"vpn bad pool", serverTLS + minimalPolicy + "[vpn]\nenable = true\nipv4 = \"198.18.100.1/24\" #<-",

@@ -115,6 +115,7 @@ forwarding = "nat"                 # "nat": masquerade to the gateway's LAN addr
 state_dir = "/var/lib/twoway"      # sticky leases (leases.json) and crash-cleanup records
 udp = true                         # offer the UDP data path (packets as datagrams; TLS stays the control plane)
 # udp_port = 8443                  # its port, on every address (default: the listen port)
+# manage_path_queue = true         # over UDP, keep the queue on the path to each client short (CoDel on measured delay)
 
 [vpn.static]                       # fixed addresses per identity
 alice = ["198.18.100.10", "2001:db8:100::10"]
@@ -214,6 +215,7 @@ enable = false                  # true asks the gateway for VPN mode (needs root
 # offload = true                # kernel segmentation offloads: superpackets pass through whole (Linux)
 # persist = false               # true: keep address, routes, DNS while reconnecting (kill switch)
 transport = "auto"              # "auto": packets over UDP while the gateway's UDP port answers, else the TLS connection; "tcp": always the TLS connection
+# manage_path_queue = true      # over UDP, keep the queue on the path to the gateway short (CoDel on measured delay)
 
 # SOCKS5 proxies of dynamic forwards (type = "dynamic", -D) accept anyone
 # who can reach them unless a user is set: then the RFC 1929 user name and

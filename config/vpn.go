@@ -71,7 +71,14 @@ type ServerVPN struct {
 	// its port on every local address, default the TLS listener's port.
 	UDP     *bool `toml:"udp"`
 	UDPPort int   `toml:"udp_port"`
+	// ManagePathQueue: over UDP, measure the queue the session's packets
+	// meet on the path to the client (clock probes) and let each
+	// session's CoDel keep it short. Default true.
+	ManagePathQueue *bool `toml:"manage_path_queue"`
 }
+
+// PathQueueManaged reports the manage_path_queue setting, default true.
+func (v *ServerVPN) PathQueueManaged() bool { return v.ManagePathQueue == nil || *v.ManagePathQueue }
 
 // UDPOn reports the udp setting, default true.
 func (v *ServerVPN) UDPOn() bool { return v.UDP == nil || *v.UDP }
@@ -117,7 +124,12 @@ type ClientVPN struct {
 	Persist bool `toml:"persist"`
 	// Transport is TransportAuto (default) or TransportTCP.
 	Transport string `toml:"transport"`
+	// ManagePathQueue: as ServerVPN.ManagePathQueue, towards the gateway.
+	ManagePathQueue *bool `toml:"manage_path_queue"`
 }
+
+// PathQueueManaged reports the manage_path_queue setting, default true.
+func (v *ClientVPN) PathQueueManaged() bool { return v.ManagePathQueue == nil || *v.ManagePathQueue }
 
 // OffloadOn reports the offload setting, default true.
 func (v *ClientVPN) OffloadOn() bool { return v.Offload == nil || *v.Offload }

@@ -99,6 +99,9 @@ type Session struct {
 	GSO bool `json:"gso,omitempty"`
 	// Path is what carries the VPN packets now: "udp" or "tcp".
 	Path string `json:"path,omitempty"`
+	// PathQueueMillis is how long this side's UDP datagrams last waited
+	// in queues on the path; absent when not measured lately.
+	PathQueueMillis float64 `json:"path_queue_ms,omitempty"`
 	// Resumed: the TLS session was resumed from a ticket (the
 	// certificates in it were verified again all the same).
 	Resumed    bool      `json:"resumed,omitempty"`

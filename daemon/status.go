@@ -244,6 +244,7 @@ func applyStats(cs *control.Session, st tunnel.SessionStats) {
 	cs.PacketsIn, cs.PacketsOut = st.PacketsIn, st.PacketsOut
 	cs.Streams = max(st.Streams-1, 0) // not the control stream
 	cs.Path = st.Path
+	cs.PathQueueMillis = float64(st.PathQueue) / float64(time.Millisecond)
 	if st.RTT > 0 {
 		cs.RTTMillis = float64(st.RTT) / float64(time.Millisecond)
 	}

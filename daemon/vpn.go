@@ -82,7 +82,7 @@ func openGatewayVPN(v *config.ServerVPN, leases ipam.Store, logger *slog.Logger)
 		MTU: v.MTU, ClientToClient: v.ClientToClient,
 	}
 	if v.UDPOn() {
-		sv.UDP = &tunnel.ServerUDP{Port: v.UDPPort}
+		sv.UDP = &tunnel.ServerUDP{Port: v.UDPPort, LocalQueueOnly: !v.PathQueueManaged()}
 	}
 	return sv, gv, nil
 }
@@ -136,6 +136,6 @@ func openClientVPN(v *config.ClientVPN, hooks ClientHooks, logger *slog.Logger) 
 	}
 	return &tunnel.ClientVPN{
 		Device: dev, Configurator: conf, OnUp: hooks.OnVPNUp, OnDown: hooks.OnVPNDown, Persist: v.Persist,
-		TCPOnly: v.Transport == config.TransportTCP,
+		TCPOnly: v.Transport == config.TransportTCP, LocalQueueOnly: !v.PathQueueManaged(),
 	}, nil
 }

@@ -43,6 +43,15 @@ const (
 	TypeProbe byte = 2
 	// TypeProbeReply answers a TypeProbe.
 	TypeProbeReply byte = 3
+	// TypeClock carries its sender's clock (8 bytes, nanoseconds on a
+	// monotonic clock of the sender's choosing) and asks for
+	// TypeClockReply: the sender learns from the replies how long its
+	// datagrams take to arrive, up to a constant (the clocks' offset),
+	// and so how much queue builds on the path in its direction.
+	TypeClock byte = 4
+	// TypeClockReply echoes a TypeClock's payload followed by the
+	// receiver's clock (8 bytes) when it arrived.
+	TypeClockReply byte = 5
 )
 
 // HeaderLen is the length of the clear header; Overhead is what a datagram
@@ -228,7 +237,7 @@ func (o *Opener) Open(dst, p []byte) (typ byte, payload []byte, err error) {
 	}
 	hdr := p[:HeaderLen]
 	typ = hdr[0]
-	if typ < TypeData || typ > TypeProbeReply || hdr[2] != 0 || hdr[3] != 0 {
+	if typ < TypeData || typ > TypeClockReply || hdr[2] != 0 || hdr[3] != 0 {
 		return 0, dst, ErrType
 	}
 	if binary.BigEndian.Uint32(hdr[4:8]) != o.receiver {

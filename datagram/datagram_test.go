@@ -366,7 +366,7 @@ func FuzzOpen(f *testing.F) {
 			return
 		}
 		// It opened: it must be one we sealed ("seed", a known type).
-		if string(payload) != "seed" || typ < TypeData || typ > TypeProbeReply {
+		if string(payload) != "seed" || typ < TypeData || typ > TypeClockReply {
 			t.Fatalf("opened a forgery: type %d payload %q", typ, payload)
 		}
 	})

@@ -49,6 +49,8 @@ type fqQueue struct {
 	// The router's counters of packets dropped after they were accepted
 	// (see Router.Stats) and of CE marks.
 	dropped, marked *atomic.Uint64
+
+	path pathState // the queue on the path beyond this one (pathdelay.go)
 }
 
 // fqFlows is the number of flow queues per peer: enough that the flows of
@@ -93,6 +95,8 @@ type fqFlow struct {
 	count      uint32
 	lastCount  uint32
 	dropping   bool
+
+	win flowWindow // bytes sent lately, to tell who fills the path's queue
 }
 
 // flowList is a list of flows linked through fqFlow.next.
@@ -315,6 +319,7 @@ func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf, maxBytes int) ([]
 		it := &q.items[slot]
 		f.deficit -= len(it.b.b)
 		size += len(it.b.b)
+		q.path.sent(&f.win, len(it.b.b), now)
 		pkts = append(pkts, it.b.b)
 		inflight = append(inflight, it.b)
 		q.freeSlot(slot)
@@ -326,12 +331,23 @@ func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf, maxBytes int) ([]
 // marking) what CoDel says to, or -1 when f is empty (RFC 8289's
 // dequeue). Called with mu held.
 func (q *fqQueue) codelDequeue(f *fqFlow, now int64) int32 {
+	// The path's queue, charged to the flows that fill it: for them
+	// CoDel's state lives on while the flow's queue here empties (it
+	// empties after nearly every packet when the queue is on the path).
+	var path int64
+	if q.path.at.Load() != 0 {
+		if path = q.path.current(now); path > 0 && !q.path.heavy(&f.win, now) {
+			path = 0
+		}
+	}
 	if f.head < 0 {
-		f.dropping = false
+		if path == 0 {
+			f.dropping = false
+		}
 		return -1
 	}
 	slot := q.popItem(f)
-	okToDrop := q.sojournTooLong(f, slot, now)
+	okToDrop := q.sojournTooLong(f, slot, now, path)
 	switch {
 	case f.dropping && !okToDrop:
 		f.dropping = false
@@ -344,11 +360,15 @@ func (q *fqQueue) codelDequeue(f *fqFlow, now int64) int32 {
 			}
 			q.releaseItem(slot)
 			if f.head < 0 {
-				f.dropping = false
+				if path == 0 {
+					f.dropping = false
+				} else {
+					f.dropNext = controlLaw(f.dropNext, f.count)
+				}
 				return -1
 			}
 			slot = q.popItem(f)
-			if !q.sojournTooLong(f, slot, now) {
+			if !q.sojournTooLong(f, slot, now, path) {
 				f.dropping = false
 			} else {
 				f.dropNext = controlLaw(f.dropNext, f.count)
@@ -377,10 +397,15 @@ func (q *fqQueue) codelDequeue(f *fqFlow, now int64) int32 {
 	return slot
 }
 
-// sojournTooLong is RFC 8289's should-drop test for the popped item slot.
-func (q *fqQueue) sojournTooLong(f *fqFlow, slot int32, now int64) bool {
-	sojourn := now - q.items[slot].enq
-	if sojourn < codelTarget || f.bytes+len(q.items[slot].b.b) <= codelMinBytes {
+// sojournTooLong is RFC 8289's should-drop test for the popped item slot,
+// path the time it will wait on the path after this queue (zero unless f
+// is charged for it).
+func (q *fqQueue) sojournTooLong(f *fqFlow, slot int32, now, path int64) bool {
+	sojourn := now - q.items[slot].enq + path
+	// A flow with a packet or less queued here is not dropped from
+	// (maxpacket), unless the queue it builds is on the path.
+	standing := path > 0 || f.bytes+len(q.items[slot].b.b) > codelMinBytes
+	if sojourn < codelTarget || !standing {
 		f.firstAbove = 0
 		return false
 	}

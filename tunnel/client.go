@@ -604,7 +604,7 @@ func (cs *clientSession) hello(ctx context.Context, state tls.ConnectionState) e
 	}
 	var udp *udpHello
 	if v := cs.client.cfg.VPN; v != nil && !v.TCPOnly {
-		caps = append(caps, capUDP)
+		caps = append(caps, capUDP, capClock)
 		cs.udpRecv = newReceiverIndex()
 		udp = &udpHello{Receiver: cs.udpRecv}
 	}

@@ -730,7 +730,7 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 			caps = append(caps, capGSO)
 		}
 		if udp != nil {
-			caps = append(caps, capUDP)
+			caps = append(caps, capUDP, capClock)
 		}
 	}
 	ss.conn.guard.helloDone() // the client opens data streams once it reads this

@@ -22,6 +22,10 @@ type SessionStats struct {
 	// Path is what carries the session's VPN packets now: "udp" or
 	// "tcp" (the packets stream); empty without VPN.
 	Path string
+	// PathQueue is how long this side's UDP datagrams last waited in
+	// queues on the path (clock probes, pathclock.go); zero when not
+	// measured in the last second (idle, on TCP, or probes off).
+	PathQueue time.Duration
 }
 
 // counters are a session's live statistics; all fields are atomics so the
@@ -30,6 +34,14 @@ type counters struct {
 	pktsIn, pktsOut atomic.Uint64
 	streamsOpened   atomic.Uint64
 	rtt             atomic.Int64 // nanoseconds
+	pathQueue       atomic.Int64 // nanoseconds; see SessionStats.PathQueue
+	pathQueueAt     atomic.Int64 // clockNow of that measurement
+}
+
+// setPathQueue records a measurement of the path's queue at now.
+func (c *counters) setPathQueue(d time.Duration, now int64) {
+	c.pathQueue.Store(int64(d))
+	c.pathQueueAt.Store(now)
 }
 
 // stats snapshots the session's counters.
@@ -46,6 +58,9 @@ func (s *session) stats() SessionStats {
 		st.Path = pathTCP
 		if s.udpOn.Load() {
 			st.Path = pathUDP
+			if at := s.ctr.pathQueueAt.Load(); at != 0 && clockNow()-at < int64(time.Second) {
+				st.PathQueue = time.Duration(s.ctr.pathQueue.Load())
+			}
 		}
 	}
 	if !s.mux.IsClosed() {

@@ -53,6 +53,8 @@ type udpPath struct {
 	// exhausted: the key has sealed all it may (datagram.RejectAfter);
 	// the packets stay on the stream for the rest of the session.
 	exhausted atomic.Bool
+	clock     bool // send clock probes (pathclock.go): the gateway answers them, and they are on
+	meter     pathMeter
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	errLog    ratelog.Limiter
@@ -112,7 +114,8 @@ func (c *Client) startUDP(cs *clientSession, target netip.AddrPort) *udpPath {
 		cs.log.Warn("no UDP path", "err", err)
 		return nil
 	}
-	u := &udpPath{cs: cs, bind: bind, ep: ep, keys: cs.udpKeys, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	u := &udpPath{cs: cs, bind: bind, ep: ep, keys: cs.udpKeys, kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		clock: cs.peerCaps[capClock] && !c.cfg.VPN.LocalQueueOnly}
 	for _, fn := range fns {
 		u.wg.Add(1)
 		go func() { defer u.wg.Done(); u.receive(fn, c.cfg.VPN.Device, cs.info.VPN.MTU) }()
@@ -206,6 +209,13 @@ func (u *udpPath) probe(now time.Time) {
 	}
 }
 
+// sendControl sends one sealed datagram that carries no packet.
+func (u *udpPath) sendControl(d []byte) {
+	if err := u.bind.Send([][]byte{d}, u.ep); err == nil {
+		u.cs.client.udpCtr.out.Add(1)
+	}
+}
+
 // send sends pkts over UDP if that is the path now; an error means the
 // caller sends them on the packets stream.
 func (u *udpPath) send(pkts [][]byte) error {
@@ -228,6 +238,11 @@ func (u *udpPath) send(pkts [][]byte) error {
 	}
 	if err == nil {
 		u.cs.client.udpCtr.out.Add(uint64(len(pkts)))
+		if now := clockNow(); u.clock && u.meter.due(now) {
+			if d, cerr := sealClock(u.keys.sealer(), now); cerr == nil {
+				u.sendControl(d)
+			}
+		}
 	}
 	if err != nil {
 		if n, ok := u.errLog.Allow(time.Now(), 1, packetErrorLogEvery); ok {
@@ -250,6 +265,7 @@ func (u *udpPath) receive(fn conn.ReceiveFunc, dev tun.Device, mtu int) {
 	var b packetBatch
 	for {
 		n, err := fn(bufs, sizes, eps)
+		now := clockNow()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -273,6 +289,18 @@ func (u *udpPath) receive(fn conn.ReceiveFunc, dev tun.Device, mtu int) {
 			}
 			if err != nil || typ != datagram.TypeData {
 				packetBufs.Put(pb)
+				switch {
+				case err != nil:
+				case typ == datagram.TypeClock:
+					if d, ok := sealClockReply(u.keys.sealer(), pl, now); ok {
+						u.sendControl(d)
+					}
+				case typ == datagram.TypeClockReply:
+					if d, ok := u.meter.answer(pl, now); ok {
+						u.cs.ctr.setPathQueue(d, now)
+						u.cs.client.outq.SetPathDelay(d)
+					}
+				}
 				if err == nil && typ == datagram.TypeProbeReply {
 					if _, perr := probeSeq(pl); perr == nil {
 						u.answer.Store(time.Now().UnixNano())

@@ -33,6 +33,10 @@ type ServerUDP struct {
 	// Bind, if set, is used instead of UDP sockets (tests). The server
 	// opens it in Start and closes it in Stop.
 	Bind conn.Bind
+	// LocalQueueOnly turns off clock probes towards clients: the
+	// sessions' queues then manage only what waits in them, not the
+	// queue their packets meet on the path (pathclock.go).
+	LocalQueueOnly bool
 }
 
 // UDPStats are the UDP path's counters, a gateway's over all its clients,
@@ -104,6 +108,8 @@ type udpGateway struct {
 	mtu  int
 	log  *slog.Logger
 
+	localOnly bool // ServerUDP.LocalQueueOnly
+
 	mu    sync.RWMutex
 	links map[uint32]*udpLink // by the receiver index the gateway assigned; guarded by mu
 
@@ -128,7 +134,7 @@ func (s *Server) startUDP() error {
 	if err != nil {
 		return fmt.Errorf("server: udp port %d: %w", port, err)
 	}
-	g := &udpGateway{bind: bind, port: actual, mtu: s.cfg.VPN.MTU, log: s.log.With("component", "udp"), links: make(map[uint32]*udpLink)}
+	g := &udpGateway{bind: bind, port: actual, mtu: s.cfg.VPN.MTU, log: s.log.With("component", "udp"), links: make(map[uint32]*udpLink), localOnly: u.LocalQueueOnly}
 	s.udp = g
 	g.log.Info("UDP data path listening", "port", actual)
 	for _, fn := range fns {
@@ -164,6 +170,8 @@ type udpLink struct {
 	active atomic.Bool                 // the client's last path message said "udp"
 	ep     atomic.Pointer[udpEndpoint] // where the client's last authenticated datagram came from
 	peer   atomic.Pointer[router.Peer] // the session's router peer while its packets stream is up
+	clock  bool                        // send clock probes: the client answers them, and they are on
+	meter  pathMeter
 }
 
 type udpEndpoint struct{ ep conn.Endpoint }
@@ -176,7 +184,7 @@ func (ss *serverSession) offerUDP(exp datagram.Exporter, theirs *udpHello) *udpH
 	if g == nil || theirs == nil || theirs.Receiver == 0 || !ss.peerCaps[capUDP] {
 		return nil
 	}
-	l := &udpLink{ss: ss, g: g}
+	l := &udpLink{ss: ss, g: g, clock: ss.peerCaps[capClock] && !g.localOnly}
 	g.mu.Lock()
 	for {
 		l.recv = newReceiverIndex()
@@ -273,6 +281,7 @@ func (s *Server) receiveUDP(fn conn.ReceiveFunc) {
 	}
 	for {
 		n, err := fn(bufs, sizes, eps)
+		now := clockNow()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -320,6 +329,19 @@ func (s *Server) receiveUDP(fn conn.ReceiveFunc) {
 			case datagram.TypeProbe:
 				l.answer(pl, eps[i])
 				packetBufs.Put(pb)
+			case datagram.TypeClock:
+				if d, ok := sealClockReply(l.keys.sealer(), pl, now); ok {
+					l.sendControl(d, eps[i])
+				}
+				packetBufs.Put(pb)
+			case datagram.TypeClockReply:
+				if d, ok := l.meter.answer(pl, now); ok {
+					l.ss.ctr.setPathQueue(d, now)
+					if p := l.peer.Load(); p != nil {
+						p.SetPathDelay(d)
+					}
+				}
+				packetBufs.Put(pb)
 			default:
 				packetBufs.Put(pb) // a probe reply: the gateway sends no probes
 			}
@@ -357,10 +379,16 @@ func sameEndpoint(a, b conn.Endpoint) bool {
 // answer replies to a probe, to where it came from.
 func (l *udpLink) answer(payload []byte, ep conn.Endpoint) {
 	d, err := l.keys.sealer().Seal(make([]byte, 0, datagram.Overhead+len(payload)), datagram.TypeProbeReply, payload)
-	if err == nil {
-		err = l.g.bind.Send([][]byte{d}, ep)
-	}
 	if err != nil {
+		l.g.sendFailed(err)
+		return
+	}
+	l.sendControl(d, ep)
+}
+
+// sendControl sends one sealed datagram that carries no packet.
+func (l *udpLink) sendControl(d []byte, ep conn.Endpoint) {
+	if err := l.g.bind.Send([][]byte{d}, ep); err != nil {
 		l.g.sendFailed(err)
 		return
 	}
@@ -413,6 +441,13 @@ func (l *udpLink) send(pkts [][]byte) error {
 	}
 	l.g.out.Add(uint64(len(pkts)))
 	l.ss.announceRekey(l.keys)
+	if l.clock {
+		if now := clockNow(); l.meter.due(now) {
+			if d, err := sealClock(l.keys.sealer(), now); err == nil {
+				l.sendControl(d, e.ep)
+			}
+		}
+	}
 	return nil
 }
 

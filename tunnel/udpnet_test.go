@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -20,7 +21,8 @@ type fakeUDP struct {
 	loss    float64 // drop probability per datagram
 	blocked bool
 	tap     func(from, to netip.AddrPort, d []byte)
-	next    uint16 // next ephemeral port
+	delay   func(from, to netip.AddrPort) time.Duration // extra one-way delay, if set
+	next    uint16                                      // next ephemeral port
 	sent    atomic.Uint64
 }
 
@@ -39,7 +41,7 @@ func (n *fakeUDP) bind(host string) *fakeBind {
 // deliver carries one datagram, unless lost or blocked.
 func (n *fakeUDP) deliver(from, to netip.AddrPort, d []byte) {
 	n.mu.Lock()
-	dst, blocked, loss, tap := n.binds[to], n.blocked, n.loss, n.tap
+	dst, blocked, loss, tap, delay := n.binds[to], n.blocked, n.loss, n.tap, n.delay
 	n.mu.Unlock()
 	if tap != nil {
 		tap(from, to, d)
@@ -48,9 +50,31 @@ func (n *fakeUDP) deliver(from, to netip.AddrPort, d []byte) {
 		return
 	}
 	n.sent.Add(1)
-	select {
-	case dst.rx <- fakeDatagram{from: from, d: append([]byte(nil), d...)}:
-	default: // a full socket buffer drops
+	dg := fakeDatagram{from: from, d: append([]byte(nil), d...)}
+	put := func() {
+		select {
+		case dst.rx <- dg:
+		default: // a full socket buffer drops
+		}
+	}
+	if delay != nil {
+		if d := delay(from, to); d > 0 {
+			time.AfterFunc(d, put)
+			return
+		}
+	}
+	put()
+}
+
+// setDelay delays datagrams from one host to another by d (0: none).
+func (n *fakeUDP) setDelay(from, to netip.Addr, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.delay = func(f, t netip.AddrPort) time.Duration {
+		if f.Addr() == from && t.Addr() == to {
+			return d
+		}
+		return 0
 	}
 }
 

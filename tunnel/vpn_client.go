@@ -54,6 +54,10 @@ type ClientVPN struct {
 	// TCPOnly keeps the packets on the TLS connection: the client offers
 	// no UDP path (client.toml transport = "tcp").
 	TCPOnly bool
+	// LocalQueueOnly turns off clock probes towards the gateway: the
+	// client's outbound queue then manages only what waits in it, not
+	// the queue its packets meet on the path (pathclock.go).
+	LocalQueueOnly bool
 	// UDPBind, if set, makes each session's UDP socket (tests); nil uses
 	// conn.NewStdNetBind.
 	UDPBind func() conn.Bind

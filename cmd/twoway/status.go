@@ -399,5 +399,8 @@ func addresses(s control.Session) string {
 	if s.Path != "" {
 		a += " via " + s.Path
 	}
+	if s.PathQueueMillis > 0 {
+		a += fmt.Sprintf(" (path queue %.1f ms)", s.PathQueueMillis)
+	}
 	return a
 }
