@@ -8,6 +8,7 @@
 #   sudo ROUNDS=1 bench/vpn-loaded.sh
 #   sudo TW_BOTH=1 ROUNDS=1 bench/vpn-loaded.sh   # also twoway with its packets on the TLS connection
 #   sudo TW_PATHQ_BOTH=1 ROUNDS=1 bench/vpn-loaded.sh   # also twoway with manage_path_queue = false
+#   sudo REVERSE=1 bench/vpn-loaded.sh       # the stream downloads (corp -> client, iperf3 -R) instead
 #
 # Each measurement: 300 pings at 10 ms idle, then iperf3 -t IPERF_TIME (default 9) with 500 pings at
 # 10 ms starting 2 s in. Prints avg/p50/p90/p99 of both, the iperf3 throughput and the peak resident
@@ -24,13 +25,14 @@ NAME=vpn-loaded.sh
 . "$(dirname "$0")/lablib.sh"
 ROUNDS=${ROUNDS:-2}
 IPERF_TIME=${IPERF_TIME:-9}
+REVERSE_FLAG=""; [ "${REVERSE:-0}" = 1 ] && REVERSE_FLAG=-R
 lab_start
 
 # measure NAME ROUND: the idle and loaded pings through whatever route lab-client has now.
 measure() {
   local name=$1 r=$2 f="$T/$1.r$2"
   nsx $NS_C ping -n -c 300 -i 0.01 -W 1 $P_IP >"$f.idle" 2>&1
-  nsx $NS_C iperf3 -c $P_IP -p $IPERF_PORT -t "$IPERF_TIME" -J >"$f.iperf.json" 2>&1 &
+  nsx $NS_C iperf3 -c $P_IP -p $IPERF_PORT -t "$IPERF_TIME" ${REVERSE_FLAG:-} -J >"$f.iperf.json" 2>&1 &
   local ip=$!
   sleep 2
   nsx $NS_C ping -n -c 500 -i 0.01 -W 1 $P_IP >"$f.load" 2>&1
@@ -38,7 +40,7 @@ measure() {
   printf "%-14s %5s %8s   %s   %s   %s\n" "$name" "$r" "$(iperf_mbits "$f.iperf.json")" "$(pstats "$f.idle")" "$(pstats "$f.load")" "$(peak_rss "$name")"
 }
 
-echo "ping through the tunnel, idle and while one iperf3 stream runs (ms; ${IPERF_TIME}s iperf3, pings every 10 ms)"
+echo "ping through the tunnel, idle and while one iperf3 stream runs (ms; ${IPERF_TIME}s iperf3${REVERSE_FLAG:+ -R, a download}, pings every 10 ms)"
 printf "%-14s %5s %8s   %-27s   %-27s   %s\n" path round "Mbit/s" "idle: avg p50 p90 p99" "loaded: avg p50 p90 p99" "peak RSS MB gw/client"
 # twoway's runs in a round: the UDP path (transport "auto"), and with TW_BOTH=1 the TLS path too.
 tw_all() {
