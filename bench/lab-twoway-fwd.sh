@@ -59,10 +59,11 @@ EOF
   cp "$d/server.toml" "$RUN/twoway-gw.toml"
 
   client_route_none
-  TW_GW_PID=$(start_bg $NS_G "$RUN/twoway-gw.log" "$tw" server -c "$d/server.toml")
+  local envs=(env); [ -n "${TW_GOMAXPROCS:-}" ] && envs=(env "GOMAXPROCS=$TW_GOMAXPROCS")
+  TW_GW_PID=$(start_bg $NS_G "$RUN/twoway-gw.log" "${envs[@]}" "$tw" server -c "$d/server.toml")
   wait_for 5 nsx $NS_G bash -c "ss -ltn | grep -q '$G_IP:$TWOWAY_GW_PORT '" ||
     { log "twoway server not listening (see $RUN/twoway-gw.log)"; return 1; }
-  TW_C_PID=$(start_bg $NS_C "$RUN/twoway-client.log" "$tw" forward --server "$G_IP:$TWOWAY_GW_PORT" \
+  TW_C_PID=$(start_bg $NS_C "$RUN/twoway-client.log" "${envs[@]}" "$tw" forward --server "$G_IP:$TWOWAY_GW_PORT" \
     --cert "$d/certs/lab-client.crt" --key "$d/certs/lab-client.key" --ca "$d/pki/server-ca/bundle.crt" \
     -L "127.0.0.1:$PLUGIN_PORT:$P_IP:$IPERF_PORT" -L "127.0.0.1:$PLUGIN_RR_PORT:$P_IP:$RR_PORT")
   wait_for 5 nsx $NS_C bash -c "ss -ltn | grep -q '127.0.0.1:$PLUGIN_PORT '" ||
