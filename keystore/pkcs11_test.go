@@ -92,3 +92,22 @@ func TestPulledAndBack(t *testing.T) {
 		t.Fatalf("sign after the token came back: %v", err)
 	}
 }
+
+// BenchmarkTokenSign measures one ECDSA P-256 signature in the token, the
+// cost a handshake pays for a key there (SoftHSM2 here; hardware tokens
+// are far slower).
+func BenchmarkTokenSign(b *testing.B) {
+	h := softhsmtest.New(b)
+	h.InitToken("bench")
+	k, err := keystore.Generate(h.URI("bench", "k"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	d := sha256.Sum256([]byte("hello"))
+	for b.Loop() {
+		if _, err := k.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
