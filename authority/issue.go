@@ -494,6 +494,9 @@ type CSRRequest struct {
 	KeyType KeyType
 	// KeyPassword encrypts the new key; empty leaves it unencrypted.
 	KeyPassword []byte
+	// Signer, if set, is the key to request for, made elsewhere (in a
+	// token: see keystore); no key is made and no NAME.key written.
+	Signer crypto.Signer
 	// OutDir receives NAME.key and NAME.csr; default the current directory.
 	OutDir string
 	// Force replaces existing files.
@@ -541,6 +544,9 @@ func (req CSRRequest) plan() (csrFile, keyFile string, err error) {
 	}
 	base := strings.ReplaceAll(req.Name, ":", "_")
 	csrFile = filepath.Join(outDir, base+".csr")
+	if req.Signer != nil {
+		return csrFile, "", checkFree(req.Force, csrFile)
+	}
 	keyFile = filepath.Join(outDir, base+".key")
 	if err := checkFree(req.Force, csrFile, keyFile); err != nil {
 		return "", "", err
@@ -550,15 +556,17 @@ func (req CSRRequest) plan() (csrFile, keyFile string, err error) {
 
 // CreateCSR makes a key and a certificate request for it, so that the key
 // never leaves the machine that will use it: NAME.key (mode 0600) and
-// NAME.csr in OutDir.
+// NAME.csr in OutDir. With req.Signer, only NAME.csr, for that key.
 func CreateCSR(req CSRRequest) (*CSRResult, error) {
 	csrFile, keyFile, err := req.plan()
 	if err != nil {
 		return nil, err
 	}
-	key, err := GenerateKey(req.KeyType)
-	if err != nil {
-		return nil, err
+	key := req.Signer
+	if key == nil {
+		if key, err = GenerateKey(req.KeyType); err != nil {
+			return nil, err
+		}
 	}
 	tmpl := &x509.CertificateRequest{
 		Subject:        pkix.Name{CommonName: req.Name, OrganizationalUnit: req.Groups},
@@ -574,16 +582,18 @@ func CreateCSR(req CSRRequest) (*CSRResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := MarshalPrivateKeyPEM(key, req.KeyPassword)
-	if err != nil {
-		return nil, err
+	files := []file{{csrFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644}}
+	if req.Signer == nil {
+		keyPEM, err := MarshalPrivateKeyPEM(key, req.KeyPassword)
+		if err != nil {
+			return nil, err
+		}
+		files = append([]file{{keyFile, keyPEM, 0o600}}, files...)
 	}
 	if err := os.MkdirAll(filepath.Dir(csrFile), 0o755); err != nil {
 		return nil, err
 	}
-	err = writeAll(req.Force,
-		file{keyFile, keyPEM, 0o600},
-		file{csrFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644})
+	err = writeAll(req.Force, files...)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,8 @@ type Client struct {
 type ClientTLS struct {
 	// Cert is the client certificate followed by its issuing chain.
 	Cert string `toml:"cert"`
-	// Key is the client's private key, mode 0600.
+	// Key is the client's private key file, mode 0600, or a key
+	// reference such as a pkcs11: URI (see keystore).
 	Key string `toml:"key"`
 	// KeyPasswordFile holds the password of an encrypted Key (first line).
 	KeyPasswordFile string `toml:"key_password_file"`
@@ -151,7 +152,7 @@ func LoadClient(path string) (*Client, error) {
 	c := &doc.Client
 	c.src = src
 	c.TLS.Cert = src.resolve(c.TLS.Cert)
-	c.TLS.Key = src.resolve(c.TLS.Key)
+	c.TLS.Key = src.resolveKey(c.TLS.Key)
 	c.TLS.KeyPasswordFile = src.resolve(c.TLS.KeyPasswordFile)
 	c.TLS.ServerCA = src.resolve(c.TLS.ServerCA)
 	c.SOCKS.PasswordFile = src.resolve(c.SOCKS.PasswordFile)

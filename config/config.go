@@ -35,6 +35,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/twoway/twoway/keystore"
 	"github.com/twoway/twoway/pki"
 )
 
@@ -293,6 +294,16 @@ func (src *source) resolve(p string) string {
 		return p
 	}
 	return filepath.Join(src.dir, p)
+}
+
+// resolveKey is resolve for a key setting, which may hold a key
+// reference (pkcs11:...) rather than a path: a reference is left as it
+// is, its paths being absolute.
+func (src *source) resolveKey(p string) string {
+	if keystore.IsReference(p) {
+		return p
+	}
+	return src.resolve(p)
 }
 
 // checkReadable checks that a file exists, is a regular file and can be

@@ -1,6 +1,11 @@
 package config
 
-import "path/filepath"
+import (
+	"errors"
+	"path/filepath"
+
+	"github.com/twoway/twoway/keystore"
+)
 
 // Control is the [control] table: the local socket `twoway status` and
 // `twoway kick` talk to.
@@ -58,6 +63,18 @@ func checkOwnCredentials(src *source, cert, key, passFile string, allowInsecure 
 	certs, err := checkCertificates(src, "tls.cert", cert)
 	if err != nil {
 		return err
+	}
+	if keystore.IsReference(key) {
+		// The token is not opened here (config check stays offline and
+		// PIN-free); whether its key matches the certificate is checked
+		// when the daemon loads it.
+		if err := keystore.Check(key); err != nil {
+			return src.err("tls.key", err)
+		}
+		if passFile != "" {
+			return src.err("tls.key_password_file", errors.New("not used with a key in a token (its PIN comes from the reference's pin-source): remove it"))
+		}
+		return nil
 	}
 	if err := checkKeyPair(src, "tls.key", key, certs[0], passFile, allowInsecure); err != nil {
 		return err

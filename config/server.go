@@ -60,7 +60,8 @@ type Server struct {
 type ServerTLS struct {
 	// Cert is the gateway certificate followed by its issuing chain.
 	Cert string `toml:"cert"`
-	// Key is the gateway's private key, mode 0600.
+	// Key is the gateway's private key file, mode 0600, or a key
+	// reference such as a pkcs11: URI (see keystore).
 	Key string `toml:"key"`
 	// KeyPasswordFile holds the password of an encrypted Key (first line).
 	KeyPasswordFile string `toml:"key_password_file"`
@@ -238,7 +239,7 @@ func LoadServer(path string) (*Server, error) {
 	s := &doc.Server
 	s.src = src
 	s.TLS.Cert = src.resolve(s.TLS.Cert)
-	s.TLS.Key = src.resolve(s.TLS.Key)
+	s.TLS.Key = src.resolveKey(s.TLS.Key)
 	s.TLS.KeyPasswordFile = src.resolve(s.TLS.KeyPasswordFile)
 	s.TLS.ClientCA = src.resolve(s.TLS.ClientCA)
 	for i := range s.TLS.CRLs {

@@ -6,15 +6,19 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/twoway/twoway/keystore"
 )
 
 // StoreConfig names the files a Store loads.
 type StoreConfig struct {
 	// CertFile holds this side's certificate followed by its issuing
-	// chain; KeyFile its private key. Both empty means verify-only.
+	// chain; KeyFile its private key, a file or a key reference such as
+	// a pkcs11: URI (see keystore). Both empty means verify-only.
 	CertFile, KeyFile string
 	// KeyPassword decrypts an encrypted KeyFile.
 	KeyPassword []byte
@@ -70,8 +74,30 @@ func (s *Store) Reload() error {
 		return err
 	}
 	s.bundle, s.fileCRLs = files.bundle, files.crls
+	old := s.cert.Load()
 	s.swap(files.cert, ver)
+	// A key in a token holds a session there; the reload opened a new
+	// one. (A handshake still signing with the old one fails; the
+	// client's retry gets the new one.)
+	closeKey(old)
 	return nil
+}
+
+// Close releases what the current certificate's key holds: the token
+// session of a key in a token. Sign fails afterwards. Keys in files hold
+// nothing.
+func (s *Store) Close() {
+	closeKey(s.cert.Load())
+}
+
+// closeKey closes c's key if it is one that holds something.
+func closeKey(c *tls.Certificate) {
+	if c == nil {
+		return
+	}
+	if k, ok := c.PrivateKey.(io.Closer); ok {
+		_ = k.Close()
+	}
 }
 
 // Publish adds CRLs that come from elsewhere than the files, a fleet's
@@ -198,6 +224,9 @@ func load(cfg StoreConfig) (*loaded, error) {
 
 // LoadKeyPair reads a certificate chain and its private key (possibly
 // encrypted) into a tls.Certificate, checking that they belong together.
+// keyFile may be a key reference (keystore.IsReference) instead: the key
+// stays in its store, the tls.Certificate's PrivateKey signs there and is
+// a keystore.Key (so an io.Closer), and password is not used.
 func LoadKeyPair(certFile, keyFile string, password []byte) (*tls.Certificate, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("both a certificate and a key file are needed")
@@ -206,11 +235,19 @@ func LoadKeyPair(certFile, keyFile string, password []byte) (*tls.Certificate, e
 	if err != nil {
 		return nil, fmt.Errorf("certificate: %w", err)
 	}
-	key, err := LoadPrivateKey(keyFile, password)
+	var key crypto.Signer
+	if keystore.IsReference(keyFile) {
+		key, err = keystore.Open(keyFile)
+	} else {
+		key, err = LoadPrivateKey(keyFile, password)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
 	if err := KeyMatches(chain[0], key); err != nil {
+		if k, ok := key.(io.Closer); ok {
+			_ = k.Close()
+		}
 		return nil, fmt.Errorf("%s and %s: %w", certFile, keyFile, err)
 	}
 	tc := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}

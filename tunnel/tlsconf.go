@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 
+	"github.com/twoway/twoway/keystore"
 	"github.com/twoway/twoway/pki"
 )
 
@@ -142,6 +143,12 @@ func clientTLSConfig(creds Credentials, serverName string, pins []string, ticket
 		return nil, errors.New("no gateway name to verify the certificate against")
 	}
 	hs.verifier = ver
+	if c := creds.Certificate(); c != nil && keystore.InStore(c.PrivateKey) {
+		// A key in a token (keystore) is there so that pulling the
+		// token cuts access; resuming with a ticket would skip the
+		// signature that proves the token is present.
+		tickets = nil
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ServerName: serverName,

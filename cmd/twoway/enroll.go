@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -39,13 +40,15 @@ type enrollOptions struct {
 	server, serverName, ca, token, outDir string
 	tokenFile                             string // the token's first line; "-": standard input
 	keyType                               string
+	key                                   string // a key reference: make the key in a token
+	existingKey                           bool   // use the key already at key
 	timeout                               time.Duration
 }
 
 func newEnrollCmd() *cobra.Command {
 	var o enrollOptions
 	cmd := &cobra.Command{
-		Use:   "enroll --server HOST:PORT --ca SERVER-CA --token TOKEN [--out-dir DIR]",
+		Use:   "enroll --server HOST:PORT --ca SERVER-CA --token TOKEN [--out-dir DIR] [--key pkcs11:...]",
 		Short: "Obtain a client certificate from a gateway with a one-time token",
 		Long: `enroll makes a private key here (it never leaves this machine), sends a
 certificate request with the enrollment token to the gateway over TLS (the
@@ -56,6 +59,14 @@ has no certificate yet, the token stands in for it), and writes, in --out-dir:
   client.crt     the certificate the gateway issued, then its chain
   server-ca.crt  a copy of --ca
   client.toml    a client configuration using them, to add forwards or [vpn] to
+
+With --key pkcs11:token=...;object=...?module-path=...&pin-source=file:...
+the key is made inside that PKCS#11 token (a YubiKey, smart card or HSM;
+ECDSA P-256, not extractable), no client.key is written, and client.toml
+names the token's key instead. If the enrollment fails, the key is removed
+from the token again. With --existing-key, the key already in the token
+under that name is used (and kept whatever happens): for tokens whose keys
+are made with their own tool, such as a YubiKey's PIV slots with ykman.
 
 The certificate is for the identity and groups the token was made for
 ('twoway pki token create'). The token is spent by the attempt, whatever
@@ -79,6 +90,8 @@ the gateway issued the certificate.`,
 	f.StringVar(&o.token, "token", "", "one-time enrollment token (tw1-...); on a shared machine prefer --token-file, as arguments show in ps")
 	f.StringVar(&o.tokenFile, "token-file", "", `read the token from this file's first line ("-": standard input)`)
 	f.StringVar(&o.outDir, "out-dir", ".", "directory for the key, certificates and client.toml")
+	f.StringVar(&o.key, "key", "", "make the key inside this PKCS#11 token instead of a file: pkcs11:token=...;object=...?module-path=...&pin-source=file:...")
+	f.BoolVar(&o.existingKey, "existing-key", false, "with --key: use the key already in the token (made with the token's own tool) instead of making one")
 	f.StringVar(&o.keyType, "key-type", string(authority.KeyECDSAP256), "key type: ecdsa-p256, ed25519 or rsa-3072")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
@@ -131,17 +144,63 @@ func runEnroll(ctx context.Context, o enrollOptions) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--ca %s: %w", o.ca, err)
 	}
+	if err := checkEnrollKey(o); err != nil {
+		return nil, err
+	}
+	names := []string{enrollKeyFile, enrollCertFile, enrollCAFile, enrollConfigFile}
+	if o.key != "" {
+		names = names[1:] // the key stays in the token
+	}
 	paths := map[string]string{}
-	for _, name := range []string{enrollKeyFile, enrollCertFile, enrollCAFile, enrollConfigFile} {
+	for _, name := range names {
 		paths[name] = filepath.Join(o.outDir, name)
 		if _, err := os.Lstat(paths[name]); err == nil {
 			return nil, fmt.Errorf("%s exists; choose another --out-dir or move it away", paths[name])
 		}
 	}
-	key, err := authority.GenerateKey(authority.KeyType(o.keyType))
+	key, err := newEnrollKey(o)
 	if err != nil {
-		return nil, fmt.Errorf("--key-type: %w", err)
+		return nil, err
 	}
+	certs, err := requestCertificate(ctx, o, ver, key.signer)
+	if err != nil {
+		if derr := key.discard(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("and removing the key made for it: %w", derr))
+		}
+		return nil, err
+	}
+	if c, ok := key.signer.(io.Closer); ok {
+		defer c.Close()
+	}
+	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
+		return nil, err
+	}
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{enrollKeyFile, key.keyPEM, 0o600},
+		{enrollCertFile, authority.EncodeCertificatesPEM(certs...), 0o644},
+		{enrollCAFile, caPEM, 0o644},
+		{enrollConfigFile, []byte(enrolledClientTOML(o.server, o.serverName, key.ref, certs[0])), 0o644},
+	}
+	if key.keyPEM == nil {
+		files = files[1:]
+	}
+	var written []string
+	for _, f := range files {
+		if err := atomicfile.Create(paths[f.name], f.data, f.perm); err != nil {
+			return written, errors.Join(err, fmt.Errorf("the certificate was issued; wrote %d of %d files", len(written), len(files)))
+		}
+		written = append(written, paths[f.name])
+	}
+	return written, nil
+}
+
+// requestCertificate sends a certificate request signed by key, with
+// o's token, and returns the certificate and chain the gateway issued.
+func requestCertificate(ctx context.Context, o enrollOptions, ver *pki.Verifier, key crypto.Signer) ([]*x509.Certificate, error) {
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return nil, err
@@ -154,39 +213,13 @@ func runEnroll(ctx context.Context, o enrollOptions) ([]string, error) {
 	}
 	certs, err := enroll.Enroll(ctx, conn, o.token, csr)
 	_ = conn.Close()
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := authority.MarshalPrivateKeyPEM(key, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
-		return nil, err
-	}
-	files := []struct {
-		name string
-		data []byte
-		perm os.FileMode
-	}{
-		{enrollKeyFile, keyPEM, 0o600},
-		{enrollCertFile, authority.EncodeCertificatesPEM(certs...), 0o644},
-		{enrollCAFile, caPEM, 0o644},
-		{enrollConfigFile, []byte(enrolledClientTOML(o.server, o.serverName, certs[0])), 0o644},
-	}
-	var written []string
-	for _, f := range files {
-		if err := atomicfile.Create(paths[f.name], f.data, f.perm); err != nil {
-			return written, errors.Join(err, fmt.Errorf("the certificate was issued; wrote %d of %d files", len(written), len(files)))
-		}
-		written = append(written, paths[f.name])
-	}
-	return written, nil
+	return certs, err
 }
 
 // enrolledClientTOML is a client configuration for the enrolled
-// certificate; the user adds forwards or [vpn].
-func enrolledClientTOML(server, serverName string, leaf *x509.Certificate) string {
+// certificate, whose key is key (client.key or a key reference); the user
+// adds forwards or [vpn].
+func enrolledClientTOML(server, serverName, key string, leaf *x509.Certificate) string {
 	id := pki.IdentityFromCert(leaf)
 	return fmt.Sprintf(`# twoway client configuration written by 'twoway enroll' for %q
 # (groups: %s), valid until %s.
@@ -200,7 +233,7 @@ cert = %q
 key = %q
 server_ca = %q
 `, id.CommonName, strings.Join(id.Groups, ", "), leaf.NotAfter.UTC().Format(time.RFC3339),
-		server, serverName, enrollCertFile, enrollKeyFile, enrollCAFile)
+		server, serverName, enrollCertFile, key, enrollCAFile)
 }
 
 // firstLine returns r's first line, trimmed; empty is an error.

@@ -181,15 +181,21 @@ func newPKICSRCmd() *cobra.Command {
 		dns, ips, emails, groups []string
 		force                    bool
 		key                      leafKeyFlags
+		keyRef                   string
 	)
 	cmd := &cobra.Command{
-		Use:   "csr --name ID",
+		Use:   "csr --name ID [--key pkcs11:...]",
 		Short: "Make a key and a certificate request, for signing by a CA elsewhere",
 		Long: `csr makes a private key and a certificate signing request (CSR) for it, so
 that the key never leaves this machine: OUT/NAME.key (mode 0600) and
 OUT/NAME.csr. Send the CSR to the CA operator, who runs "twoway pki sign".
 The CA decides usages and validity; it takes names and groups from the CSR.
-For a server, NAME is its host name; for a client, its ID.`,
+For a server, NAME is its host name; for a client, its ID.
+
+With --key pkcs11:token=...;object=...?module-path=...&pin-source=file:...
+the key is made inside that PKCS#11 token instead (ECDSA P-256, not
+extractable) and only NAME.csr is written; the configuration then names
+the token's key (tls.key = "pkcs11:...") instead of a key file.`,
 		Example: `  twoway pki csr --name alice --group eng --email alice@example.com --encrypt
   twoway pki csr --name gw.example.com --dns vpn.example.com`,
 		Args: cobra.NoArgs,
@@ -204,6 +210,9 @@ For a server, NAME is its host name; for a client, its ID.`,
 			}
 			req := authority.CSRRequest{Name: name, DNSNames: dns, IPs: ipList, Emails: emails, Groups: groups,
 				KeyType: kt, OutDir: outDir, Force: force}
+			if keyRef != "" {
+				return tokenCSR(cmd, req, keyRef, key)
+			}
 			if err := req.Validate(); err != nil {
 				return err
 			}
@@ -229,6 +238,7 @@ For a server, NAME is its host name; for a client, its ID.`,
 	f.StringSliceVar(&groups, "group", nil, "group, as Subject OU (clients); repeatable")
 	f.StringVar(&outDir, "out-dir", ".", "directory to write NAME.key and NAME.csr to")
 	f.BoolVar(&force, "force", false, "overwrite existing files")
+	f.StringVar(&keyRef, "key", "", "make the key inside this PKCS#11 token instead of NAME.key: pkcs11:token=...;object=...?module-path=...&pin-source=file:...")
 	key.add(cmd)
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
