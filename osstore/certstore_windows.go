@@ -28,6 +28,7 @@ var (
 	ncrypt                                = windows.NewLazySystemDLL("ncrypt.dll")
 	procNCryptSignHash                    = ncrypt.NewProc("NCryptSignHash")
 	procNCryptFreeObject                  = ncrypt.NewProc("NCryptFreeObject")
+	procNCryptTranslateHandle             = ncrypt.NewProc("NCryptTranslateHandle")
 )
 
 // Certificate context property IDs (wincrypt.h).
@@ -189,29 +190,52 @@ func (s *winStore) openKey(c *candidate, pub crypto.PublicKey) (osKey, error) {
 		return nil, errors.New("no certificate context")
 	}
 	var (
-		kh       windows.Handle
+		h        windows.Handle
 		spec     uint32
 		mustFree bool
 	)
 	// Silent: a daemon must not wait on a dialog nobody sees; a key that
 	// needs one (a smart card PIN not cached) fails here with CNG's
-	// reason. Only CNG keys: every provider Windows ships since Vista is
-	// one, and NCryptSignHash is the one signing path implemented.
+	// reason. CNG keys are preferred; a CryptoAPI key (an RSA key a .p12
+	// import put in a legacy CSP) is translated to CNG below, so that
+	// NCryptSignHash is the one signing path.
 	err := windows.CryptAcquireCertificatePrivateKey(ctx,
-		windows.CRYPT_ACQUIRE_ONLY_NCRYPT_KEY_FLAG|windows.CRYPT_ACQUIRE_SILENT_FLAG,
-		nil, &kh, &spec, &mustFree)
+		windows.CRYPT_ACQUIRE_PREFER_NCRYPT_KEY_FLAG|windows.CRYPT_ACQUIRE_SILENT_FLAG,
+		nil, &h, &spec, &mustFree)
 	if err != nil {
 		return nil, fmt.Errorf("CryptAcquireCertificatePrivateKey: %w", err)
 	}
-	if spec != windows.CERT_NCRYPT_KEY_SPEC {
-		if mustFree {
-			procNCryptFreeObject.Call(uintptr(kh))
-		}
-		return nil, fmt.Errorf("key is not a CNG key (key spec %d)", spec)
-	}
 	// The context is kept with the key: when mustFree is false the handle
 	// belongs to it.
-	return &cngKey{h: kh, owned: mustFree, ctx: windows.CertDuplicateCertificateContext(ctx)}, nil
+	keep := windows.CertDuplicateCertificateContext(ctx)
+	if spec == windows.CERT_NCRYPT_KEY_SPEC {
+		return &cngKey{h: h, owned: mustFree, ctx: keep}, nil
+	}
+	kh, err := translateLegacy(h, spec)
+	if mustFree {
+		windows.CryptReleaseContext(h, 0)
+	}
+	if err != nil {
+		windows.CertFreeCertificateContext(keep)
+		return nil, err
+	}
+	return &cngKey{h: kh, owned: true, ctx: keep}, nil
+}
+
+// translateLegacy opens a CryptoAPI key (provider handle prov, key spec
+// AT_KEYEXCHANGE or AT_SIGNATURE) as a CNG key with NCryptTranslateHandle,
+// which the Microsoft software CSPs support.
+func translateLegacy(prov windows.Handle, spec uint32) (windows.Handle, error) {
+	var ksp, kh windows.Handle
+	r, _, _ := procNCryptTranslateHandle.Call(uintptr(unsafe.Pointer(&ksp)), uintptr(unsafe.Pointer(&kh)),
+		uintptr(prov), 0, uintptr(spec), 0)
+	if uint32(r) != 0 {
+		return 0, fmt.Errorf("CryptoAPI key (key spec %d) cannot be used through CNG: NCryptTranslateHandle: %w", spec, securityStatus(r))
+	}
+	if ksp != 0 {
+		procNCryptFreeObject.Call(uintptr(ksp))
+	}
+	return kh, nil
 }
 
 func (s *winStore) close() error {

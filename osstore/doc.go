@@ -2,8 +2,9 @@
 // key) held by the operating system: the macOS keychain and the Windows
 // certificate store. The private key never leaves the OS: the returned
 // Key is a crypto.Signer whose Sign asks Security.framework (macOS) or
-// CNG's NCryptSignHash (Windows) for each signature, so keys kept
-// non-exportable, in the Secure Enclave, a TPM or a smart card work too.
+// CNG's NCryptSignHash (Windows) for each signature, so a key imported
+// as non-exportable works too, and so should one a TPM or smart card holds
+// for the OS (not tried: see the README).
 //
 // A configuration names an identity with a reference (see Parse):
 //

@@ -22,8 +22,11 @@ import (
 //     certificate;
 //   - SecIdentityCopyPrivateKey + SecKeyCreateSignature sign with the
 //     kSecKeyAlgorithm…Digest… algorithms (algorithm.go), the key staying
-//     in the keychain (or the Secure Enclave, or a smart card's
-//     CryptoTokenKit token).
+//     in the keychain.
+//
+// Identities on CryptoTokenKit tokens (smart cards) may need
+// kSecAttrAccessGroupToken in the query to be listed; not added, since
+// nothing here could try it.
 //
 // A CF object is a uintptr here: purego passes it as the pointer it is.
 
