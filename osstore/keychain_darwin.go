@@ -237,29 +237,27 @@ func copyMatching(pairs ...string) (cfRef, error) {
 	return res, nil
 }
 
-// keychain is the keychain search list, as one store.
-type keychain struct {
-	idents cfRef // CFArray of attribute dictionaries; holds the identities
-}
+// secSys is secAPI with the real calls.
+type secSys struct{}
 
 func newKeychain() (store, error) {
 	if err := loadSecurity(); err != nil {
 		return nil, err
 	}
-	return &keychain{}, nil
+	return &keychain{api: secSys{}}, nil
 }
 
-func (k *keychain) identities() ([]candidate, error) {
+func (secSys) identities() ([]secIdentity, func(), error) {
 	arr, err := copyMatching(
 		"kSecClass", "kSecClassIdentity",
 		"kSecReturnRef", "kCFBooleanTrue",
 		"kSecReturnAttributes", "kCFBooleanTrue",
 		"kSecMatchLimit", "kSecMatchLimitAll")
 	if err != nil || arr == 0 {
-		return nil, err
+		return nil, func() {}, err
 	}
-	k.idents = arr
-	var out []candidate
+	done := func() { sec.CFRelease(arr) }
+	var out []secIdentity
 	for i := range sec.CFArrayGetCount(arr) {
 		attrs := sec.CFArrayGetValueAtIndex(arr, i)
 		id := sec.CFDictionaryGetValue(attrs, sec.consts["kSecValueRef"])
@@ -268,7 +266,8 @@ func (k *keychain) identities() ([]candidate, error) {
 		}
 		var cert cfRef
 		if st := sec.SecIdentityCopyCertificate(id, &cert); st != 0 {
-			return nil, osStatus("SecIdentityCopyCertificate", st)
+			done()
+			return nil, nil, osStatus("SecIdentityCopyCertificate", st)
 		}
 		data := sec.SecCertificateCopyData(cert)
 		sec.CFRelease(cert)
@@ -277,18 +276,16 @@ func (k *keychain) identities() ([]candidate, error) {
 		}
 		der := goBytes(data)
 		sec.CFRelease(data)
-		out = append(out, candidate{
-			der:    der,
-			label:  goString(sec.CFDictionaryGetValue(attrs, sec.consts["kSecAttrLabel"])),
-			where:  "keychain",
-			hasKey: true, // an identity is a certificate with its key
-			handle: id,
+		out = append(out, secIdentity{
+			der:   der,
+			label: goString(sec.CFDictionaryGetValue(attrs, sec.consts["kSecAttrLabel"])),
+			ref:   id,
 		})
 	}
-	return out, nil
+	return out, done, nil
 }
 
-func (k *keychain) certificates() ([][]byte, error) {
+func (secSys) certificates() ([][]byte, error) {
 	arr, err := copyMatching(
 		"kSecClass", "kSecClassCertificate",
 		"kSecReturnData", "kCFBooleanTrue",
@@ -304,35 +301,26 @@ func (k *keychain) certificates() ([][]byte, error) {
 	return out, nil
 }
 
-func (k *keychain) openKey(c *candidate, _ crypto.PublicKey) (osKey, error) {
-	id, _ := c.handle.(cfRef)
+func (secSys) copyPrivateKey(id uintptr) (uintptr, error) {
 	var key cfRef
 	if st := sec.SecIdentityCopyPrivateKey(id, &key); st != 0 {
-		return nil, osStatus("SecIdentityCopyPrivateKey", st)
+		return 0, osStatus("SecIdentityCopyPrivateKey", st)
 	}
-	return &secKey{ref: key}, nil
+	return key, nil
 }
 
-func (k *keychain) close() error {
-	if k.idents != 0 {
-		sec.CFRelease(k.idents)
-		k.idents = 0
+func (secSys) createSignature(key uintptr, alg string, digest []byte) ([]byte, error) {
+	algRef, ok := sec.consts[alg]
+	if !ok {
+		return nil, fmt.Errorf("algorithm %s not loaded", alg)
 	}
-	return nil
-}
-
-// secKey is a SecKeyRef, which Security allows to be used from several
-// threads at once.
-type secKey struct{ ref cfRef }
-
-func (k *secKey) sign(alg algorithm, digest []byte) ([]byte, error) {
 	data := sec.CFDataCreate(0, &digest[0], len(digest))
 	if data == 0 {
 		return nil, errors.New("CFDataCreate failed")
 	}
 	defer sec.CFRelease(data)
 	var cfErr cfRef
-	sig := sec.SecKeyCreateSignature(k.ref, sec.consts[alg.secKeyAlgorithm()], data, &cfErr)
+	sig := sec.SecKeyCreateSignature(key, algRef, data, &cfErr)
 	if sig == 0 {
 		msg := "no reason given"
 		if cfErr != 0 {
@@ -342,13 +330,10 @@ func (k *secKey) sign(alg algorithm, digest []byte) ([]byte, error) {
 			}
 			sec.CFRelease(cfErr)
 		}
-		return nil, fmt.Errorf("SecKeyCreateSignature (%s): %s", alg, msg)
+		return nil, errors.New(msg)
 	}
 	defer sec.CFRelease(sig)
 	return goBytes(sig), nil
 }
 
-func (k *secKey) close() error {
-	sec.CFRelease(k.ref)
-	return nil
-}
+func (secSys) release(ref uintptr) { sec.CFRelease(ref) }
