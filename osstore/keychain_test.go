@@ -169,7 +169,7 @@ func TestKeychain(t *testing.T) {
 		{"keychain:sha1=" + thumbprint(laptop.Raw), laptop, tls.VersionTLS12, "kSecKeyAlgorithmRSASignatureDigestPSSSHA256"},
 	} {
 		f.algs = nil
-		id, err := open(&keychain{api: f}, mustParse(t, tc.ref), time.Now())
+		id, err := openWith(func() (store, error) { return &keychain{api: f}, nil }, mustParse(t, tc.ref), time.Now())
 		if err != nil {
 			t.Fatalf("%s: %v", tc.ref, err)
 		}
@@ -196,7 +196,7 @@ func TestKeychain(t *testing.T) {
 	// An error from the OS names the call, the algorithm and the reference.
 	g := newFakeSec()
 	g.items = []fakeSecItem{{cert: alice, key: rsaKey}} // a key of the wrong type
-	id, err := open(&keychain{api: g}, mustParse(t, "keychain:alice"), time.Now())
+	id, err := openWith(func() (store, error) { return &keychain{api: g}, nil }, mustParse(t, "keychain:alice"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestKeychain(t *testing.T) {
 	id.Close()
 
 	// Nothing matches: the list names what is there, common name and label.
-	_, err = open(&keychain{api: f}, mustParse(t, "keychain:nobody"), time.Now())
+	_, err = openWith(func() (store, error) { return &keychain{api: f}, nil }, mustParse(t, "keychain:nobody"), time.Now())
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `"laptop-42 / Work laptop"`) {
 		t.Errorf("no match: %v", err)
 	}

@@ -22,11 +22,18 @@ func Open(ref string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := platformStore(r)
-	if err != nil {
-		return nil, err
+	return openWith(func() (store, error) { return platformStore(r) }, r, time.Now())
+}
+
+// Available returns nil if r's store exists on this OS (Keychain on
+// macOS, CertStore on Windows), else the error Open would return, so that
+// a configuration check can refuse a reference for another OS without
+// touching the system.
+func (r Ref) Available() error {
+	if r.Kind != platformKind {
+		return wrongOS(r)
 	}
-	return open(st, r, time.Now())
+	return nil
 }
 
 // wrongOS is the error for a reference Open cannot serve here.

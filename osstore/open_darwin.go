@@ -1,6 +1,8 @@
 package osstore
 
-// platformStore: the keychain is macOS's.
+// platformKind: the keychain is macOS's.
+const platformKind = Keychain
+
 func platformStore(r Ref) (store, error) {
 	if r.Kind != Keychain {
 		return nil, wrongOS(r)

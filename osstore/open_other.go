@@ -2,5 +2,7 @@
 
 package osstore
 
-// platformStore: neither store exists on this OS.
+// platformKind: neither store exists on this OS.
+const platformKind Kind = 0
+
 func platformStore(r Ref) (store, error) { return nil, wrongOS(r) }

@@ -15,6 +15,9 @@ func TestOpenElsewhere(t *testing.T) {
 		"certstore:sha1=" + sha1Hex:    "certstore: references work on Windows only",
 		"keychain:sha256=" + sha256Hex: "keychain: references work on macOS only",
 	} {
+		if err := mustParse(t, ref).Available(); !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: Available() = %v", ref, err)
+		}
 		id, err := Open(ref)
 		if err == nil {
 			id.Close()

@@ -1,6 +1,8 @@
 package osstore
 
-// platformStore: the certificate store is Windows's.
+// platformKind: the certificate store is Windows's.
+const platformKind = CertStore
+
 func platformStore(r Ref) (store, error) {
 	if r.Kind != CertStore {
 		return nil, wrongOS(r)

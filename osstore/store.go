@@ -274,8 +274,21 @@ func buildChain(leaf *x509.Certificate, pool [][]byte) []*x509.Certificate {
 	return chain
 }
 
-// open finds r's identity in st (which it closes) at time now.
-func open(st store, r Ref, now time.Time) (_ *Identity, err error) {
+// open finds r's identity in st (which it closes) at time now. A key
+// that fails is opened again from the same st.
+func open(st store, r Ref, now time.Time) (*Identity, error) {
+	return openWith(func() (store, error) { return st, nil }, r, now)
+}
+
+// openWith finds r's identity in a store newStore opens (and open
+// closes) at time now. The Key it returns keeps newStore to open the key
+// again when signing fails: a smart card pulled out and put back, a
+// keychain locked and unlocked, leave the old handle dead for good.
+func openWith(newStore func() (store, error), r Ref, now time.Time) (_ *Identity, err error) {
+	st, err := newStore()
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if cerr := st.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("%s: close store: %w", r, cerr)
@@ -294,10 +307,34 @@ func open(st store, r Ref, now time.Time) (_ *Identity, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: private key of %s: %w", r, k.describe(), err)
 	}
+	key := newKey(ok, k.cert.PublicKey, r.String())
+	where, sha, pub := k.c.where, k.sha1, k.cert.PublicKey
+	key.reopen = func() (_ osKey, err error) {
+		st, err := newStore()
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if cerr := st.close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		cands, err := st.identities()
+		if err != nil {
+			return nil, err
+		}
+		for i := range cands {
+			c := &cands[i]
+			if c.where == where && c.hasKey && thumbprint(c.der) == sha {
+				return st.openKey(c, pub)
+			}
+		}
+		return nil, fmt.Errorf("sha1=%s is no longer in %s", sha, where)
+	}
 	return &Identity{
 		Certificate: k.cert,
 		Chain:       buildChain(k.cert, pool),
-		Key:         newKey(ok, k.cert.PublicKey, r.String()),
+		Key:         key,
 		Where:       k.c.where,
 	}, nil
 }
@@ -321,11 +358,18 @@ func supportedKey(pub crypto.PublicKey) error {
 // Key is a private key held by the OS, as a crypto.Signer. Sign is safe
 // for concurrent use; Close waits for signatures in progress, releases
 // the OS handle, and makes later Sign calls return ErrClosed.
+//
+// When the OS fails a signature, Sign opens the key again (the same
+// certificate, in the same store) and retries once: a token removed and
+// put back, or a keychain locked and unlocked, works again at the next
+// handshake without restarting; while it is gone, Sign's error gives the
+// OS's reason for both attempts.
 type Key struct {
-	pub  crypto.PublicKey
-	name string // the reference, for errors
+	pub    crypto.PublicKey
+	name   string                // the reference, for errors
+	reopen func() (osKey, error) // nil: no second attempt
 
-	mu     sync.RWMutex // guards k and closed; Sign holds it shared
+	mu     sync.RWMutex // guards k and closed; Sign holds it shared while signing
 	k      osKey
 	closed bool
 }
@@ -353,16 +397,48 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k.name, err)
 	}
+	sig, used, err := k.signWith(alg, digest)
+	if err == nil || errors.Is(err, ErrClosed) || k.reopen == nil {
+		return sig, err
+	}
+	if rerr := k.replace(used); rerr != nil {
+		return nil, fmt.Errorf("%w; opening the key again: %v", err, rerr)
+	}
+	sig, _, err = k.signWith(alg, digest)
+	return sig, err
+}
+
+// signWith signs with the current OS key, and says which it was.
+func (k *Key) signWith(alg algorithm, digest []byte) ([]byte, osKey, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.closed {
-		return nil, fmt.Errorf("%s: %w", k.name, ErrClosed)
+		return nil, nil, fmt.Errorf("%s: %w", k.name, ErrClosed)
 	}
 	sig, err := k.k.sign(alg, digest)
 	if err != nil {
-		return nil, fmt.Errorf("%s: sign: %w", k.name, err)
+		return nil, k.k, fmt.Errorf("%s: sign: %w", k.name, err)
 	}
-	return sig, nil
+	return sig, k.k, nil
+}
+
+// replace opens the key again in place of failed, unless another Sign
+// already did.
+func (k *Key) replace(failed osKey) error {
+	nk, err := k.reopen()
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed || k.k != failed {
+		nk.close()
+		return nil
+	}
+	// No Sign is using the old key: they hold mu shared.
+	k.k.close()
+	k.k = nk
+	return nil
 }
 
 // Close releases the OS key handle. It is idempotent.

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -306,5 +307,41 @@ func TestKeyClose(t *testing.T) {
 	}
 	if n := len(st.opened[0].algorithms()); n != 1 {
 		t.Fatalf("the OS was asked %d times, want 1 (not after Close)", n)
+	}
+}
+
+// TestKeyReopenConcurrent: signatures failing at once each open the key
+// again; one new handle is kept, the others and the dead one released.
+func TestKeyReopenConcurrent(t *testing.T) {
+	p := newTestPKI(t)
+	k := genKey(t, "p256")
+	st := newFakeStore()
+	st.add("keychain", "", p.valid(t, "alice", k), k)
+	id, err := open(st, mustParse(t, "keychain:alice"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.opened[0].fail = errors.New("errSecInteractionNotAllowed")
+	digest := sha256.Sum256([]byte("x"))
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			sig, err := id.Key.Sign(nil, digest[:], crypto.SHA256)
+			if err != nil || !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest[:], sig) {
+				t.Errorf("Sign: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	id.Close()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i, o := range st.opened {
+		if o.closed != 1 {
+			t.Errorf("key %d of %d closed %d times", i, len(st.opened), o.closed)
+		}
+	}
+	if st.closes != len(st.opened) {
+		t.Errorf("store opened for %d keys, closed %d times", len(st.opened), st.closes)
 	}
 }

@@ -120,7 +120,8 @@ func TestTLSHandshake(t *testing.T) {
 // TestTLSHandshakeUsesTheStoreKey: the signature crypto/tls sends is the
 // store's. A store whose key does not match the certificate fails the
 // handshake at the server; a key that stops working (a token pulled out)
-// fails it at the client with the OS's reason.
+// fails it at the client with the OS's reason, and works again at the
+// next handshake once it is back.
 func TestTLSHandshakeUsesTheStoreKey(t *testing.T) {
 	p := newTestPKI(t)
 	k, other := genKey(t, "p256"), genKey(t, "p256")
@@ -147,23 +148,31 @@ func TestTLSHandshakeUsesTheStoreKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer id.Close()
+	// The card goes: the handle fails, and so does opening it again.
+	st.opened[0].mu.Lock()
 	st.opened[0].fail = errors.New("SCARD_W_REMOVED_CARD")
+	st.opened[0].mu.Unlock()
+	st.keyErr = errors.New("SCARD_E_NO_SMARTCARD")
 	cerr, serr, _ := handshake(t, p, id.TLSCertificate(), tls.VersionTLS13)
-	if cerr == nil || !strings.Contains(cerr.Error(), "SCARD_W_REMOVED_CARD") || !strings.Contains(cerr.Error(), "keychain:alice") {
-		t.Fatalf("client: %v, want the OS's reason and the reference", cerr)
+	if cerr == nil || !strings.Contains(cerr.Error(), "keychain:alice: sign: SCARD_W_REMOVED_CARD; opening the key again: SCARD_E_NO_SMARTCARD") {
+		t.Fatalf("client: %v, want the OS's reasons and the reference", cerr)
 	}
 	if serr == nil {
 		t.Fatal("server: handshake succeeded without the client's signature")
 	}
 	t.Log("client:", cerr)
 
-	// Back again: the next handshake works.
-	st.opened[0].mu.Lock()
-	st.opened[0].fail = nil
-	st.opened[0].mu.Unlock()
+	// Back again (the old handle stays dead): the next handshake opens
+	// the key again and works, and the dead handle is released.
+	st.keyErr = nil
 	if cerr, serr, _ := handshake(t, p, id.TLSCertificate(), tls.VersionTLS13); cerr != nil || serr != nil {
 		t.Fatalf("after the key came back: client %v, server %v", cerr, serr)
+	}
+	if len(st.opened) != 2 || st.opened[0].closed != 1 || st.opened[1].closed != 0 {
+		t.Fatalf("keys opened %d, first closed %d times", len(st.opened), st.opened[0].closed)
+	}
+	if err := id.Close(); err != nil || st.opened[1].closed != 1 {
+		t.Fatalf("Close: %v; the reopened key closed %d times", err, st.opened[1].closed)
 	}
 }
 

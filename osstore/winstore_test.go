@@ -29,6 +29,7 @@ type fakeWin struct {
 	openH     map[uintptr]string // open stores
 	ctxRefs   map[*fakeWinCert]int
 	keys      map[uintptr]crypto.Signer // live CNG key handles
+	dead      map[uintptr]bool          // of those, the ones whose card was pulled out
 	provs     map[uintptr]crypto.Signer // live CryptoAPI providers
 	misuse    []string
 	signCalls []string
@@ -39,13 +40,14 @@ type fakeWinCert struct {
 	name   string
 	key    crypto.Signer // nil: no private key
 	legacy bool          // a CryptoAPI key
+	gone   bool          // the key's smart card is out: associated, not acquirable
 }
 
 func newFakeWin() *fakeWin {
 	return &fakeWin{
 		stores: map[string][]fakeWinCert{}, openErr: map[string]error{},
 		openH: map[uintptr]string{}, ctxRefs: map[*fakeWinCert]int{},
-		keys: map[uintptr]crypto.Signer{}, provs: map[uintptr]crypto.Signer{},
+		keys: map[uintptr]crypto.Signer{}, provs: map[uintptr]crypto.Signer{}, dead: map[uintptr]bool{},
 	}
 }
 
@@ -126,6 +128,9 @@ func (f *fakeWin) acquireKey(ctx any) (uintptr, uint32, bool, error) {
 	if c.key == nil {
 		return 0, 0, false, errors.New("0x8009200B Cannot find the certificate and private key for decryption.")
 	}
+	if c.gone {
+		return 0, 0, false, errors.New("0x8010000C SCARD_E_NO_SMARTCARD")
+	}
 	f.next++
 	if c.legacy {
 		f.provs[f.next] = c.key
@@ -166,8 +171,9 @@ func (f *fakeWin) signHash(key uintptr, flags uint32, hashAlg string, salt uint3
 	if !ok {
 		f.bad("sign with key handle %d not live", key)
 	}
+	dead := f.dead[key]
 	f.mu.Unlock()
-	if !ok {
+	if !ok || dead {
 		return nil, errors.New("0x80090026 NTE_INVALID_HANDLE")
 	}
 	switch k := k.(type) {
@@ -235,11 +241,13 @@ func (f *fakeWin) leaks() []string {
 func (f *fakeWin) openRef(t *testing.T, ref string) (*Identity, error) {
 	t.Helper()
 	r := mustParse(t, ref)
-	st, err := newWinStore(f, r.Location, r.Store)
-	if err != nil {
-		return nil, err
-	}
-	return open(st, r, time.Now())
+	return openWith(func() (store, error) {
+		s, err := newWinStore(f, r.Location, r.Store)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}, r, time.Now())
 }
 
 func TestWinStore(t *testing.T) {
@@ -362,17 +370,29 @@ func TestWinStoreKeyErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The key goes away under the identity (a smart card pulled out).
+	// The card is pulled out: the handle dies, and the certificate's key
+	// cannot be acquired.
 	f.mu.Lock()
 	for h := range f.keys {
-		delete(f.keys, h)
+		f.dead[h] = true
 	}
-	f.misuse = nil
+	f.stores["user/MY"][0].gone = true
 	f.mu.Unlock()
 	digest := sha256.Sum256([]byte("x"))
 	_, err = id.Key.Sign(nil, digest[:], crypto.SHA256)
-	if err == nil || !strings.Contains(err.Error(), "NTE_INVALID_HANDLE") || !strings.Contains(err.Error(), "certstore:user/my/alice") {
-		t.Errorf("sign with a key gone: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "certstore:user/my/alice: sign: NCryptSignHash (ECDSA with SHA-256): 0x80090026 NTE_INVALID_HANDLE; opening the key again: CryptAcquireCertificatePrivateKey: 0x8010000C SCARD_E_NO_SMARTCARD") {
+		t.Errorf("sign with the card out: %v", err)
+	}
+	// Put back: the next signature opens the key again.
+	f.mu.Lock()
+	f.stores["user/MY"][0].gone = false
+	f.mu.Unlock()
+	sig, err := id.Key.Sign(nil, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(&k.(*ecdsa.PrivateKey).PublicKey, digest[:], sig) {
+		t.Fatalf("sign with the card back: %v", err)
 	}
 	id.Close()
+	if l := f.leaks(); len(l) > 0 {
+		t.Errorf("leaks: %q", l)
+	}
 }
