@@ -2,7 +2,6 @@ package osstore
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -75,11 +74,6 @@ type Ref struct {
 	SHA1   []byte
 	SHA256 []byte
 }
-
-// ErrNotRef is returned (wrapped) by Parse for a string that is not a
-// keychain: or certstore: reference at all, so that a caller dispatching
-// on key references can try other kinds.
-var ErrNotRef = errors.New("not a keychain: or certstore: reference")
 
 // IsRef reports whether s is meant as a reference to an OS store (it
 // starts with "keychain:" or "certstore:"), valid or not: such a string

@@ -88,17 +88,6 @@ func (id *Identity) TLSCertificate() tls.Certificate {
 // with ErrClosed.
 func (id *Identity) Close() error { return id.Key.Close() }
 
-// ErrClosed is returned by Sign after Close.
-var ErrClosed = errors.New("osstore: key closed")
-
-// ErrNotFound is returned (wrapped) by Open when no usable identity
-// matches the reference; the message lists what the store holds.
-var ErrNotFound = errors.New("no usable identity")
-
-// ErrAmbiguous is returned (wrapped) by Open when several identities
-// match the reference; the message names them with their thumbprints.
-var ErrAmbiguous = errors.New("matches several identities")
-
 // thumbprint is what errors show of a certificate: its SHA-1, as Windows
 // and the keychain show it.
 func thumbprint(der []byte) string {
