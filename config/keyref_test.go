@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -53,5 +54,33 @@ func TestKeyReference(t *testing.T) {
 	os.WriteFile("client.toml", []byte(client(ref)), 0o644)
 	if _, err := LoadClient("client.toml"); err == nil || !strings.Contains(err.Error(), "client.toml:4: tls.key: pkcs11 URI: PIN file "+pin+" is readable by group/others") {
 		t.Errorf("group-readable PIN file: %v", err)
+	}
+}
+
+// TestOSStoreKeyReference: a keychain: or certstore: identity brings its
+// certificate, so tls.cert may be left out for it (and only for it); on a
+// system without that store the reference is refused with file, line and
+// key, before anything runs.
+func TestOSStoreKeyReference(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the refusals checked here are Linux's")
+	}
+	dir := t.TempDir()
+	writeFixture(t, dir)
+	t.Chdir(dir)
+	noCert := func(key string) string {
+		return clientHead + fmt.Sprintf("[tls]\nkey = %q\nserver_ca = \"pki/server-ca/bundle.crt\"\n", key)
+	}
+	for ref, want := range map[string]string{
+		"keychain:alice":          "client.toml:3: tls.key: keychain:alice: keychain: references work on macOS only",
+		"certstore:user/my/alice": "client.toml:3: tls.key: certstore:user/my/alice: certstore: references work on Windows only",
+		"keychain:":               `client.toml:3: tls.key: key reference "keychain:": no name or thumbprint`,
+		"alice.key":               "tls.cert",
+	} {
+		os.WriteFile("client.toml", []byte(noCert(ref)), 0o644)
+		_, err := LoadClient("client.toml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("key %q without a cert: got %v, want %q", ref, err, want)
+		}
 	}
 }

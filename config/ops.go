@@ -60,6 +60,16 @@ func validateOps(src *source, c *Control, m *Metrics) error {
 // not readable by others) and key password file: the part server and
 // client configurations share.
 func checkOwnCredentials(src *source, cert, key, passFile string, allowInsecure bool) error {
+	if cert == "" && keystore.CarriesCertificate(key) {
+		// An OS store identity: the certificate comes from the store.
+		if err := keystore.Check(key); err != nil {
+			return src.err("tls.key", err)
+		}
+		if passFile != "" {
+			return src.err("tls.key_password_file", errors.New("not used with a key in the OS store: remove it"))
+		}
+		return nil
+	}
 	certs, err := checkCertificates(src, "tls.cert", cert)
 	if err != nil {
 		return err

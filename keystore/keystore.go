@@ -41,6 +41,8 @@ type Backend interface {
 	// never leaves, under the name ref gives; an existing key of that
 	// name is an error, not replaced.
 	Generate(ref string) (Key, error)
+	// Check checks ref without opening the store (config check).
+	Check(ref string) error
 }
 
 // Errors callers branch on.
@@ -68,7 +70,9 @@ func InStore(k crypto.PrivateKey) bool {
 // backends maps a URI scheme to its backend. It is filled by init
 // functions and only read afterwards.
 var backends = map[string]Backend{
-	"pkcs11": pkcs11Backend{},
+	"pkcs11":    pkcs11Backend{},
+	"keychain":  osBackend{},
+	"certstore": osBackend{},
 }
 
 // IsReference reports whether s names a key in a store rather than a key
@@ -113,9 +117,15 @@ func Generate(ref string) (Key, error) {
 // stricter: unlike key files, no setting relaxes this, since Open checks
 // it too).
 func Check(ref string) error {
-	if _, ok := backendOf(ref); !ok {
+	b, ok := backendOf(ref)
+	if !ok {
 		return fmt.Errorf("not a key reference (want one of: %s)", schemes())
 	}
+	return b.Check(ref)
+}
+
+// checkPKCS11 is Check for a pkcs11: reference.
+func checkPKCS11(ref string) error {
 	u, err := ParseURI(ref)
 	if err != nil {
 		return err

@@ -18,6 +18,8 @@ import (
 // keys of one library in the process).
 type pkcs11Backend struct{}
 
+func (pkcs11Backend) Check(ref string) error { return checkPKCS11(ref) }
+
 // Open logs into the token and finds the key now, so that a wrong PIN or
 // a missing key stops the daemon at start rather than at the first
 // handshake.

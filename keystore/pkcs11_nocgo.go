@@ -8,6 +8,8 @@ import "fmt"
 // still point at mistakes, and refuses to open them.
 type pkcs11Backend struct{}
 
+func (pkcs11Backend) Check(ref string) error { return checkPKCS11(ref) }
+
 func (pkcs11Backend) Open(ref string) (Key, error) {
 	u, err := ParseURI(ref)
 	if err != nil {

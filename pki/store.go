@@ -226,23 +226,40 @@ func load(cfg StoreConfig) (*loaded, error) {
 // encrypted) into a tls.Certificate, checking that they belong together.
 // keyFile may be a key reference (keystore.IsReference) instead: the key
 // stays in its store, the tls.Certificate's PrivateKey signs there and is
-// a keystore.Key (so an io.Closer), and password is not used.
+// a keystore.Key (so an io.Closer), and password is not used. A reference
+// to an OS store identity (keychain:, certstore:) brings its certificate
+// chain along: certFile may then be empty, and when it is not, its chain
+// is used (the store may lack the intermediates).
 func LoadKeyPair(certFile, keyFile string, password []byte) (*tls.Certificate, error) {
-	if certFile == "" || keyFile == "" {
+	if keyFile == "" || (certFile == "" && !keystore.CarriesCertificate(keyFile)) {
 		return nil, errors.New("both a certificate and a key file are needed")
 	}
-	chain, err := LoadCertificates(certFile)
-	if err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
+	var chain []*x509.Certificate
+	var err error
+	if certFile != "" {
+		if chain, err = LoadCertificates(certFile); err != nil {
+			return nil, fmt.Errorf("certificate: %w", err)
+		}
 	}
 	var key crypto.Signer
 	if keystore.IsReference(keyFile) {
-		key, err = keystore.Open(keyFile)
+		var k keystore.Key
+		if k, err = keystore.Open(keyFile); err == nil {
+			key = k
+			if chain == nil {
+				chain = keystore.ChainOf(k)
+				certFile = keyFile
+			}
+		}
 	} else {
 		key, err = LoadPrivateKey(keyFile, password)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
+	}
+	if len(chain) == 0 {
+		_ = key.(io.Closer).Close()
+		return nil, fmt.Errorf("%s: the store holds no certificate for this key", keyFile)
 	}
 	if err := KeyMatches(chain[0], key); err != nil {
 		if k, ok := key.(io.Closer); ok {
