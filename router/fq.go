@@ -319,7 +319,7 @@ func (q *fqQueue) dequeueInto(pkts [][]byte, inflight []*pbuf, maxBytes int) ([]
 		it := &q.items[slot]
 		f.deficit -= len(it.b.b)
 		size += len(it.b.b)
-		q.path.sent(&f.win, len(it.b.b), now)
+		q.sent(&f.win, len(it.b.b), now)
 		pkts = append(pkts, it.b.b)
 		inflight = append(inflight, it.b)
 		q.freeSlot(slot)

@@ -15,10 +15,13 @@ import (
 // the queue counts that wait into the sojourn time CoDel judges, for the
 // flows that make it: each flow's bytes over the last one or two CoDel
 // intervals are kept, and only a flow that sent at least pathHeavyBytes
-// and an eighth of the queue's bytes in them is charged. A ping, a DNS
-// query or a call's audio next to a download never is; the download's
-// packets are dropped (or marked) early enough that its sender keeps the
-// bottleneck's queue near codelTarget.
+// and at least half its fair share of the queue's bytes in them is
+// charged (the fair share: the bytes divided among the flows that sent
+// more than pathActiveBytes in the previous interval). A ping, a DNS
+// query or a call's audio next to a download never is, and sixteen
+// downloads are charged alike; their packets are dropped (or marked)
+// early enough that their senders keep the bottleneck's queue near
+// codelTarget.
 //
 // A delay-based signal loses against loss-based flows outside the tunnel
 // that share the bottleneck (they keep the queue full whatever the
@@ -28,7 +31,7 @@ import (
 // pathRestAfterGiveUp and behaves as a plain FQ-CoDel queue.
 const (
 	pathHeavyBytes      = 16 << 10
-	pathHeavyShare      = 8
+	pathActiveBytes     = 8 << 10
 	pathGiveUp          = int64(2 * time.Second)
 	pathRestAfterGiveUp = int64(10 * time.Second)
 	// pathStale: a measurement older than this no longer counts (the
@@ -48,6 +51,7 @@ type pathState struct {
 
 	win       int64 // the current window (clock / codelInterval)
 	cur, prev int   // bytes dequeued in this and the previous window
+	active    int   // flows that sent more than pathActiveBytes in the previous window
 }
 
 // flowWindow is a flow's bytes in the queue's windows.
@@ -101,19 +105,33 @@ func (p *pathState) current(now int64) int64 {
 
 // sent accounts size bytes of flow f as dequeued at now. Called with the
 // queue's mu held.
-func (p *pathState) sent(f *flowWindow, size int, now int64) {
-	win := now / codelInterval
-	if p.win != win {
-		if p.win == win-1 {
-			p.prev = p.cur
-		} else {
-			p.prev = 0
-		}
-		p.cur, p.win = 0, win
+func (q *fqQueue) sent(f *flowWindow, size int, now int64) {
+	p := &q.path
+	if win := now / codelInterval; p.win != win {
+		p.roll(win, q.flows)
 	}
 	p.cur += size
-	f.roll(win)
+	f.roll(p.win)
 	f.cur += size
+}
+
+// roll starts window win, counting the flows that were active in the one
+// that ended (flows is the queue's table).
+func (p *pathState) roll(win int64, flows *[fqFlows]fqFlow) {
+	p.active = 0
+	if p.win == win-1 && flows != nil {
+		for i := range flows {
+			if w := &flows[i].win; w.win == p.win && w.cur > pathActiveBytes {
+				p.active++
+			}
+		}
+	}
+	if p.win == win-1 {
+		p.prev = p.cur
+	} else {
+		p.prev = 0
+	}
+	p.cur, p.win = 0, win
 }
 
 // heavy reports whether f sent enough lately to be charged the path's
@@ -129,7 +147,7 @@ func (p *pathState) heavy(f *flowWindow, now int64) bool {
 			all = p.cur
 		}
 	}
-	return mine >= pathHeavyBytes && mine*pathHeavyShare >= all
+	return mine >= pathHeavyBytes && mine*2*max(p.active, 1) >= all
 }
 
 // setPathDelay records d, the queueing delay measured on the path beyond

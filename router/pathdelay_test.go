@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/twoway/twoway/tun/tuntest"
 )
 
 // pathRun feeds the queue a 100 Mbit/s bulk flow (a 1400-byte packet every
@@ -138,5 +140,24 @@ func TestPathDelayGivesUp(t *testing.T) {
 	}
 	if s.dropped.Load() != 0 {
 		t.Errorf("%d drops on a stale measurement", s.dropped.Load())
+	}
+}
+
+// TestPathDelaySixteenFlows: sixteen downloads sharing the path each send
+// a sixteenth of the bytes; each is charged the path's queue (half a fair
+// share is enough), so the queue drops from them, not from the sparse
+// flow beside them.
+func TestPathDelaySixteenFlows(t *testing.T) {
+	e := newFQEnv(1024, DefaultQueueBytes)
+	many := func(i uint16) []byte {
+		return tuntest.UDP(ap(bulkSrc, 443), ap(aliceV4, 50000+i%16), make([]byte, 1400))
+	}
+	bulkOut, sparseOut, bulkIn, sparseIn := pathRun(e, 2*time.Second, constDelay(30*time.Millisecond), many)
+	t.Logf("16 flows, 30 ms on the path: %d of %d dropped", bulkIn-bulkOut, bulkIn)
+	if bulkIn-bulkOut < 16 {
+		t.Errorf("%d dropped of sixteen flows filling the path; want CoDel's drops from them", bulkIn-bulkOut)
+	}
+	if sparseOut != sparseIn {
+		t.Errorf("sparse flow: %d of %d came out", sparseOut, sparseIn)
 	}
 }
