@@ -338,8 +338,13 @@ func runStorm(b *testing.B, n int, resume bool) stormResult {
 				sc.mu.Lock()
 				defer sc.mu.Unlock()
 				sc.remote, sc.resumed = si.Remote.String(), si.TLS.DidResume
+				sc.addrs = nil
 				if si.VPN != nil {
 					sc.addrs = slices.Clone(si.VPN.Addresses)
+				} else {
+					// The client stays on such a session, VPN or not:
+					// waitUps names it if it never gets one.
+					sc.lastErr = fmt.Errorf("a session on %s without a VPN address", si.Remote)
 				}
 			},
 			VPN: &tunnel.ClientVPN{
