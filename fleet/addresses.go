@@ -63,9 +63,11 @@ type addressStore struct {
 	// While etcd is unreachable (see unreachable.go).
 	downSince           time.Time       // zero: reachable
 	pending             map[string]bool // in mine, granted from the view: no hold/ key yet
+	releases            map[string]bool // not in mine, released while etcd was away: hold/ key still there
 	refused             uint64
 	servedCached        uint64
 	grantLog, refuseLog rateLog
+	releaseLog          rateLog
 	wake                chan struct{} // wakes probe after downSince was set; buffered
 }
 
@@ -93,7 +95,7 @@ func newAddressStore(f *Fleet) *addressStore {
 	return &addressStore{
 		f: f, prefix: f.cfg.Prefix + "ipam/", logger: f.logger,
 		idents: make(map[string]*identity), advanced: make(chan struct{}), mine: make(map[string]string),
-		pending: make(map[string]bool), wake: make(chan struct{}, 1),
+		pending: make(map[string]bool), releases: make(map[string]bool), wake: make(chan struct{}, 1),
 	}
 }
 
@@ -380,6 +382,8 @@ func (s *addressStore) Commit(ch ipam.Change) error {
 	if taken != "" {
 		s.mu.Lock()
 		s.mine[ch.Record.Identity] = taken
+		// Held again: a release still owed from an outage is void.
+		delete(s.releases, ch.Record.Identity)
 		s.mu.Unlock()
 	}
 	return nil
@@ -388,7 +392,6 @@ func (s *addressStore) Commit(ch ipam.Change) error {
 // Release deletes this gateway's hold on name and rewrites its record, so
 // that its Released ranks it after every identity released before.
 func (s *addressStore) Release(name string) error {
-	k := s.identKey(name)
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	if s.down() {
@@ -396,11 +399,7 @@ func (s *addressStore) Release(name string) error {
 	}
 	ctx, cancel := s.f.opContext()
 	defer cancel()
-	resp, err := s.f.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), ">", 0)).
-		Then(clientv3.OpDelete(s.holdKey(name)), clientv3.OpPut(k, "", clientv3.WithIgnoreValue())).
-		Else(clientv3.OpDelete(s.holdKey(name))).
-		Commit()
+	resp, err := s.releaseTxn(ctx, name)
 	if err != nil && unreachable(err) && s.f.ctx.Err() == nil {
 		s.markDown(err)
 		return s.releaseWhileDown(name, err)
@@ -411,8 +410,20 @@ func (s *addressStore) Release(name string) error {
 	s.mu.Lock()
 	delete(s.mine, name)
 	delete(s.pending, name)
+	delete(s.releases, name)
 	s.mu.Unlock()
 	return s.waitApplied(ctx, resp.Header.Revision)
+}
+
+// releaseTxn deletes this gateway's hold on name and rewrites its record
+// (see Release).
+func (s *addressStore) releaseTxn(ctx context.Context, name string) (*clientv3.TxnResponse, error) {
+	k := s.identKey(name)
+	return s.f.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), ">", 0)).
+		Then(clientv3.OpDelete(s.holdKey(name)), clientv3.OpPut(k, "", clientv3.WithIgnoreValue())).
+		Else(clientv3.OpDelete(s.holdKey(name))).
+		Commit()
 }
 
 // reassert puts this gateway's holds under its new lease after the old

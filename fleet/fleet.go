@@ -56,6 +56,11 @@ type Fleet struct {
 
 	// sessOps queues session registry writes; nil until StartRegistry.
 	sessOps chan sessionOp
+	// sessRefile asks the registry to write every session again now:
+	// keepAlive took a new lease, and the entries under the old one
+	// vanish with it. Buffered; made by New, so keepAlive may send to it
+	// whether or not the registry runs.
+	sessRefile chan struct{}
 
 	// lastAlive is when etcd last renewed the lease (UnixNano), for
 	// Health.
@@ -93,7 +98,7 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	f := &Fleet{cfg: cfg, tls: tc, logger: logger, stopped: make(chan struct{})}
+	f := &Fleet{cfg: cfg, tls: tc, logger: logger, stopped: make(chan struct{}), sessRefile: make(chan struct{}, 1)}
 	f.addrs = newAddressStore(f)
 	return f, nil
 }
@@ -148,6 +153,14 @@ func (f *Fleet) keepAlive(id clientv3.LeaseID) {
 			return
 		}
 		f.addrs.reassert(f.ctx)
+		// The registry's entries too, rather than at the next
+		// refresh: a quorum loss ends the keepalive like a lost lease,
+		// and the old lease, still alive in etcd, takes them along
+		// when it runs out.
+		select {
+		case f.sessRefile <- struct{}{}:
+		default:
+		}
 	}
 }
 

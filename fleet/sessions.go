@@ -73,6 +73,11 @@ func (f *Fleet) StartRegistry(live func() []SessionRecord) {
 				for _, r := range live() {
 					f.writeSession(sessionOp{id: r.ID, rec: &r})
 				}
+			case <-f.sessRefile:
+				for _, r := range live() {
+					f.writeSession(sessionOp{id: r.ID, rec: &r})
+				}
+				t.Reset(RefreshSessions)
 			}
 		}
 	}()

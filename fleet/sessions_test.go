@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twoway/twoway/ipam"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestSessionRegistryAndKick: gateways file their sessions for the whole
@@ -83,5 +84,52 @@ func TestSessionRegistryAndKick(t *testing.T) {
 	t.Logf("a dead gateway's sessions left the registry after %v (lease TTL 2 s)", time.Since(start).Round(10*time.Millisecond))
 	if all[0].ID != "s1" {
 		t.Errorf("left: %+v", all)
+	}
+}
+
+// TestLostLeaseRefilesSessions: a gateway whose lease is lost (revoked
+// here; a quorum loss ends the keepalive the same way) files its sessions
+// again under the new lease at once, not at the next refresh.
+func TestLostLeaseRefilesSessions(t *testing.T) {
+	g := startGateway(t, "gw1", ipam.Config{IPv4: netip.MustParsePrefix("198.18.100.0/24")})
+	rec := SessionRecord{ID: "s1", Identity: "alice", Since: time.Now().Truncate(time.Second)}
+	g.fleet.StartRegistry(func() []SessionRecord { return []SessionRecord{rec} })
+	g.fleet.PutSession(rec)
+	cli := etcdClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	key := g.fleet.sessionKey("gw1", "s1")
+	var old clientv3.LeaseID
+	for deadline := time.Now().Add(10 * time.Second); old == 0; {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 1 {
+			old = clientv3.LeaseID(resp.Kvs[0].Lease)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session is not in the registry")
+		}
+		time.Sleep(10 * time.Millisecond) // the registry writes in the background
+	}
+	if _, err := cli.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) != old {
+			t.Logf("filed again under the new lease %v after the old one was revoked", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the session is not filed again 5 s after the lease was lost (refresh: every %v)", RefreshSessions)
+		}
+		time.Sleep(10 * time.Millisecond) // the keepalive notices, takes a lease, then refiles
 	}
 }

@@ -31,6 +31,10 @@ type StoreStats struct {
 	Refused, ServedCached uint64
 	// Pending is how many cached grants are not yet written to etcd.
 	Pending int
+	// PendingReleases is how many releases etcd has not heard of yet:
+	// the last session of an identity ended here while etcd was away.
+	// They are written when it is back.
+	PendingReleases int
 }
 
 // StoreStats returns the address store's outage counters.
@@ -39,7 +43,7 @@ func (f *Fleet) StoreStats() StoreStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return StoreStats{Unreachable: !s.downSince.IsZero(), Since: s.downSince,
-		Refused: s.refused, ServedCached: s.servedCached, Pending: len(s.pending)}
+		Refused: s.refused, ServedCached: s.servedCached, Pending: len(s.pending), PendingReleases: len(s.releases)}
 }
 
 // Probe intervals while etcd is unreachable.
@@ -98,6 +102,7 @@ func (s *addressStore) whileDown(ch ipam.Change, cause error) error {
 	if s.f.cfg.StoreUnreachable == StoreServeCached && s.cached(ch) {
 		s.mine[r.Identity] = encodeIdent(r)
 		s.pending[r.Identity] = true
+		delete(s.releases, r.Identity) // held here again: no release owed
 		s.servedCached++
 		if s.grantLog.allow() {
 			s.logger.Info("etcd unreachable: identity gets the addresses it had; its hold is written when etcd is back",
@@ -170,10 +175,14 @@ func (s *addressStore) reachable() bool {
 	for name := range s.pending {
 		names = append(names, name)
 	}
+	releases := make([]string, 0, len(s.releases))
+	for name := range s.releases {
+		releases = append(releases, name)
+	}
 	refused, served := s.refused, s.servedCached
 	s.mu.Unlock()
 	s.logger.Info("etcd reachable again", "after", time.Since(since).Round(time.Millisecond),
-		"refused", refused, "served_cached", served, "pending_holds", len(names))
+		"refused", refused, "served_cached", served, "pending_holds", len(names), "pending_releases", len(releases))
 	for _, name := range names {
 		if err := s.reassertOne(s.f.ctx, name); err != nil && unreachable(err) {
 			s.markDown(err)
@@ -183,7 +192,37 @@ func (s *addressStore) reachable() bool {
 		// lost lease ("lease not found") is taken anew by keepAlive,
 		// whose reassert writes it; otherwise the next outage's end.
 	}
+	for _, name := range releases {
+		if err := s.releaseOwed(name); err != nil && unreachable(err) {
+			s.markDown(err)
+			return false
+		}
+	}
 	return true
+}
+
+// releaseOwed writes a release that failed while etcd was away, unless
+// this gateway has held the identity again since. It returns the error of
+// the request to etcd, which it logged; the release stays owed then.
+func (s *addressStore) releaseOwed(name string) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.mu.Lock()
+	owed := s.releases[name]
+	s.mu.Unlock()
+	if !owed {
+		return nil
+	}
+	ctx, cancel := s.f.opContext()
+	defer cancel()
+	if _, err := s.releaseTxn(ctx, name); err != nil {
+		s.logger.Warn("cannot write a release owed since etcd was unreachable; retrying when it is back", "identity", name, "err", err)
+		return err
+	}
+	s.mu.Lock()
+	delete(s.releases, name)
+	s.mu.Unlock()
+	return nil
 }
 
 // rateLog allows one log line per interval.
@@ -202,8 +241,13 @@ func (l *rateLog) allow() bool {
 }
 
 // releaseWhileDown answers Release(name) while etcd is unreachable. A hold
-// granted from the view and never written is simply forgotten; any other
-// stays in etcd, as after any failed Release. Callers hold s.opMu.
+// granted from the view and never written is simply forgotten. Any other
+// is owed: its hold/ key stays in etcd until the prober, once etcd
+// answers again, deletes it (releaseOwed). Leaving it to expire with the
+// lease would be wrong: the lease is this live gateway's, kept alive as
+// long as it runs, so the identity would stay "online" and its addresses
+// unreclaimable for good, and a lost lease's reassert would hold it anew.
+// Callers hold s.opMu.
 func (s *addressStore) releaseWhileDown(name string, cause error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -212,5 +256,15 @@ func (s *addressStore) releaseWhileDown(name string, cause error) error {
 		delete(s.mine, name)
 		return nil
 	}
-	return fmt.Errorf("fleet: release address lease of %q: %w", name, cause)
+	if _, ok := s.mine[name]; !ok {
+		// Not held by this gateway as far as it knows: nothing to owe.
+		return fmt.Errorf("fleet: release address lease of %q: %w", name, cause)
+	}
+	delete(s.mine, name)
+	s.releases[name] = true
+	if s.releaseLog.allow() {
+		s.logger.Info("etcd unreachable: the release of an identity's addresses is written when etcd is back",
+			"identity", name, "pending_releases", len(s.releases), "err", cause)
+	}
+	return nil
 }
