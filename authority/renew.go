@@ -62,10 +62,17 @@ func (ca *CA) Renew(cur *x509.Certificate, csr *x509.CertificateRequest, now tim
 		lifetime = maxLifetime
 	}
 	// The same shape as what issue makes: valid from a little before now
-	// (clock skew), for the whole lifetime from there.
-	notBefore, notAfter, err := ca.validity(now.UTC().Truncate(time.Second), now.UTC().Truncate(time.Second).Add(lifetime-clockSkew), fmt.Sprintf("renewed certificate of %q", s.name))
+	// (clock skew), for the whole lifetime from there. A certificate of
+	// minutes is backdated by a tenth of its lifetime at most, or it
+	// would be born half spent.
+	skew := min(clockSkew, lifetime/10)
+	start := now.UTC().Truncate(time.Second)
+	notBefore, notAfter, err := ca.validity(start, start.Add(lifetime-skew), fmt.Sprintf("renewed certificate of %q", s.name))
 	if err != nil {
 		return nil, err
+	}
+	if b := start.Add(-skew); notBefore.Before(b) {
+		notBefore = b // validity backdated by all of clockSkew
 	}
 	var cert *x509.Certificate
 	// The record is checked and the new certificate added in one update,

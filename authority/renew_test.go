@@ -105,3 +105,27 @@ func TestRenewRefusals(t *testing.T) {
 		t.Errorf("bad signature: %v, want ErrBadCSR", err)
 	}
 }
+
+// TestRenewShortLifetime: a certificate of minutes is backdated by a
+// tenth of its lifetime, not by the usual five minutes, and keeps it.
+func TestRenewShortLifetime(t *testing.T) {
+	_, res := initPKI(t, "")
+	ca := openCA(t, res.ClientCA.Dir)
+	token, _ := createToken(t, ca, authority.TokenOptions{Name: "alice", Days: 1})
+	now := time.Now()
+	old, _, err := ca.Enroll(token, newCSR(t, nil, pkix.Name{}), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := ca.Renew(old.Cert, newCSR(t, nil, pkix.Name{}), now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := short.Cert
+	if got := c.NotAfter.Sub(c.NotBefore); got != time.Minute {
+		t.Errorf("lifetime %v, want 1m", got)
+	}
+	if back := now.Truncate(time.Second).Sub(c.NotBefore); back != 6*time.Second {
+		t.Errorf("backdated by %v, want 6s", back)
+	}
+}

@@ -159,6 +159,7 @@ func (r *Renewer) Failing() error {
 
 func (r *Renewer) run(ctx context.Context) {
 	var serial string
+	var logged time.Time // the due time last logged
 	u := r.cfg.Rand()
 	for {
 		leaf := leafOf(r.cfg.Current())
@@ -176,7 +177,8 @@ func (r *Renewer) run(ctx context.Context) {
 		next := r.cfg.Plan.Next(r.state, u)
 		r.status.Next = next
 		r.mu.Unlock()
-		if r.state.Failures == 0 {
+		if r.state.Failures == 0 && !next.Equal(logged) {
+			logged = next
 			r.log.Info("certificate renewal scheduled", "serial", serial, "at", next.UTC().Format(time.RFC3339), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
 		select {
