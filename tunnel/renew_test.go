@@ -280,6 +280,14 @@ func TestRenewESTWithCurlAndOpenSSL(t *testing.T) {
 	if got := g.outcomeList(); !slices.Equal(got, []string{"est:renewed"}) {
 		t.Errorf("outcomes %v", got)
 	}
+	// No handshake slot stays held once the EST request is answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for g.srv.gate.inFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := g.srv.gate.inFlight(); n != 0 {
+		t.Errorf("%d handshake slots held after the EST request", n)
+	}
 
 	// Only simplereenroll is served; a client without a certificate
 	// gets no EST at all.

@@ -522,8 +522,12 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 		return
 	}
 	if hs.est {
-		releaseSlot(true) // a verified client, like a session's
+		// The slot is held until the request is answered, as for an
+		// enrollment, so that EST connections (which are no sessions)
+		// are bounded by MaxHandshakes; the client is verified, so a
+		// refused renewal is not charged to its source.
 		s.serveEST(tc, hs, remote)
+		releaseSlot(true)
 		return
 	}
 	id := hs.identity
