@@ -23,6 +23,7 @@ import (
 	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/pki/pkitest"
+	"github.com/twoway/twoway/policy"
 )
 
 // caRenewer renews with an authority.CA, as the daemon's does.
@@ -178,7 +179,21 @@ func TestRenewRefused(t *testing.T) {
 			t.Errorf("renewing another CA's certificate: %v, want denied as not issued by it", err)
 		}
 	})
-	if got := g.outcomeList(); !slices.Equal(got, []string{"session:refused", "session:refused"}) {
+	t.Run("not admitted", func(t *testing.T) {
+		// The policy changed after the session began (no Revalidate
+		// yet): the session lives on, but gets no new certificate.
+		c, _, _ := g.connect(t, g.enrolled(t, "alice", "eng"))
+		defer c.Stop()
+		g.srv.SetPolicy(&fakePolicy{admit: func(*pki.Identity) policy.Decision { return policy.Decision{Rule: "nobody"} }})
+		defer g.srv.SetPolicy(&fakePolicy{})
+		csr, _ := pkitest.CSR(t, nil, pkix.Name{})
+		_, err := c.Renew(renewCtx(t), csr.Raw)
+		var se *StreamError
+		if !errors.As(err, &se) || se.Code != CodeDenied || !strings.Contains(se.Message, `is not admitted (rule "nobody")`) {
+			t.Errorf("renewing for an identity the policy no longer admits: %v, want denied", err)
+		}
+	})
+	if got := g.outcomeList(); !slices.Equal(got, []string{"session:refused", "session:refused", "session:refused"}) {
 		t.Errorf("outcomes %v", got)
 	}
 }
@@ -332,5 +347,16 @@ func TestESTEncoding(t *testing.T) {
 	}
 	if _, err := decodeBase64Body([]byte("not base64!")); err == nil {
 		t.Error("garbage decoded")
+	}
+}
+
+// TestRenewNotOffered: a gateway without a Renewer does not announce
+// renewal, and the client does not ask.
+func TestRenewNotOffered(t *testing.T) {
+	g := &renewGateway{enrollGateway: startEnrollGateway(t, true)}
+	c, _, _ := g.connect(t, g.enrolled(t, "alice", "eng"))
+	csr, _ := pkitest.CSR(t, nil, pkix.Name{})
+	if _, err := c.Renew(renewCtx(t), csr.Raw); !errors.Is(err, ErrNoRenewal) {
+		t.Errorf("renewing at a gateway that does not renew: %v, want ErrNoRenewal", err)
 	}
 }
