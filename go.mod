@@ -7,6 +7,7 @@ require (
 	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/ebitengine/purego v0.11.3
 	github.com/hashicorp/yamux v0.1.2
+	github.com/smallstep/pkcs7 v0.2.3
 	github.com/spf13/cobra v1.10.2
 	github.com/vishvananda/netlink v1.3.1
 	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78

@@ -2,7 +2,6 @@ package authority
 
 import (
 	"crypto/x509"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -46,13 +45,7 @@ func (ca *CA) Enroll(token string, csr *x509.CertificateRequest, now time.Time) 
 // enrollSpec checks csr against the binding of rec and returns what to
 // certify: the token's name and groups, never the request's.
 func enrollSpec(rec TokenRecord, csr *x509.CertificateRequest) (*leafSpec, error) {
-	if csr == nil {
-		return nil, fmt.Errorf("%w: no request", ErrBadCSR)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, errorf(ErrBadCSR, "certificate request signature does not verify (%v)", err)
-	}
-	if err := checkPublicKey(csr.PublicKey); err != nil {
+	if err := checkCSR(csr); err != nil {
 		return nil, err
 	}
 	if cn := csr.Subject.CommonName; cn != "" && cn != rec.Name {

@@ -64,7 +64,14 @@ type ClientTLS struct {
 	// AllowInsecureKeyPermissions skips the group/other permission check on
 	// Key and KeyPasswordFile.
 	AllowInsecureKeyPermissions bool `toml:"allow_insecure_key_permissions"`
+	// Renew renews Cert automatically over the live session, at two
+	// thirds of its lifetime, when the gateway offers it (default true;
+	// see package renew). The files Cert and Key are then rewritten.
+	Renew *bool `toml:"renew"`
 }
+
+// RenewOn reports whether the client renews its certificate.
+func (t *ClientTLS) RenewOn() bool { return t.Renew == nil || *t.Renew }
 
 // SOCKS is the [socks] table: with User set, the SOCKS5 listeners of
 // dynamic forwards require that user name and the password in

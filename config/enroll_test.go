@@ -31,6 +31,7 @@ func TestServerEnroll(t *testing.T) {
 		{"encrypted key without password", "[enroll]\nca = \"apki/client-ca\"\n", "is encrypted: set enroll.password_file"},
 		{"CA not trusted", "[enroll]\nca = \"apki/client-ca\"\npassword_file = \"ca.pw\"\n", "is not in tls.client_ca"},
 		{"unknown key", "[enroll]\nca = \"apki/client-ca\"\npassword = \"pw\"\n", "enroll.password: unknown key"},
+		{"negative renew cap", "[enroll]\nrenew_max_days = -1\n", "server.toml:8: enroll.renew_max_days: must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(tc.text)
@@ -47,11 +48,11 @@ func TestServerEnroll(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "pki/client-ca/bundle.crt"), bundle, 0o600)
-	s, err := load("[enroll]\nca = \"apki/client-ca\"\npassword_file = \"ca.pw\"\n")
+	s, err := load("[enroll]\nca = \"apki/client-ca\"\npassword_file = \"ca.pw\"\nrenew_max_days = 7\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.Enroll.Enabled() || s.Enroll.CA != filepath.Join(dir, "apki/client-ca") || s.Enroll.PasswordFile != filepath.Join(dir, "ca.pw") {
+	if !s.Enroll.Enabled() || s.Enroll.CA != filepath.Join(dir, "apki/client-ca") || s.Enroll.PasswordFile != filepath.Join(dir, "ca.pw") || s.Enroll.RenewMaxDays != 7 {
 		t.Errorf("enroll = %+v", s.Enroll)
 	}
 }

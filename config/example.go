@@ -130,6 +130,9 @@ prefixes = ["198.18.100.128/26"]
 # [enroll]
 # ca = "pki/client-ca"             # a CA directory; a dedicated sub-CA is better
 # password_file = "client-ca.pw"   # if its key is encrypted; mode 0600
+# The same CA renews its own client certificates, over a session or EST
+# (simplereenroll), for as long as each one lived; this caps that.
+# renew_max_days = 30              # default 0: no cap
 
 # A fleet of gateways sharing client addresses through an existing etcd v3
 # cluster: an identity keeps its address whichever gateway it lands on.
@@ -180,6 +183,10 @@ key = "alice.key"                    # must be mode 0600
 server_ca = "pki/server-ca/bundle.crt"
 # Optional SPKI pins of the gateway key ('twoway pki inspect' prints them).
 # pins = ["base64-sha256-of-the-public-key="]
+# Renew the certificate over the live session at two thirds of its
+# lifetime when the gateway offers it ([enroll] ca there), writing a new
+# key and the certificate over the files above (default true).
+# renew = true
 
 # Port forwards, as ssh's -L, -R and -D. "local" is always the client-side
 # address and "remote" the gateway-side one.

@@ -98,6 +98,11 @@ type ServerEnroll struct {
 	// AllowInsecurePermissions skips the group/other permission check on
 	// the CA key and PasswordFile.
 	AllowInsecurePermissions bool `toml:"allow_insecure_permissions"`
+	// RenewMaxDays caps the lifetime of renewed certificates, which is
+	// otherwise the lifetime of the certificate being renewed; 0: no cap.
+	// The gateway renews the certificates of CA only (over a session or
+	// EST), and only while enrollment is on.
+	RenewMaxDays int `toml:"renew_max_days"`
 }
 
 // Enabled reports whether the gateway serves enrollments.
@@ -109,6 +114,9 @@ func (e *ServerEnroll) resolve(src *source) {
 }
 
 func (e *ServerEnroll) validate(src *source, clientCA string) error {
+	if e.RenewMaxDays < 0 {
+		return src.errf("enroll.renew_max_days", "must not be negative (0: no cap), not %d", e.RenewMaxDays)
+	}
 	if !e.Enabled() {
 		if e.PasswordFile != "" {
 			return src.err("enroll.ca", &UnpairedError{Given: "enroll.password_file", text: "enroll.password_file is set but enroll.ca is not"})

@@ -51,6 +51,21 @@ type Status struct {
 	Totals Totals `json:"totals"`
 	// Fleet is a fleet gateway's link to the fleet's etcd.
 	Fleet *Fleet `json:"fleet,omitempty"`
+	// Renewal is a client's automatic certificate renewal; nil when off.
+	Renewal *Renewal `json:"renewal,omitempty"`
+}
+
+// Renewal is the state of a client's certificate renewal (package renew).
+type Renewal struct {
+	// Next is when the next attempt is due.
+	Next time.Time `json:"next"`
+	// LastAttempt, LastOutcome ("renewed", "failed") and LastError
+	// describe the last attempt; empty before the first.
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastOutcome string    `json:"last_outcome,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	// Failures counts failed attempts since the last success.
+	Failures int `json:"failures,omitempty"`
 }
 
 // Fleet is a gateway's view of its fleet's store.

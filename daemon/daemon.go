@@ -28,9 +28,11 @@ import (
 	"github.com/twoway/twoway/fleet"
 	"github.com/twoway/twoway/internal/buildinfo"
 	"github.com/twoway/twoway/ipam"
+	"github.com/twoway/twoway/keystore"
 	"github.com/twoway/twoway/pki"
 	"github.com/twoway/twoway/policy"
 	"github.com/twoway/twoway/proxy"
+	"github.com/twoway/twoway/renew"
 	"github.com/twoway/twoway/socks5"
 	"github.com/twoway/twoway/tun"
 	"github.com/twoway/twoway/tunnel"
@@ -93,15 +95,17 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 		},
 	}
 	s := &Server{path: path, log: logger, store: store, cfg: cfg, boot: cfg}
-	if s.ops, err = newOps(config.RoleServer, cfg.Control, cfg.Metrics, store, s, logger); err != nil {
+	if s.ops, err = newOps(config.RoleServer, cfg.Control, cfg.Metrics, store, s, nil, logger); err != nil {
 		return nil, err
 	}
 	tc.OnSession = s.ops.observeSession
 	tc.OnRefuse = s.ops.observeRefusal
 	if cfg.Enroll.Enabled() {
-		if tc.Enroll, err = openEnroll(&cfg.Enroll, logger); err != nil {
+		var r *caRenewer
+		if tc.Enroll, r, err = openEnroll(&cfg.Enroll, logger); err != nil {
 			return nil, err
 		}
+		tc.Renew, tc.OnRenew = r, s.ops.observeRenewal
 	}
 	// The fleet connects to etcd before VPN mode, whose addresses it
 	// keeps; a gateway that cannot reach its fleet does not start.
@@ -250,6 +254,8 @@ type Client struct {
 	tunnel *tunnel.Client
 	ops    *ops
 	state  *clientState
+	// renewer renews the client certificate; nil with [tls] renew = false.
+	renewer *renew.Renewer
 	// user and vpn decide the privilege drop after Start (see
 	// config.RunAs).
 	user string
@@ -297,7 +303,19 @@ func NewClient(cfg *config.Client, hooks ClientHooks, logger *slog.Logger) (*Cli
 		return nil, err
 	}
 	c := &Client{log: logger, store: store, state: &clientState{}, user: cfg.User, vpn: cfg.VPN.Enable}
-	if c.ops, err = newOps(config.RoleClient, cfg.Control, cfg.Metrics, store, c, logger); err != nil {
+	var renewal func() error
+	if cfg.TLS.RenewOn() && keystore.CarriesCertificate(cfg.TLS.Key) {
+		// Renewal writes files; an OS store identity is renewed by
+		// whoever put it there (an MDM, the user).
+		logger.Info("certificate renewal off: the identity is in the OS store", "key", cfg.TLS.Key)
+	} else if cfg.TLS.RenewOn() {
+		if c.renewer, err = newRenewer(&cfg.TLS, store, c, logger); err != nil {
+			return nil, err
+		}
+		renewal = c.renewer.Failing
+		c.state.renewer = c.renewer
+	}
+	if c.ops, err = newOps(config.RoleClient, cfg.Control, cfg.Metrics, store, c, renewal, logger); err != nil {
 		return nil, err
 	}
 	hooks = c.state.chain(hooks)
@@ -351,6 +369,12 @@ func (c *Client) Start(ctx context.Context) error {
 		c.Stop()
 		return err
 	}
+	if c.renewer != nil {
+		if err := c.renewer.Start(ctx); err != nil {
+			c.Stop()
+			return err
+		}
+	}
 	return nil
 }
 
@@ -361,6 +385,9 @@ func (c *Client) DropPrivileges() error { return dropPrivileges(c.user, c.vpn, c
 // Stop closes listeners and the session; it is idempotent.
 func (c *Client) Stop() {
 	c.stopOnce.Do(func() {
+		if c.renewer != nil {
+			c.renewer.Stop() // before the tunnel, whose session it may be using
+		}
 		c.ops.stop()
 		c.tunnel.Stop()
 	})
@@ -411,7 +438,7 @@ func logWarnings(logger *slog.Logger, warnings []*config.Error) {
 // wrong password stops the gateway at start rather than fail the first
 // laptop. The CA's database is read afresh on each enrollment, so tokens
 // made with `twoway pki token create` meanwhile are seen without a reload.
-func openEnroll(cfg *config.ServerEnroll, logger *slog.Logger) (*enroll.Handler, error) {
+func openEnroll(cfg *config.ServerEnroll, logger *slog.Logger) (*enroll.Handler, *caRenewer, error) {
 	ca, err := authority.OpenCA(cfg.CA, func() ([]byte, error) {
 		if cfg.PasswordFile == "" {
 			return nil, errors.New("the CA key is encrypted and enroll.password_file is not set")
@@ -419,13 +446,14 @@ func openEnroll(cfg *config.ServerEnroll, logger *slog.Logger) (*enroll.Handler,
 		return pki.ReadPasswordFile(cfg.PasswordFile)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("enroll: %w", err)
+		return nil, nil, fmt.Errorf("enroll: %w", err)
 	}
 	if err := ca.Unlock(); err != nil {
-		return nil, fmt.Errorf("enroll: CA %s: %w", cfg.CA, err)
+		return nil, nil, fmt.Errorf("enroll: CA %s: %w", cfg.CA, err)
 	}
-	logger.Info("enrollment enabled", "ca", ca.Name(), "dir", ca.Dir)
-	return enroll.NewHandler(ca, logger.With("component", "enroll")), nil
+	r := &caRenewer{ca: ca, maxLifetime: time.Duration(cfg.RenewMaxDays) * 24 * time.Hour}
+	logger.Info("enrollment and renewal enabled", "ca", ca.Name(), "dir", ca.Dir, "renew_max_days", cfg.RenewMaxDays)
+	return enroll.NewHandler(ca, logger.With("component", "enroll")), r, nil
 }
 
 func newStore(cert, key, passFile, bundle string, crls []string, rejectStale bool) (*pki.Store, error) {

@@ -33,7 +33,9 @@ type ops struct {
 	expiry  *expiry.Watcher
 }
 
-func newOps(role config.Role, cc config.Control, mc config.Metrics, store *pki.Store, src statusSource, logger *slog.Logger) (*ops, error) {
+// renewal, if set, is the client's renewal state for the expiry warnings
+// (renew.Renewer.Failing).
+func newOps(role config.Role, cc config.Control, mc config.Metrics, store *pki.Store, src statusSource, renewal func() error, logger *slog.Logger) (*ops, error) {
 	o := &ops{log: logger, role: role, cc: cc}
 	var err error
 	if mc.Listen != "" {
@@ -41,7 +43,7 @@ func newOps(role config.Role, cc config.Control, mc config.Metrics, store *pki.S
 			return nil, err
 		}
 	}
-	o.expiry, err = expiry.New(expiry.Config{Certificates: expiry.FromCredentials(store), CRLs: expiry.CRLsFromCredentials(store), Changed: store.Subscribe()}, logger.With("component", "expiry"))
+	o.expiry, err = expiry.New(expiry.Config{Certificates: expiry.FromCredentials(store), CRLs: expiry.CRLsFromCredentials(store), Changed: store.Subscribe(), Renewal: renewal}, logger.With("component", "expiry"))
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +102,13 @@ func (o *ops) observeSession(tunnel.SessionInfo) {
 func (o *ops) observeRefusal(r tunnel.Refusal) {
 	if o != nil && o.metrics != nil {
 		o.metrics.ObserveRefusal(r.Stage, r.Err)
+	}
+}
+
+// observeRenewal counts a renewal at the gateway.
+func (o *ops) observeRenewal(r tunnel.RenewOutcome) {
+	if o != nil && o.metrics != nil {
+		o.metrics.ObserveRenewal(r.Outcome)
 	}
 }
 

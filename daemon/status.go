@@ -13,6 +13,7 @@ import (
 	"github.com/twoway/twoway/control"
 	"github.com/twoway/twoway/expiry"
 	"github.com/twoway/twoway/internal/buildinfo"
+	"github.com/twoway/twoway/renew"
 	"github.com/twoway/twoway/tunnel"
 )
 
@@ -90,6 +91,7 @@ type clientState struct {
 	lastErr    string              // guarded by mu
 	lastRemote string              // guarded by mu
 	rfail      map[string]string   // -R listen address -> gateway's refusal; guarded by mu
+	renewer    *renew.Renewer      // nil when renewal is off; set before Start
 }
 
 func (c *clientState) setStarted(t time.Time) {
@@ -204,6 +206,10 @@ func (c *clientState) status(tc *tunnel.Client, creds expiry.Credentials) contro
 	st.Totals.UDPIn, st.Totals.UDPOut = us.DatagramsIn, us.DatagramsOut
 	if len(us.Dropped) > 0 {
 		st.Totals.UDPDropped = us.Dropped
+	}
+	if c.renewer != nil {
+		r := c.renewer.Status()
+		st.Renewal = &control.Renewal{Next: r.Next, LastAttempt: r.LastAttempt, LastOutcome: r.LastOutcome, LastError: r.LastError, Failures: r.Failures}
 	}
 	if kept, ok := tc.KeptVPN(); ok {
 		st.KeptVPN = &control.KeptVPN{Addresses: stringsOf(kept.Addresses), Routes: stringsOf(kept.Routes)}

@@ -51,6 +51,9 @@ type Warning struct {
 	// Threshold is the threshold crossed; 0 when the certificate has
 	// expired.
 	Threshold time.Duration
+	// RenewalError is set for the daemon's own certificate when it is
+	// renewed automatically and renewal is failing: why.
+	RenewalError string
 }
 
 // Expired reports whether the warning is about an expired certificate.
@@ -91,6 +94,13 @@ type Config struct {
 	// OnWarn, if set, is called with each warning after it is logged
 	// (tests, metrics). It runs on the watcher's goroutine.
 	OnWarn func(Warning)
+	// Renewal, if set, says that the daemon's own certificate is renewed
+	// automatically (package renew) and returns the error of its last
+	// attempt while renewal is failing, nil otherwise. The own
+	// certificate is then warned about only while renewal is failing,
+	// and the warning says so: a short-lived certificate that is renewed
+	// in time always "expires soon".
+	Renewal func() error
 }
 
 // Watcher checks certificates at start, after each reload and
@@ -262,6 +272,10 @@ func (w *Watcher) Check() []Warning {
 	now := w.cfg.Now()
 	items := w.items()
 	var out []Warning
+	var renewalErr error
+	if w.cfg.Renewal != nil {
+		renewalErr = w.cfg.Renewal()
+	}
 
 	w.mu.Lock()
 	seen := make(map[[32]byte]bool, len(items))
@@ -271,6 +285,10 @@ func (w *Watcher) Check() []Warning {
 		}
 		seen[it.key] = true
 		left := it.wn.NotAfter.Sub(now)
+		renewing := w.cfg.Renewal != nil && it.wn.Which == Own
+		if renewing && renewalErr == nil && left > 0 {
+			continue // renewal looks after it; warned once it fails
+		}
 		lvl := level(it.thresholds, left)
 		if lvl <= w.warned[it.key] {
 			continue
@@ -278,6 +296,9 @@ func (w *Watcher) Check() []Warning {
 		w.warned[it.key] = lvl
 		wn := it.wn
 		wn.Left = left
+		if renewing && renewalErr != nil {
+			wn.RenewalError = renewalErr.Error()
+		}
 		if lvl <= len(it.thresholds) {
 			wn.Threshold = it.thresholds[lvl-1]
 		}
@@ -314,9 +335,16 @@ func (w *Watcher) logWarning(wn Warning) {
 	}
 	attrs := []any{"which", wn.Which, "subject", wn.Subject, "serial", wn.Serial,
 		"not_after", wn.NotAfter.UTC().Format(time.RFC3339)}
-	if wn.Expired() {
+	if wn.RenewalError != "" {
+		attrs = append(attrs, "renewal_error", wn.RenewalError)
+	}
+	switch {
+	case wn.Expired():
 		w.log.Error("certificate has expired", attrs...)
-	} else {
+	case wn.RenewalError != "":
+		attrs = append(attrs, "days_left", int(wn.Left/(24*time.Hour)), "hours_left", int(wn.Left/time.Hour))
+		w.log.Warn("certificate expires soon and its renewal is failing", attrs...)
+	default:
 		attrs = append(attrs, "days_left", int(wn.Left/(24*time.Hour)), "threshold_days", int(wn.Threshold/(24*time.Hour)))
 		w.log.Warn("certificate expires soon", attrs...)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -350,5 +351,32 @@ func TestCRLGoesStale(t *testing.T) {
 	if !strings.Contains(out, `level=WARN msg="revocation list is due for replacement soon`) || !strings.Contains(out, "crl_number=3") ||
 		!strings.Contains(out, `level=ERROR msg="revocation list is stale`) {
 		t.Fatalf("log:\n%s", out)
+	}
+}
+
+// TestRenewalSilencesUntilFailing: with renewal configured, the own
+// certificate is not warned about while renewal works; once it fails,
+// the warning says renewal is failing and why. The CAs are warned about
+// as before.
+func TestRenewalSilencesUntilFailing(t *testing.T) {
+	f := newFixture(t)
+	clk := &clock{now: f.start.Add(35 * day)} // 5 days left
+	var failing error
+	w, logs := newWatcher(t, Config{Certificates: FromCredentials(f.creds), Now: clk.Now, Renewal: func() error { return failing }})
+	if ws := only(w.Check(), "alice"); len(ws) != 0 {
+		t.Fatalf("renewal working: warnings %+v", ws)
+	}
+	failing = errors.New("gateway does not renew certificates")
+	ws := only(w.Check(), "alice")
+	if len(ws) != 1 || ws[0].Threshold != 7*day || ws[0].RenewalError != failing.Error() {
+		t.Fatalf("renewal failing: warnings %+v, want one at 7 days naming the renewal error", ws)
+	}
+	if out := logs.String(); !strings.Contains(out, `msg="certificate expires soon and its renewal is failing" which=own subject=alice`) ||
+		!strings.Contains(out, `renewal_error="gateway does not renew certificates"`) {
+		t.Errorf("log:\n%s", out)
+	}
+	clk.Set(f.start.Add(40*day + time.Second))
+	if ws := only(w.Check(), "alice"); len(ws) != 1 || !ws[0].Expired() {
+		t.Errorf("expired: warnings %+v", ws)
 	}
 }

@@ -67,6 +67,7 @@ type Server struct {
 	reg        *prometheus.Registry
 	handshakes *prometheus.CounterVec
 	revoked    *prometheus.CounterVec
+	renewals   *prometheus.CounterVec
 
 	ln       net.Listener
 	http     *http.Server
@@ -107,10 +108,14 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			Name: "twoway_sessions_revoked_total",
 			Help: "Live sessions closed because a re-check after a reload failed, by reason (the failed check, or policy).",
 		}, []string{"reason"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "twoway_renewals_total",
+			Help: "Client certificate renewals at a gateway (over a session or EST), by outcome: renewed, refused (the client's certificate or request), failed (the gateway's CA).",
+		}, []string{"outcome"}),
 	}
 	// Present from the first scrape, so rate() has a starting point.
 	s.handshakes.WithLabelValues(OutcomeAccepted, "", "")
-	s.reg.MustRegister(s.handshakes, s.revoked, &snapshotCollector{src: cfg.Source, now: cfg.Now})
+	s.reg.MustRegister(s.handshakes, s.revoked, s.renewals, &snapshotCollector{src: cfg.Source, now: cfg.Now})
 	if cfg.Process {
 		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -225,6 +230,10 @@ func (s *Server) ObserveRefusal(stage string, err error) {
 	}
 	s.ObserveHandshake(OutcomeRefused, stage, reason)
 }
+
+// ObserveRenewal counts a certificate renewal by its outcome
+// (tunnel.RenewOutcome.Outcome).
+func (s *Server) ObserveRenewal(outcome string) { s.renewals.WithLabelValues(outcome).Inc() }
 
 // Reason is the label for a refusal error: the certificate check that
 // failed ("chain", "validity", "usage", "revocation", "name", "pin") or ""

@@ -185,6 +185,22 @@ twoway_fleet_store_unreachable_total{outcome="served_cached"} 1
 	}
 }
 
+func TestRenewalEvents(t *testing.T) {
+	s, url := start(t, &fakeSource{st: status()})
+	s.ObserveRenewal("renewed")
+	s.ObserveRenewal("renewed")
+	s.ObserveRenewal("refused")
+	want := `
+# HELP twoway_renewals_total Client certificate renewals at a gateway (over a session or EST), by outcome: renewed, refused (the client's certificate or request), failed (the gateway's CA).
+# TYPE twoway_renewals_total counter
+twoway_renewals_total{outcome="refused"} 1
+twoway_renewals_total{outcome="renewed"} 2
+`
+	if err := testutil.ScrapeAndCompare(url, strings.NewReader(want), "twoway_renewals_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestHandshakeEvents(t *testing.T) {
 	s, url := start(t, &fakeSource{st: status()})
 	want := `

@@ -98,6 +98,12 @@ type ServerConfig struct {
 	// exchange with Enroll and nothing else. Nil: every client needs a
 	// certificate.
 	Enroll Enroller
+	// Renew, if set, renews the client certificates of live sessions
+	// (KindRenew streams) and, over the same mutual TLS, of EST clients
+	// (ALPN http/1.1, RFC 7030 simplereenroll); see renew.go. OnRenew,
+	// if set, is told each outcome (metrics); it must not block.
+	Renew   Renewer
+	OnRenew func(RenewOutcome)
 
 	// OnSession, if set, is called for each established session. The
 	// hooks run on the server's own goroutines and must not block.
@@ -494,7 +500,7 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	}
 	ck := &corkConn{Conn: raw}
 	gr := &gateReader{Conn: ck, t: ticket}
-	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, s.ticketKeys(), s.cfg.Enroll != nil, hs))
+	tc := tls.Server(gr, serverTLSConfig(s.cfg.Credentials, s.ticketKeys(), s.cfg.Enroll != nil, s.cfg.Renew != nil, hs))
 	start := time.Now()
 	helloTimer := time.AfterFunc(clientHelloTimeout, func() { s.gate.expire(ticket) })
 	err := tc.HandshakeContext(ctx)
@@ -513,6 +519,15 @@ func (s *Server) serveConn(raw net.Conn, ticket *gateTicket) {
 	}
 	if hs.enroll {
 		releaseSlot(s.serveEnroll(tc, remote))
+		return
+	}
+	if hs.est {
+		// The slot is held until the request is answered, as for an
+		// enrollment, so that EST connections (which are no sessions)
+		// are bounded by MaxHandshakes; the client is verified, so a
+		// refused renewal is not charged to its source.
+		s.serveEST(tc, hs, remote)
+		releaseSlot(true)
 		return
 	}
 	id := hs.identity
@@ -724,6 +739,9 @@ func (ss *serverSession) hello(ctx context.Context, cs tls.ConnectionState) erro
 	}
 
 	caps := []string{capForward, capReverse, capReset}
+	if s.cfg.Renew != nil {
+		caps = append(caps, capRenew)
+	}
 	if s.router != nil {
 		caps = append(caps, capVPN)
 		if ss.gso {
@@ -789,6 +807,8 @@ func (ss *serverSession) handleStream(st *yamux.Stream) {
 		ss.handleConnect(st, h)
 	case KindPackets:
 		ss.handlePackets(st)
+	case KindRenew:
+		ss.handleRenew(st)
 	default:
 		ss.refuseStream(st, CodeUnsupported, "stream kind "+h.Kind.String()+" is not served")
 	}

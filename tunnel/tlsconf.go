@@ -35,6 +35,9 @@ type serverHandshake struct {
 	// enroll is set when the client is let in to enroll, without a
 	// certificate: it gets no session, only the Enroller.
 	enroll bool
+	// est is set when a verified client negotiated ESTALPN: it gets no
+	// session, only one EST request (est.go).
+	est bool
 }
 
 // serverTLSConfig returns the config for one incoming connection. The
@@ -42,8 +45,10 @@ type serverHandshake struct {
 // arrives, so the CA names in the CertificateRequest and the verifier that
 // judges the answer come from the same snapshot. Session tickets are
 // encrypted with ticketKeys (newest first); none means no tickets. With
-// enroll, a client that offers EnrollALPN gets enrollConfig instead.
-func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, enroll bool, hs *serverHandshake) *tls.Config {
+// enroll, a client that offers EnrollALPN gets enrollConfig instead. With
+// est, a client that offers ESTALPN but not ALPN gets the same client
+// certificate check as a session, for one EST request.
+func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, enroll, est bool, hs *serverHandshake) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -59,10 +64,15 @@ func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, enroll bool, hs *
 				return enrollConfig(cert, hs), nil
 			}
 			hs.verifier = ver
+			proto := ALPN
+			if est && slices.Contains(hello.SupportedProtos, ESTALPN) && !slices.Contains(hello.SupportedProtos, ALPN) {
+				proto = ESTALPN
+				ticketKeys = nil // an EST client has nothing to resume
+			}
 			cfg := &tls.Config{
 				MinVersion:   tls.VersionTLS13,
 				Certificates: []tls.Certificate{*cert},
-				NextProtos:   []string{ALPN},
+				NextProtos:   []string{proto},
 				// RequireAnyClientCert makes crypto/tls demand a certificate
 				// but leave judging it to VerifyConnection: pki.Verifier
 				// applies rules crypto/tls cannot (the issuing-CA rule,
@@ -78,7 +88,7 @@ func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, enroll bool, hs *
 				SessionTicketsDisabled: len(ticketKeys) == 0,
 				VerifyConnection: func(cs tls.ConnectionState) error {
 					hs.presented = cs.PeerCertificates
-					if cs.NegotiatedProtocol != ALPN {
+					if cs.NegotiatedProtocol != proto {
 						hs.err = ErrALPN
 						return hs.err
 					}
@@ -88,6 +98,7 @@ func serverTLSConfig(creds Credentials, ticketKeys [][32]byte, enroll bool, hs *
 						return err
 					}
 					hs.identity = id
+					hs.est = proto == ESTALPN
 					return nil
 				},
 			}

@@ -44,6 +44,10 @@ const (
 	// KindPackets is opened by a VPN client once per session: IP packets
 	// to and from its TUN device, length-prefixed (see packets.go).
 	KindPackets StreamKind = 3
+	// KindRenew is opened by the client: "certify this new key for me",
+	// one certificate request and one answer (see renew.go). Only with
+	// the gateway's capRenew.
+	KindRenew StreamKind = 4
 )
 
 // String names the kind as docs/PROTOCOL.md does.
@@ -55,6 +59,8 @@ func (k StreamKind) String() string {
 		return "reverse"
 	case KindPackets:
 		return "packets"
+	case KindRenew:
+		return "renew"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -250,6 +256,7 @@ const (
 	capForward = "forward" // KindConnect streams
 	capReverse = "reverse" // listen / KindReverse streams
 	capReset   = "reset"   // reset messages abort a stream on both sides
+	capRenew   = "renew"   // the gateway renews certificates (KindRenew streams)
 )
 
 // controlMsg is one message on the control stream. The framing is a 4-byte

@@ -204,6 +204,9 @@ func printStatus(w io.Writer, st control.Status) {
 		}
 		fmt.Fprintln(w)
 	}
+	if r := st.Renewal; r != nil {
+		fmt.Fprintln(w, renewalLine(r, st.Now))
+	}
 	if k := st.KeptVPN; k != nil {
 		fmt.Fprintf(w, "VPN configuration kept while reconnecting (persist): addresses %s, routes %s; packets for the tunnel are dropped\n",
 			strings.Join(k.Addresses, " "), strings.Join(k.Routes, " "))
@@ -403,4 +406,25 @@ func addresses(s control.Session) string {
 		a += fmt.Sprintf(" (path queue %.1f ms)", s.PathQueueMillis)
 	}
 	return a
+}
+
+// renewalLine describes a client's certificate renewal.
+func renewalLine(r *control.Renewal, now time.Time) string {
+	when := func(t time.Time) string {
+		s := t.Local().Format("2006-01-02 15:04:05 MST")
+		if d := t.Sub(now).Round(time.Second); d > 0 {
+			return s + " (in " + d.String() + ")"
+		}
+		return s + " (due)"
+	}
+	line := "certificate renewal: next " + when(r.Next)
+	switch r.LastOutcome {
+	case "":
+		line += "; not tried yet"
+	case "renewed":
+		line += "; last renewed " + r.LastAttempt.Local().Format("2006-01-02 15:04:05 MST")
+	default:
+		line += fmt.Sprintf("; FAILING (%d attempts, last %s: %s)", r.Failures, r.LastAttempt.Local().Format("2006-01-02 15:04:05 MST"), r.LastError)
+	}
+	return line
 }

@@ -330,3 +330,33 @@ func TestStatusAndKickFleet(t *testing.T) {
 		t.Errorf("status --fleet on a lone gateway: %v", err)
 	}
 }
+
+func TestStatusRenewal(t *testing.T) {
+	st := control.Status{
+		Role: config.RoleClient, Version: "1.4.0", Started: statusNow.Add(-time.Minute), Now: statusNow,
+		Renewal: &control.Renewal{Next: statusNow.Add(90 * time.Minute)},
+	}
+	path := startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: st})
+	out, err := runCLI(t, "status", "--socket", path, "--role", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if re := `(?m)^certificate renewal: next \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(in 1h30m0s\); not tried yet$`; !regexp.MustCompile(re).MatchString(out) {
+		t.Errorf("output does not match %s:\n%s", re, out)
+	}
+	st.Renewal = &control.Renewal{Next: statusNow.Add(2 * time.Minute), LastAttempt: statusNow.Add(-time.Minute), LastOutcome: "failed",
+		LastError: "gateway does not renew certificates", Failures: 3}
+	path = startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: st})
+	if out, err = runCLI(t, "status", "--socket", path, "--role", "client"); err != nil {
+		t.Fatal(err)
+	}
+	if re := `(?m)^certificate renewal: next .* \(in 2m0s\); FAILING \(3 attempts, last .*: gateway does not renew certificates\)$`; !regexp.MustCompile(re).MatchString(out) {
+		t.Errorf("output does not match %s:\n%s", re, out)
+	}
+	if out, err = runCLI(t, "status", "--socket", path, "--role", "client", "--json"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"renewal": {`) || !strings.Contains(out, `"last_outcome": "failed"`) {
+		t.Errorf("--json lacks renewal:\n%s", out)
+	}
+}
