@@ -1,0 +1,9 @@
+//go:build !linux
+
+package tpmkey
+
+import "github.com/google/go-tpm/tpm2/transport"
+
+// openDevice fails: only Linux's TPM devices are supported (Windows' TBS and
+// macOS, which has no TPM, are not).
+func openDevice(string) (transport.TPMCloser, error) { return nil, ErrUnsupported }

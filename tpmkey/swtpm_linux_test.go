@@ -1,0 +1,90 @@
+package tpmkey
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// swtpm is a software TPM (Debian's swtpm) serving the raw TPM command
+// protocol on a unix socket, as a TPM device would, with its state in a
+// directory that outlives a restart.
+type swtpm struct {
+	t     *testing.T
+	state string
+	sock  string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	log   bytes.Buffer
+}
+
+// startSWTPM starts a fresh software TPM for the test and stops it when the
+// test ends. It skips the test when swtpm is not installed, unless CI is
+// set: CI installs it (.ci/run), so there it must run.
+func startSWTPM(t *testing.T) *swtpm {
+	t.Helper()
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("swtpm is not installed and CI is set: .ci/run must install swtpm")
+		}
+		t.Skip("swtpm is not installed (apt-get install swtpm swtpm-tools); .ci/run installs it")
+	}
+	dir := t.TempDir()
+	s := &swtpm{t: t, state: filepath.Join(dir, "state"), sock: filepath.Join(dir, "tpm.sock")}
+	if err := os.Mkdir(s.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// start runs swtpm on the state directory and waits for its socket.
+func (s *swtpm) start() {
+	s.t.Helper()
+	os.Remove(s.sock)
+	s.log.Reset()
+	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
+		"--tpmstate", "dir="+s.state,
+		"--server", "type=unixio,path="+s.sock,
+		"--flags", "not-need-init,startup-clear")
+	s.cmd.Stdout, s.cmd.Stderr = &s.log, &s.log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.done = make(chan struct{})
+	go func() { s.cmd.Wait(); close(s.done) }()
+	// swtpm has no readiness signal but its socket, which it creates
+	// listening: poll for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if fi, err := os.Stat(s.sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return
+		}
+		select {
+		case <-s.done:
+			s.t.Fatalf("swtpm exited: %s", s.log.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("swtpm: no socket %s after 10s: %s", s.sock, s.log.String())
+		}
+	}
+}
+
+// stop kills swtpm (as a pulled device would go) and waits for it. Its
+// state, including persistent keys, stays for a later start.
+func (s *swtpm) stop() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// ref returns a reference to a key on this TPM.
+func (s *swtpm) ref(query string) string { return "tpm:" + s.sock + "?" + query }
