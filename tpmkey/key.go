@@ -61,7 +61,8 @@ type Key struct {
 	tpm    transport.TPMCloser // nil while disconnected
 	handle tpm2.TPMHandle      // the key in the TPM while connected
 	name   tpm2.TPM2BName
-	flush  bool // handle is a transient object this Key loaded
+	flush  bool               // handle is a transient object this Key loaded
+	scheme tpm2.TPMTSigScheme // NULL: the key's own; else ECDSA-SHA256
 	closed bool
 }
 
@@ -109,8 +110,7 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	rsp, err := tpm2.Sign{
 		KeyHandle: tpm2.AuthHandle{Handle: k.handle, Name: k.name, Auth: tpm2.PasswordAuth(k.auth)},
 		Digest:    tpm2.TPM2BDigest{Buffer: digest},
-		// The key's own scheme (ECDSA, SHA-256) applies.
-		InScheme: tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+		InScheme:  k.scheme,
 		// A NULL ticket: the key is not restricted, so the TPM signs
 		// digests it did not compute itself.
 		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
@@ -237,6 +237,13 @@ func (k *Key) connect() error {
 		k.disconnect()
 		return err
 	}
+	k.scheme = tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull}
+	if parms, _ := pub.Parameters.ECCDetail(); parms.Scheme.Scheme == tpm2.TPMAlgNull {
+		k.scheme = tpm2.TPMTSigScheme{
+			Scheme:  tpm2.TPMAlgECDSA,
+			Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSchemeHash{HashAlg: tpm2.TPMAlgSHA256}),
+		}
+	}
 	if k.pub == nil {
 		k.pub = ecPub
 	} else if !k.pub.Equal(ecPub) {
@@ -281,13 +288,17 @@ func signingPublic(pub *tpm2.TPMTPublic) (*ecdsa.PublicKey, error) {
 	if parms.CurveID != tpm2.TPMECCNistP256 {
 		return nil, errNotSigningKey
 	}
-	// Sign uses the key's scheme: it must be ECDSA over SHA-256, or NULL
-	// (then TPM2_Sign would need a scheme; refuse rather than guess).
-	if parms.Scheme.Scheme != tpm2.TPMAlgECDSA {
+	// Sign uses ECDSA over SHA-256: the key's own scheme (twoway's keys)
+	// or, for a key without one (NULL: the tpm2 OpenSSL provider's and
+	// tpm2_create's keys), the scheme Sign names.
+	switch parms.Scheme.Scheme {
+	case tpm2.TPMAlgNull:
+	case tpm2.TPMAlgECDSA:
+		if d, err := parms.Scheme.Details.ECDSA(); err != nil || d.HashAlg != tpm2.TPMAlgSHA256 {
+			return nil, fmt.Errorf("%w: its ECDSA hash is not SHA-256", errNotSigningKey)
+		}
+	default:
 		return nil, fmt.Errorf("%w: scheme %#x is not ECDSA", errNotSigningKey, parms.Scheme.Scheme)
-	}
-	if d, err := parms.Scheme.Details.ECDSA(); err != nil || d.HashAlg != tpm2.TPMAlgSHA256 {
-		return nil, fmt.Errorf("%w: its ECDSA hash is not SHA-256", errNotSigningKey)
 	}
 	point, err := pub.Unique.ECC()
 	if err != nil {
@@ -315,10 +326,7 @@ func loadParent(t transport.TPM, parent tpm2.TPMHandle, rsa bool) (tpm2.AuthHand
 		}
 		return tpm2.AuthHandle{Handle: parent, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, func() {}, nil
 	}
-	template := tpm2.ECCSRKTemplate
-	if rsa {
-		template = tpm2.RSASRKTemplate
-	}
+	template := srkTemplate(rsa)
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHOwner,
 		InPublic:      tpm2.New2B(template),
@@ -328,6 +336,23 @@ func loadParent(t transport.TPM, parent tpm2.TPMHandle, rsa bool) (tpm2.AuthHand
 	}
 	cleanup := func() { tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(t) }
 	return tpm2.AuthHandle{Handle: rsp.ObjectHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, cleanup, nil
+}
+
+// srkTemplate is the SRK template of the TCG provisioning guidance as the
+// key file's users apply it: go-tpm's, with an empty unique field, as
+// tpm2-tss-engine and the tpm2 OpenSSL provider create the primary for a
+// key file whose parent is the owner hierarchy. The unique field seeds the
+// primary key, so with go-tpm's 32 zero bytes OpenSSL could not load
+// twoway's key files (TPM_RC_INTEGRITY), nor twoway theirs.
+func srkTemplate(rsa bool) tpm2.TPMTPublic {
+	if rsa {
+		t := tpm2.RSASRKTemplate
+		t.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{})
+		return t
+	}
+	t := tpm2.ECCSRKTemplate
+	t.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{})
+	return t
 }
 
 // readKeyFile reads a TSS2 key file, refusing one others can read.

@@ -24,12 +24,12 @@ var oidLoadableKey = asn1.ObjectIdentifier{2, 23, 133, 10, 1, 3}
 // refused with a clear error rather than misread.
 type tssKey struct {
 	Type        asn1.ObjectIdentifier
-	EmptyAuth   bool          `asn1:"optional,explicit,tag:0"`
+	EmptyAuth   asn1.RawValue `asn1:"optional,explicit,tag:0"` // BOOLEAN: see berBool
 	Policy      asn1.RawValue `asn1:"optional,explicit,tag:1"`
 	Secret      asn1.RawValue `asn1:"optional,explicit,tag:2"`
 	AuthPolicy  asn1.RawValue `asn1:"optional,explicit,tag:3"`
 	Description string        `asn1:"optional,explicit,tag:4,utf8"`
-	RSAParent   bool          `asn1:"optional,explicit,tag:5"`
+	RSAParent   asn1.RawValue `asn1:"optional,explicit,tag:5"` // BOOLEAN
 	// Parent is TPM_RH_OWNER (0x40000001) for a key under the standard
 	// SRK template (ECC P-256, or RSA-2048 when RSAParent), or a
 	// persistent handle.
@@ -50,8 +50,8 @@ type keyFile struct {
 func (f keyFile) marshal() ([]byte, error) {
 	der, err := asn1.Marshal(tssKey{
 		Type:      oidLoadableKey,
-		EmptyAuth: f.emptyAuth,
-		RSAParent: f.rsaParent,
+		EmptyAuth: derTrue(0, f.emptyAuth),
+		RSAParent: derTrue(5, f.rsaParent),
 		Parent:    int64(f.parent),
 		Pubkey:    tpm2.Marshal(f.public),
 		Privkey:   tpm2.Marshal(f.private),
@@ -93,11 +93,49 @@ func parseKeyFile(data []byte) (keyFile, error) {
 	if err != nil {
 		return keyFile{}, fmt.Errorf("private part: %w", err)
 	}
+	emptyAuth, err := berBool(k.EmptyAuth)
+	if err != nil {
+		return keyFile{}, fmt.Errorf("emptyAuth: %w", err)
+	}
+	rsaParent, err := berBool(k.RSAParent)
+	if err != nil {
+		return keyFile{}, fmt.Errorf("rsaParent: %w", err)
+	}
 	return keyFile{
-		emptyAuth: k.EmptyAuth,
-		rsaParent: k.RSAParent,
+		emptyAuth: emptyAuth,
+		rsaParent: rsaParent,
 		parent:    tpm2.TPMHandle(k.Parent),
 		public:    *pub,
 		private:   *priv,
 	}, nil
+}
+
+// derTrue is [tag] EXPLICIT BOOLEAN TRUE when b, else absent (FALSE is the
+// default). RawValue's FullBytes are written as they are, wrapper included.
+func derTrue(tag byte, b bool) asn1.RawValue {
+	if !b {
+		return asn1.RawValue{}
+	}
+	return asn1.RawValue{FullBytes: []byte{0xa0 | tag, 0x03, 0x01, 0x01, 0xff}}
+}
+
+// berBool reads an optional BOOLEAN leniently: the tpm2 OpenSSL provider
+// writes TRUE as 0x01, which is BER but not DER, and encoding/asn1 accepts
+// only DER's 0xff.
+func berBool(v asn1.RawValue) (bool, error) {
+	if len(v.FullBytes) == 0 {
+		return false, nil
+	}
+	if v.Class == asn1.ClassContextSpecific {
+		// The EXPLICIT wrapper: the BOOLEAN is inside.
+		var inner asn1.RawValue
+		if rest, err := asn1.Unmarshal(v.Bytes, &inner); err != nil || len(rest) != 0 {
+			return false, errors.New("not a BOOLEAN")
+		}
+		v = inner
+	}
+	if v.Class != asn1.ClassUniversal || v.Tag != asn1.TagBoolean || len(v.Bytes) != 1 {
+		return false, errors.New("not a BOOLEAN")
+	}
+	return v.Bytes[0] != 0, nil
 }

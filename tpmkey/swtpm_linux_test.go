@@ -2,6 +2,7 @@ package tpmkey
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,11 +58,13 @@ func (s *swtpm) start() {
 	}
 	s.done = make(chan struct{})
 	go func() { s.cmd.Wait(); close(s.done) }()
-	// swtpm has no readiness signal but its socket, which it creates
-	// listening: poll for it.
+	// swtpm has no readiness signal but its socket, which exists (bound)
+	// a moment before it listens: poll until a connection is accepted.
+	// swtpm takes an empty connection as a client that left.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if fi, err := os.Stat(s.sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", s.sock); err == nil {
+			c.Close()
 			return
 		}
 		select {
