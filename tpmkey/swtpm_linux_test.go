@@ -2,6 +2,7 @@ package tpmkey
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -17,9 +18,13 @@ type swtpm struct {
 	t     *testing.T
 	state string
 	sock  string
-	cmd   *exec.Cmd
-	done  chan struct{}
-	log   bytes.Buffer
+	// port, when set, makes start serve TCP on 127.0.0.1:port with the
+	// control channel on port+1 (what tpm2-tss's swtpm TCTI speaks)
+	// instead of the unix socket.
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  bytes.Buffer
 }
 
 // startSWTPM starts a fresh software TPM for the test and stops it when the
@@ -48,10 +53,17 @@ func (s *swtpm) start() {
 	s.t.Helper()
 	os.Remove(s.sock)
 	s.log.Reset()
-	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
-		"--tpmstate", "dir="+s.state,
-		"--server", "type=unixio,path="+s.sock,
-		"--flags", "not-need-init,startup-clear")
+	network, addr := "unix", s.sock
+	args := []string{"socket", "--tpm2", "--tpmstate", "dir=" + s.state,
+		"--flags", "not-need-init,startup-clear", "--server"}
+	if s.port != 0 {
+		network, addr = "tcp", fmt.Sprintf("127.0.0.1:%d", s.port)
+		args = append(args, fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", s.port),
+			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", s.port+1))
+	} else {
+		args = append(args, "type=unixio,path="+s.sock)
+	}
+	s.cmd = exec.Command("swtpm", args...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.log, &s.log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
@@ -63,7 +75,7 @@ func (s *swtpm) start() {
 	// swtpm takes an empty connection as a client that left.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("unix", s.sock); err == nil {
+		if c, err := net.Dial(network, addr); err == nil {
 			c.Close()
 			return
 		}
@@ -73,7 +85,7 @@ func (s *swtpm) start() {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("swtpm: no socket %s after 10s: %s", s.sock, s.log.String())
+			s.t.Fatalf("swtpm: nothing listening on %s after 10s", addr)
 		}
 	}
 }
