@@ -368,3 +368,78 @@ func selfSigned(t *testing.T, cn string, key crypto.Signer, eku x509.ExtKeyUsage
 	}
 	return cert
 }
+
+// TestPersistentSRK: a key file is made under the SRK persisted at
+// 0x81000001 when there is one, and needs it to load.
+func TestPersistentSRK(t *testing.T) {
+	tpm := startSWTPM(t)
+	tp, err := linuxudstpm.Open(tpm.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srk, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.RSASRKTemplate)}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tpm2.EvictControl{
+		Auth:             tpm2.TPMRHOwner,
+		ObjectHandle:     tpm2.NamedHandle{Handle: srk.ObjectHandle, Name: srk.Name},
+		PersistentHandle: srkHandle,
+	}.Execute(tp)
+	tpm2.FlushContext{FlushHandle: srk.ObjectHandle}.Execute(tp)
+	tp.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	blob := filepath.Join(t.TempDir(), "k.tpm")
+	k, err := Generate(tpm.ref("blob=" + blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signAndVerify(t, k, "under the persistent SRK")
+	k.Close()
+	kf, err := readKeyFile(blob)
+	if err != nil || kf.parent != srkHandle {
+		t.Fatalf("key file parent %#x, %v; want %#x", kf.parent, err, srkHandle)
+	}
+
+	evict(t, tpm.sock, srkHandle)
+	if _, err := Open(tpm.ref("blob=" + blob)); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "0x81000001") {
+		t.Errorf("Open with the parent evicted: %v, want ErrUnavailable naming 0x81000001", err)
+	}
+}
+
+// TestConcurrentSign: crypto/tls may sign for several handshakes at once.
+func TestConcurrentSign(t *testing.T) {
+	tpm := startSWTPM(t)
+	k, err := Generate(tpm.ref("handle=0x81000040"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	pub := k.Public().(*ecdsa.PublicKey)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				d := sha256.Sum256([]byte(fmt.Sprint(g, i)))
+				sig, err := k.Sign(nil, d[:], crypto.SHA256)
+				if err == nil && !ecdsa.VerifyASN1(pub, d[:], sig) {
+					err = fmt.Errorf("signature %d/%d does not verify", g, i)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

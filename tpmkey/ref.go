@@ -77,7 +77,22 @@ func IsRef(s string) bool { return strings.HasPrefix(s, Scheme) }
 // Paths must be absolute (a daemon's working directory is not the user's);
 // values may be percent-encoded (%26 for '&'). Errors wrap ErrBadRef and
 // quote the reference, which holds no secret.
-func Parse(ref string) (Ref, error) {
+func Parse(ref string) (Ref, error) { return ParseIn(ref, "") }
+
+// ParseIn is Parse for a reference in a configuration file: relative blob
+// and pin-source paths are taken relative to dir (the file's directory, an
+// absolute path), as the file's other paths are. The device path must
+// still be absolute.
+func ParseIn(ref, dir string) (Ref, error) {
+	abs := func(p string) (string, bool) {
+		if filepath.IsAbs(p) {
+			return filepath.Clean(p), true
+		}
+		if dir == "" || !filepath.IsAbs(dir) {
+			return "", false
+		}
+		return filepath.Join(dir, p), true
+	}
 	bad := func(format string, a ...any) (Ref, error) {
 		return Ref{}, fmt.Errorf("%w %q: %s", ErrBadRef, ref, fmt.Sprintf(format, a...))
 	}
@@ -128,13 +143,14 @@ func Parse(ref string) (Ref, error) {
 			}
 			r.Handle = uint32(h)
 		case "blob":
-			if !filepath.IsAbs(val) {
+			p, ok := abs(val)
+			if !ok {
 				return bad("blob %q is not an absolute path", val)
 			}
-			r.Blob = filepath.Clean(val)
+			r.Blob = p
 		case "pin-source":
 			p := strings.TrimPrefix(val, "file:")
-			if strings.Contains(p, ":") && !filepath.IsAbs(p) {
+			if strings.Contains(p, ":") && !filepath.IsAbs(p) && !strings.HasPrefix(val, "file:") {
 				return bad("pin-source %q: only file: sources are supported", val)
 			}
 			// RFC 8089: file:///p is file:/p (Clean folds the
@@ -142,10 +158,11 @@ func Parse(ref string) (Ref, error) {
 			if strings.HasPrefix(p, "//") && !strings.HasPrefix(p, "///") {
 				return bad("pin-source %q: file URIs with a host are not supported", val)
 			}
-			if !filepath.IsAbs(p) {
+			pin, ok := abs(p)
+			if !ok {
 				return bad("pin-source %q is not an absolute file path (pin-source=file:/etc/twoway/key.pin)", val)
 			}
-			r.PINFile = filepath.Clean(p)
+			r.PINFile = pin
 		default:
 			return bad("unknown attribute %q (known: handle, blob, pin-source)", k)
 		}

@@ -74,6 +74,27 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseIn(t *testing.T) {
+	got, err := ParseIn("tpm:?blob=keys/client.tpm&pin-source=file:client.pin", "/etc/twoway")
+	want := Ref{Device: DefaultDevice, Blob: "/etc/twoway/keys/client.tpm", PINFile: "/etc/twoway/client.pin"}
+	if err != nil || got != want {
+		t.Errorf("ParseIn relative paths = %+v, %v; want %+v", got, err, want)
+	}
+	got, err = ParseIn("tpm:?blob=/k.tpm", "/etc/twoway")
+	if err != nil || got.Blob != "/k.tpm" {
+		t.Errorf("ParseIn absolute path = %+v, %v", got, err)
+	}
+	for _, c := range []struct{ ref, dir string }{
+		{"tpm:?blob=k.tpm", ""},
+		{"tpm:?blob=k.tpm", "etc"},
+		{"tpm:dev/tpmrm0?blob=k.tpm", "/etc/twoway"},
+	} {
+		if _, err := ParseIn(c.ref, c.dir); !errors.Is(err, ErrBadRef) || !strings.Contains(err.Error(), "not an absolute path") {
+			t.Errorf("ParseIn(%q, %q) = %v, want: not an absolute path", c.ref, c.dir, err)
+		}
+	}
+}
+
 func TestKeyFile(t *testing.T) {
 	pub := tpm2.New2B(keyTemplate(true))
 	priv := tpm2.TPM2BPrivate{Buffer: []byte{1, 2, 3, 4}}
