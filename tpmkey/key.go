@@ -36,6 +36,12 @@ var (
 	// ErrInsecurePermissions is returned when a key file or PIN file is
 	// readable by group or others.
 	ErrInsecurePermissions = errors.New("file is readable by group/others")
+	// ErrBadPIN is returned by Sign when the TPM refused the auth value
+	// from pin-source. The Key then refuses to sign without asking the
+	// TPM again: each wrong try counts towards the TPM's dictionary-attack
+	// lockout, which would lock every protected key, so a retrying client
+	// must not keep trying. Fix the PIN file and open the key again.
+	ErrBadPIN = errors.New("the TPM refused the key's auth value (pin-source)")
 	// ErrExists is returned by Generate when the key file or persistent
 	// handle is already taken: Generate never replaces a key.
 	ErrExists = errors.New("key already exists")
@@ -63,6 +69,7 @@ type Key struct {
 	name   tpm2.TPM2BName
 	flush  bool               // handle is a transient object this Key loaded
 	scheme tpm2.TPMTSigScheme // NULL: the key's own; else ECDSA-SHA256
+	badPIN error              // set once the TPM refused the auth value
 	closed bool
 }
 
@@ -73,6 +80,14 @@ func Open(ref string) (*Key, error) {
 	r, err := Parse(ref)
 	if err != nil {
 		return nil, err
+	}
+	return r.Open()
+}
+
+// Open is Open for a parsed reference (from ParseIn, say).
+func (r Ref) Open() (*Key, error) {
+	if !supported {
+		return nil, fmt.Errorf("tpm key %s: %w", r, ErrUnsupported)
 	}
 	auth, err := readPIN(r)
 	if err != nil {
@@ -102,6 +117,9 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	if k.closed {
 		return nil, fmt.Errorf("tpm key %s: %w", k.ref, ErrClosed)
 	}
+	if k.badPIN != nil {
+		return nil, k.badPIN
+	}
 	if k.tpm == nil {
 		if err := k.connect(); err != nil {
 			return nil, k.wrap("reopen", err)
@@ -119,6 +137,10 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 		// Whatever failed, start afresh next time: a TPM that was
 		// reset or replaced has lost our transient object.
 		k.disconnect()
+		if errors.Is(err, tpm2.TPMRCAuthFail) || errors.Is(err, tpm2.TPMRCBadAuth) {
+			k.badPIN = fmt.Errorf("tpm key %s: sign: %w: %w", k.ref, ErrBadPIN, err)
+			return nil, k.badPIN
+		}
 		return nil, k.wrap("sign", err)
 	}
 	sig, err := rsp.Signature.Signature.ECDSA()
@@ -201,37 +223,39 @@ func (k *Key) connect() error {
 	if err != nil {
 		return err
 	}
+	// From here every failure goes through disconnect, which flushes
+	// what was loaded and closes t.
+	k.tpm, k.flush = t, false
 	var pub *tpm2.TPMTPublic
 	if k.ref.Blob != "" {
 		parent, cleanup, err := loadParent(t, kf.parent, kf.rsaParent)
 		if err != nil {
-			t.Close()
+			k.disconnect()
 			return err
 		}
 		rsp, err := tpm2.Load{ParentHandle: parent, InPrivate: kf.private, InPublic: kf.public}.Execute(t)
 		cleanup()
 		if err != nil {
-			t.Close()
+			k.disconnect()
 			return fmt.Errorf("load key: %w", err)
 		}
 		k.handle, k.name, k.flush = rsp.ObjectHandle, rsp.Name, true
 		if pub, err = kf.public.Contents(); err != nil {
-			k.disconnectFrom(t)
+			k.disconnect()
 			return fmt.Errorf("%w: %w", errKeyFile, err)
 		}
 	} else {
 		rsp, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(k.ref.Handle)}.Execute(t)
 		if err != nil {
-			t.Close()
+			k.disconnect()
 			return fmt.Errorf("read public key at handle %#x: %w", k.ref.Handle, err)
 		}
-		k.handle, k.name, k.flush = tpm2.TPMHandle(k.ref.Handle), rsp.Name, false
+		k.handle, k.name = tpm2.TPMHandle(k.ref.Handle), rsp.Name
 		if pub, err = rsp.OutPublic.Contents(); err != nil {
-			t.Close()
+			k.disconnect()
 			return err
 		}
 	}
-	k.tpm = t
 	ecPub, err := signingPublic(pub)
 	if err != nil {
 		k.disconnect()
@@ -251,12 +275,6 @@ func (k *Key) connect() error {
 		return errKeyChanged
 	}
 	return nil
-}
-
-// disconnectFrom flushes a half-set-up key before the connection is kept.
-func (k *Key) disconnectFrom(t transport.TPMCloser) {
-	k.tpm = t
-	k.disconnect()
 }
 
 // disconnect flushes the key if it was loaded and closes the TPM. Called
@@ -418,6 +436,14 @@ func Generate(ref string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.Generate()
+}
+
+// Generate is Generate for a parsed reference (from ParseIn, say).
+func (r Ref) Generate() (*Key, error) {
+	if !supported {
+		return nil, fmt.Errorf("tpm key %s: %w", r, ErrUnsupported)
+	}
 	auth, err := readPIN(r)
 	if err != nil {
 		return nil, err
@@ -445,7 +471,7 @@ func Generate(ref string) (*Key, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return Open(r.String())
+	return r.Open()
 }
 
 // generate creates the key and stores it as r says.

@@ -239,13 +239,21 @@ func TestPIN(t *testing.T) {
 	defer k.Close()
 	digest := sha256.Sum256([]byte("x"))
 	_, err = k.Sign(nil, digest[:], crypto.SHA256)
-	if err == nil || errors.Is(err, ErrUnavailable) || !errors.Is(err, tpm2.TPMRCAuthFail) {
-		t.Fatalf("Sign with a wrong PIN: %v, want TPM_RC_AUTH_FAIL", err)
+	if !errors.Is(err, ErrBadPIN) || errors.Is(err, ErrUnavailable) || !errors.Is(err, tpm2.TPMRCAuthFail) {
+		t.Fatalf("Sign with a wrong PIN: %v, want ErrBadPIN, TPM_RC_AUTH_FAIL", err)
 	}
 	if strings.Contains(err.Error(), wrongPIN) || strings.Contains(err.Error(), pin) {
 		t.Errorf("the error holds the PIN: %v", err)
 	}
 	t.Logf("wrong PIN: %v", err)
+
+	// It does not try again (each try counts towards the TPM's lockout):
+	// with the TPM gone, the answer is still the wrong PIN.
+	tpm.stop()
+	if _, err := k.Sign(nil, digest[:], crypto.SHA256); !errors.Is(err, ErrBadPIN) {
+		t.Errorf("second Sign with a wrong PIN: %v, want ErrBadPIN without asking the TPM", err)
+	}
+	tpm.start()
 
 	// A PIN file others can read is refused before the TPM is asked.
 	os.Chmod(pinFile, 0o644)

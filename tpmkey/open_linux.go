@@ -10,6 +10,9 @@ import (
 	"github.com/google/go-tpm/tpm2/transport/linuxudstpm"
 )
 
+// supported: this is Linux.
+const supported = true
+
 // openDevice opens a TPM character device (/dev/tpmrm0, /dev/tpm0) or the
 // unix socket of a software TPM (swtpm socket --server type=unixio), which
 // speaks the same raw command protocol, one connection per command.
