@@ -120,28 +120,20 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	if k.badPIN != nil {
 		return nil, k.badPIN
 	}
-	if k.tpm == nil {
-		if err := k.connect(); err != nil {
-			return nil, k.wrap("reopen", err)
-		}
+	rsp, transient, err := k.sign(digest)
+	if err != nil && transient && staleHandle(err) {
+		// The TPM lost the key we loaded, though it answers: it was
+		// reset (hibernation, a restarted swtpm), which flushes
+		// transient objects, or the resource manager lost our context.
+		// Reload it from the file once rather than fail a handshake.
+		rsp, _, err = k.sign(digest)
 	}
-	rsp, err := tpm2.Sign{
-		KeyHandle: tpm2.AuthHandle{Handle: k.handle, Name: k.name, Auth: tpm2.PasswordAuth(k.auth)},
-		Digest:    tpm2.TPM2BDigest{Buffer: digest},
-		InScheme:  k.scheme,
-		// A NULL ticket: the key is not restricted, so the TPM signs
-		// digests it did not compute itself.
-		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
-	}.Execute(k.tpm)
 	if err != nil {
-		// Whatever failed, start afresh next time: a TPM that was
-		// reset or replaced has lost our transient object.
-		k.disconnect()
 		if errors.Is(err, tpm2.TPMRCAuthFail) || errors.Is(err, tpm2.TPMRCBadAuth) {
 			k.badPIN = fmt.Errorf("tpm key %s: sign: %w: %w", k.ref, ErrBadPIN, err)
 			return nil, k.badPIN
 		}
-		return nil, k.wrap("sign", err)
+		return nil, err
 	}
 	sig, err := rsp.Signature.Signature.ECDSA()
 	if err != nil {
@@ -151,6 +143,36 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 		new(big.Int).SetBytes(sig.SignatureR.Buffer),
 		new(big.Int).SetBytes(sig.SignatureS.Buffer),
 	})
+}
+
+// sign runs TPM2_Sign, connecting first if need be, and tells whether the
+// key was one this Key loaded (a transient object). On failure it
+// disconnects, so that the next try starts afresh. Called with mu held.
+func (k *Key) sign(digest []byte) (rsp *tpm2.SignResponse, transient bool, err error) {
+	if k.tpm == nil {
+		if err := k.connect(); err != nil {
+			return nil, false, k.wrap("reopen", err)
+		}
+	}
+	transient = k.flush
+	rsp, err = tpm2.Sign{
+		KeyHandle: tpm2.AuthHandle{Handle: k.handle, Name: k.name, Auth: tpm2.PasswordAuth(k.auth)},
+		Digest:    tpm2.TPM2BDigest{Buffer: digest},
+		InScheme:  k.scheme,
+		// A NULL ticket: the key is not restricted, so the TPM signs
+		// digests it did not compute itself.
+		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
+	}.Execute(k.tpm)
+	if err != nil {
+		k.disconnect()
+		return nil, transient, k.wrap("sign", err)
+	}
+	return rsp, transient, nil
+}
+
+// staleHandle tells a TPM that answered but no longer has the object.
+func staleHandle(err error) bool {
+	return errors.Is(err, tpm2.TPMRCHandle) || errors.Is(err, tpm2.TPMRCReferenceH0)
 }
 
 // Close flushes the key from the TPM if this Key loaded it and closes the

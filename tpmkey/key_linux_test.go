@@ -169,6 +169,12 @@ func TestKeyGone(t *testing.T) {
 	tpm.start()
 	signAndVerify(t, k, "back")
 
+	// A TPM reset while the key is idle (hibernation) loses the loaded
+	// key; Sign reloads it from the file rather than fail a handshake.
+	tpm.stop()
+	tpm.start()
+	signAndVerify(t, k, "after a reset")
+
 	// An evicted persistent key.
 	href := tpm.ref("handle=0x81000030")
 	hk, err := Generate(href)
