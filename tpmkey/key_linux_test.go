@@ -457,3 +457,21 @@ func TestConcurrentSign(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// BenchmarkSign measures one Sign (TPM2_Sign over the socket) on swtpm; a
+// discrete TPM chip is much slower.
+func BenchmarkSign(b *testing.B) {
+	tpm := startSWTPM(b)
+	k, err := Generate(tpm.ref("blob=" + filepath.Join(b.TempDir(), "k.tpm")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	d := sha256.Sum256([]byte("bench"))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := k.Sign(nil, d[:], crypto.SHA256); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

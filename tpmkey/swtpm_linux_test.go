@@ -15,7 +15,7 @@ import (
 // protocol on a unix socket, as a TPM device would, with its state in a
 // directory that outlives a restart.
 type swtpm struct {
-	t     *testing.T
+	t     testing.TB
 	state string
 	sock  string
 	// port, when set, makes start serve TCP on 127.0.0.1:port with the
@@ -30,7 +30,7 @@ type swtpm struct {
 // startSWTPM starts a fresh software TPM for the test and stops it when the
 // test ends. It skips the test when swtpm is not installed, unless CI is
 // set: CI installs it (.ci/run), so there it must run.
-func startSWTPM(t *testing.T) *swtpm {
+func startSWTPM(t testing.TB) *swtpm {
 	t.Helper()
 	if _, err := exec.LookPath("swtpm"); err != nil {
 		if os.Getenv("CI") != "" {
