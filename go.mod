@@ -6,6 +6,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/ebitengine/purego v0.11.3
+	github.com/google/go-tpm v0.9.8
 	github.com/hashicorp/yamux v0.1.2
 	github.com/smallstep/pkcs7 v0.2.3
 	github.com/spf13/cobra v1.10.2
