@@ -298,9 +298,13 @@ func (src *source) resolve(p string) string {
 
 // resolveKey is resolve for a key setting, which may hold a key
 // reference (pkcs11:...) rather than a path: a reference is left as it
-// is, its paths being absolute.
+// is, its paths being absolute, except that a tpm: reference's key and
+// PIN files may be relative to the configuration's directory.
 func (src *source) resolveKey(p string) string {
 	if keystore.IsReference(p) {
+		if src != nil {
+			return keystore.ResolveIn(p, src.dir)
+		}
 		return p
 	}
 	return src.resolve(p)

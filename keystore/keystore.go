@@ -73,6 +73,7 @@ var backends = map[string]Backend{
 	"pkcs11":    pkcs11Backend{},
 	"keychain":  osBackend{},
 	"certstore": osBackend{},
+	"tpm":       tpmBackend{},
 }
 
 // IsReference reports whether s names a key in a store rather than a key

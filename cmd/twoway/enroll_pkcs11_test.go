@@ -17,8 +17,6 @@ import (
 	"github.com/twoway/twoway/keystore"
 	"github.com/twoway/twoway/keystore/softhsmtest"
 	"github.com/twoway/twoway/pki"
-	"github.com/twoway/twoway/policy"
-	"github.com/twoway/twoway/tunnel"
 )
 
 // TestEnrollKeyInToken: `twoway enroll --key pkcs11:...` makes the key in
@@ -28,36 +26,9 @@ import (
 func TestEnrollKeyInToken(t *testing.T) {
 	h := softhsmtest.New(t)
 	h.InitToken("laptop")
-	dir := t.TempDir()
-	pkiDir := filepath.Join(dir, "pki")
-	res, err := authority.Init(pkiDir, authority.InitOptions{Org: "Example Corp"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "127.0.0.1", OutDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := pki.NewStore(pki.StoreConfig{CertFile: gw.CertFile, KeyFile: gw.KeyFile,
-		CABundle: filepath.Join(pkiDir, authority.ClientCADir, "bundle.crt")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.New(policy.Config{Admit: policy.Admission{Groups: []string{"*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwUp := make(chan tunnel.SessionInfo, 1)
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{Listen: "127.0.0.1:0", Credentials: store, Policy: pol,
-		Enroll: enroll.NewHandler(res.ClientCA, nil), OnSession: func(si tunnel.SessionInfo) { gwUp <- si }}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-
+	g := newEnrollTestGateway(t)
+	dir, pkiDir, res, srv := g.dir, g.pkiDir, g.res, g.srv
+	var err error
 	ref := h.URI("laptop", "twoway")
 	o := enrollOptions{server: srv.Addr().String(), ca: filepath.Join(pkiDir, authority.ServerCADir, "bundle.crt"),
 		token: "tw1-not-a-token", outDir: filepath.Join(dir, "laptop"), keyType: string(authority.KeyECDSAP256), key: ref, timeout: 10 * time.Second}
@@ -96,34 +67,7 @@ func TestEnrollKeyInToken(t *testing.T) {
 		t.Fatalf("client.toml names key %q, want %q", c.TLS.Key, ref)
 	}
 
-	// Connect with it, as `twoway client -c client.toml` would load it.
-	creds, err := pki.NewStore(pki.StoreConfig{CertFile: c.TLS.Cert, KeyFile: c.TLS.Key, CABundle: c.TLS.ServerCA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(creds.Close)
-	if !keystore.InStore(creds.Certificate().PrivateKey) {
-		t.Fatal("the client's key is not the token's")
-	}
-	up := make(chan tunnel.SessionInfo, 1)
-	cl, err := tunnel.NewClient(tunnel.ClientConfig{Endpoints: []string{srv.Addr().String()}, ServerName: "127.0.0.1",
-		Credentials: creds, OnSession: func(si tunnel.SessionInfo) { up <- si }}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Stop)
-	select {
-	case si := <-gwUp:
-		if si.Peer.CommonName != "alice" || !si.PeerChain[0].Equal(creds.Certificate().Leaf) {
-			t.Fatalf("gateway saw %v", si.Peer)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no session with the enrolled token key")
-	}
-	<-up
+	g.connect(t, c)
 
 	// Enrolling again into the same object is refused before the
 	// gateway is asked...
