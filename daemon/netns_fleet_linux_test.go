@@ -71,7 +71,7 @@ func newFleetTopology(t *testing.T) fleetTopology {
 	// own address on it), the internet in a namespace of its own.
 	// No DAD anywhere: addresses are usable at once, link-local ones too.
 	for _, ns := range all {
-		run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
+		run(t, "ip", "netns", "exec", ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad")
 	}
 	// Multicast snooping off: neighbour solicitations reach every port,
 	// whatever the bridge learnt of solicited-node groups.
