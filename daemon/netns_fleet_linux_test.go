@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -221,6 +222,48 @@ func runFleetRole(ctx context.Context, role string, args []string) (code int, ok
 		fmt.Fprintln(os.Stderr, "echo ready")
 		<-ctx.Done()
 		return 0, true
+	case "resume":
+		// resume ADDR SIZE: fetches SIZE bytes from the paced role;
+		// when nothing arrives for a second (its connection died with a
+		// NAT gateway) it connects again and asks for the rest from
+		// where it was. Prints bytes, SHA-256 and reconnections.
+		size, _ := strconv.ParseInt(args[1], 10, 64)
+		h := sha256.New()
+		buf := make([]byte, 64<<10)
+		var got int64
+		reconnects := 0
+		start := time.Now()
+		for got < size {
+			if ctx.Err() != nil {
+				return fail(ctx.Err())
+			}
+			c, err := net.DialTimeout("tcp", args[0], 2*time.Second)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "resume: dial:", err)
+				time.Sleep(50 * time.Millisecond) // retry backoff
+				continue
+			}
+			req := binary.BigEndian.AppendUint64(nil, uint64(size)|resumeFlag)
+			if _, err = c.Write(binary.BigEndian.AppendUint64(req, uint64(got))); err == nil {
+				for got < size {
+					_ = c.SetReadDeadline(time.Now().Add(time.Second))
+					var n int
+					n, err = c.Read(buf)
+					h.Write(buf[:n])
+					got += int64(n)
+					if err != nil {
+						break
+					}
+				}
+			}
+			c.Close()
+			if got < size {
+				reconnects++
+				fmt.Fprintf(os.Stderr, "resume: connection ended at byte %d (%v); reconnecting\n", got, err)
+			}
+		}
+		fmt.Printf("bytes=%d sha256=%x seconds=%.3f reconnects=%d\n", got, h.Sum(nil), time.Since(start).Seconds(), reconnects)
+		return 0, true
 	case "probe":
 		// probe ADDR: a datagram every 10 ms carrying its send time;
 		// prints each echo as "probe sent=NS recv=NS".
@@ -257,6 +300,10 @@ func runFleetRole(ctx context.Context, role string, args []string) (code int, ok
 	return 0, false
 }
 
+// resumeFlag in a request to the paced role says an 8-byte offset
+// follows: send the stream from there.
+const resumeFlag = 1 << 62
+
 // servePaced answers a request of the source role's protocol (download
 // only) at rate bytes per second.
 func servePaced(c net.Conn, rate int64) {
@@ -266,10 +313,22 @@ func servePaced(c net.Conn, rate int64) {
 		return
 	}
 	size := int64(binary.BigEndian.Uint64(req[:]))
-	fmt.Fprintln(os.Stderr, "paced: connection from", c.RemoteAddr())
+	var offset int64
+	if size&resumeFlag != 0 {
+		if _, err := io.ReadFull(c, req[:]); err != nil {
+			return
+		}
+		size, offset = size&^resumeFlag, int64(binary.BigEndian.Uint64(req[:]))
+	}
+	fmt.Fprintln(os.Stderr, "paced: connection from", c.RemoteAddr(), "offset", offset)
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeStream(pw, size)) }()
+	total := size
+	go func() { pw.CloseWithError(writeStream(pw, total)) }()
 	defer pr.Close()
+	if _, err := io.CopyN(io.Discard, pr, offset); err != nil {
+		return
+	}
+	size -= offset
 	const chunk = 16 << 10
 	buf := make([]byte, chunk)
 	start := time.Now()
@@ -293,6 +352,13 @@ func servePaced(c net.Conn, rate int64) {
 		}
 	}
 	fmt.Fprintln(os.Stderr, "paced: done", sent)
+}
+
+// next is closed when p prints its next line.
+func (p *proc) next() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
 }
 
 // probeReplies are the (sent, recv) times the probe printed after line
@@ -340,6 +406,103 @@ func TestNetnsFleetFailover(t *testing.T) {
 	// The machine goes silent (its links go down, then the process is
 	// killed): nothing reaches the client, which notices by dead_peer.
 	t.Run("silent", func(t *testing.T) { fleetFailover(t, true) })
+	// NAT: the corporate host sees the gateways' own addresses, so a
+	// connection cannot survive its gateway; the receiver resumes.
+	t.Run("nat", fleetFailoverNAT)
+}
+
+// natConf turns fleetServerConf's routed VPN into NAT to lan0.
+func natConf(conf string) string {
+	return strings.Replace(conf, "forwarding = \"routed\"\nlan_interface = \"lan0\"\nlan_announce = \"proxy-arp\"\nlan_to_clients = true\n",
+		"forwarding = \"nat\"\nlan_interface = \"lan0\"\n", 1)
+}
+
+// fleetFailoverNAT: the fleet with NAT, kill -9 of alice's gateway. Her
+// probes to the corporate host come back through the next gateway (the
+// time from the kill is printed), and her download from the corporate
+// host, whose connection died with gw1's address, resumes from where it
+// broke off and ends with the right SHA-256.
+func fleetFailoverNAT(t *testing.T) {
+	tp := newFleetTopology(t)
+	dir := t.TempDir()
+	writeLabPKI(t, dir, "alice", "bob")
+	etcd := startRole(t, tp.corp, "etcd", filepath.Join(dir, "etcd"), fleetCorp)
+	line, _ := etcd.waitLine(t, 0, "etcd ready")
+	endpoint := strings.Fields(line)[2]
+	var gws [3]*proc
+	var servers [3]string
+	for i := range gws {
+		name := fmt.Sprintf("gw%d", i+1)
+		conf := natConf(fleetServerConf(name, endpoint))
+		if !strings.Contains(conf, `forwarding = "nat"`) {
+			t.Fatal("natConf did not apply")
+		}
+		gws[i] = startRole(t, tp.gws[i], "server", writeFile(t, filepath.Join(dir, name+".toml"), conf))
+		servers[i] = fmt.Sprintf("198.19.0.%d:8443", i+1)
+	}
+	for _, g := range gws {
+		g.waitLine(t, 0, "gateway listening")
+	}
+	writeFile(t, filepath.Join(dir, "alice-resolv.conf"), labResolv)
+	alice := startRole(t, tp.clients[0], "client", fleetClientConf(t, dir, "alice", servers[0], servers[1], servers[2]))
+	alice.waitLine(t, 0, "VPN up")
+	gws[0].waitLine(t, 0, "session established", "peer.name=alice")
+	aliceAddrs := tunAddrs(t, tp.clients[0], "tw0")
+
+	const size, rate = 24 << 20, 4 << 20
+	paced := startRole(t, tp.corp, "paced", fleetCorp+":9100", strconv.Itoa(rate))
+	paced.waitLine(t, 0, "paced ready")
+	echo := startRole(t, tp.corp, "echo", fleetCorp+":7001")
+	echo.waitLine(t, 0, "echo ready")
+	probe := startRole(t, tp.clients[0], "probe", fleetCorp+":7001")
+	probe.waitLine(t, 0, "probe sent=")
+	fetch := startRole(t, tp.clients[0], "resume", fleetCorp+":9100", strconv.Itoa(size))
+	// Masqueraded: the corporate host sees gw1's address.
+	paced.waitLine(t, 0, "paced: connection from 198.18.0.1:")
+	_, np := paced.waitLine(t, 0, "paced: sent 6 MiB")
+
+	na, npr := alice.count(), probe.count()
+	killed := time.Now()
+	if err := gws[0].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-gws[0].done
+	run(t, "ip", "-n", tp.gws[0], "link", "set", "lan0", "down")
+	alice.waitLine(t, na, "VPN up")
+	if got := tunAddrs(t, tp.clients[0], "tw0"); strings.Join(got, " ") != strings.Join(aliceAddrs, " ") {
+		t.Fatalf("alice's addresses after the failover %v, before %v", got, aliceAddrs)
+	}
+	var first [2]int64
+	deadline := time.Now().Add(probeWait)
+	for first[0] == 0 {
+		for _, r := range probeReplies(probe, npr) {
+			if r[0] > killed.UnixNano() {
+				first = r
+				break
+			}
+		}
+		if first[0] == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no probe from alice answered within %v of the kill", probeWait)
+			}
+			select {
+			case <-probe.next():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	// The download resumes through gw2, masqueraded to its address.
+	again, _ := paced.waitLine(t, np, "paced: connection from 198.18.0.2:")
+	resumed := time.Since(killed)
+	out, _ := fetch.waitLine(t, 0, "bytes=")
+	if want := fmt.Sprintf("bytes=%d sha256=%s", size, streamSum(size)); !strings.Contains(out, want) {
+		t.Fatalf("download across the failover: %s, want %s", out, want)
+	}
+	t.Logf("NAT, kill -9 of gw1 -> first probe from alice answered through gw2: %v; download resumed (%s) %v after the kill, then: %s",
+		time.Duration(first[1]-killed.UnixNano()).Round(time.Millisecond), strings.TrimPrefix(again, "paced: "), resumed.Round(time.Millisecond), out)
+	for _, p := range []*proc{probe, echo, paced, alice, gws[1], gws[2], etcd} {
+		p.stop(t)
+	}
 }
 
 func fleetFailover(t *testing.T, silent bool) {
@@ -483,7 +646,7 @@ func fleetFailover(t *testing.T, silent bool) {
 				t.Fatalf("no probe to alice answered within %v of the kill", probeWait)
 			}
 			select {
-			case <-probe.changed:
+			case <-probe.next():
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
