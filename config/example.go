@@ -110,6 +110,7 @@ client_to_client = false           # may clients reach each other (VPN packets a
 lan_to_clients = false             # may LAN hosts open connections to clients?
 forwarding = "nat"                 # "nat": masquerade to the gateway's LAN address; "routed": the LAN routes the pools here
 # lan_interface = "eth0"           # NAT only out of this interface (default: any but the TUN)
+# lan_announce = "none"            # routed fleet: "proxy-arp" answers ARP/NDP on lan_interface for the clients this gateway holds
 # tun = "twoway0"                  # TUN device name
 # offload = true                   # kernel segmentation offloads: superpackets pass through whole (Linux)
 state_dir = "/var/lib/twoway"      # sticky leases (leases.json) and crash-cleanup records

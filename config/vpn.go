@@ -21,6 +21,16 @@ const (
 	ForwardingRouted = "routed"
 )
 
+// LAN announcement choices of the gateway's [vpn] table (lan_announce):
+// how, in routed mode, the LAN finds the gateway holding a client's address.
+const (
+	// LANAnnounceNone leaves it to the LAN's routing (default).
+	LANAnnounceNone = "none"
+	// LANAnnounceProxyARP: the holding gateway answers ARP/NDP for the
+	// address on lan_interface and announces takeovers.
+	LANAnnounceProxyARP = "proxy-arp"
+)
+
 // DefaultStateDir is where leases and the TUN configuration records live
 // unless state_dir says otherwise.
 const DefaultStateDir = "/var/lib/twoway"
@@ -60,6 +70,11 @@ type ServerVPN struct {
 	// LANInterface is the interface NAT masquerades out of; default every
 	// interface but the TUN device.
 	LANInterface string `toml:"lan_interface"`
+	// LANAnnounce is how the LAN finds the gateway holding a client's
+	// address in routed mode: "none" (default: the LAN routes the pools to
+	// the gateways) or "proxy-arp" (the holding gateway answers ARP/NDP
+	// for it on lan_interface and announces takeovers; see lan.Neighbours).
+	LANAnnounce string `toml:"lan_announce"`
 	// TUN is the name of the gateway's TUN device; default tun.DefaultName.
 	TUN string `toml:"tun"`
 	// Offload: as ClientVPN.Offload.
@@ -145,6 +160,9 @@ func (v *ServerVPN) resolve(src *source) {
 	if v.Forwarding == "" {
 		v.Forwarding = ForwardingNAT
 	}
+	if v.LANAnnounce == "" {
+		v.LANAnnounce = LANAnnounceNone
+	}
 	if v.MTU == 0 {
 		v.MTU = tun.DefaultMTU
 	}
@@ -181,6 +199,18 @@ func (v *ServerVPN) validate(src *source) error {
 	case ForwardingNAT, ForwardingRouted:
 	default:
 		return src.errf("vpn.forwarding", "%q: want %q or %q", v.Forwarding, ForwardingNAT, ForwardingRouted)
+	}
+	switch v.LANAnnounce {
+	case "", LANAnnounceNone: // "": a config built in code
+	case LANAnnounceProxyARP:
+		if v.Forwarding != ForwardingRouted {
+			return src.errf("vpn.lan_announce", "%q needs forwarding = %q (with NAT the LAN sees only the gateway's own address)", v.LANAnnounce, ForwardingRouted)
+		}
+		if v.LANInterface == "" {
+			return src.errf("vpn.lan_announce", "%q needs lan_interface: the interface on the LAN to answer ARP/NDP on", v.LANAnnounce)
+		}
+	default:
+		return src.errf("vpn.lan_announce", "%q: want %q or %q", v.LANAnnounce, LANAnnounceNone, LANAnnounceProxyARP)
 	}
 	if v.UDPPort < 0 || v.UDPPort > 65535 {
 		return src.errf("vpn.udp_port", "%d: want 1..65535 (0: the listen port)", v.UDPPort)

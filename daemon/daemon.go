@@ -124,6 +124,7 @@ func NewServer(path string, cfg *config.Server, logger *slog.Logger) (*Server, e
 			s.fleet.Stop()
 			return nil, err
 		}
+		gv.announceSessions(&tc)
 	}
 	ts, err := tunnel.NewServer(tc, logger)
 	if err != nil {

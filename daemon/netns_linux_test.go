@@ -166,6 +166,9 @@ func runRole(role string, args []string) int {
 		fmt.Printf("bytes=%d sha256=%x seconds=%.3f\n", n, h.Sum(nil), time.Since(start).Seconds())
 		return 0
 	}
+	if code, ok := runFleetRole(ctx, role, args); ok {
+		return code
+	}
 	return fail(fmt.Errorf("unknown role %q", role))
 }
 

@@ -22,6 +22,9 @@ type gatewayVPN struct {
 	log     *slog.Logger
 	undoTun func() error
 	undoLAN func() error
+	// neigh answers ARP/NDP on the LAN for the clients' addresses
+	// (lan_announce = "proxy-arp"); nil otherwise.
+	neigh *lan.Neighbours
 }
 
 // openGatewayVPN sets up everything VPN mode needs at the gateway and
@@ -76,6 +79,16 @@ func openGatewayVPN(v *config.ServerVPN, leases ipam.Store, logger *slog.Logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpn: %w", err)
 	}
+	if v.LANAnnounce == config.LANAnnounceProxyARP {
+		if gv.neigh, err = lan.NewNeighbours(v.LANInterface, pools, logger.With("component", "lan")); err != nil {
+			return nil, nil, fmt.Errorf("vpn: lan_announce: %w", err)
+		}
+		if err = gv.neigh.Start(); err != nil {
+			gv.neigh = nil
+			return nil, nil, fmt.Errorf("vpn: lan_announce: %w", err)
+		}
+		logger.Info("answering ARP/NDP on the LAN for the addresses of this gateway's clients", "interface", v.LANInterface)
+	}
 	logger.Info("VPN mode on", "tun", name, "addresses", pool.Gateway(), "forwarding", v.Forwarding, "client_to_client", v.ClientToClient)
 	sv := &tunnel.ServerVPN{
 		Device: dev, Pool: pool, Routes: v.Routes, DNS: v.DNS, SearchDomains: v.SearchDomains,
@@ -94,6 +107,9 @@ func (gv *gatewayVPN) close() {
 		return
 	}
 	var errs []error
+	if gv.neigh != nil {
+		errs = append(errs, gv.neigh.Stop())
+	}
 	if gv.undoLAN != nil {
 		errs = append(errs, gv.undoLAN())
 	}
@@ -103,6 +119,42 @@ func (gv *gatewayVPN) close() {
 	if err := errors.Join(errs...); err != nil {
 		gv.log.Warn("undoing VPN setup", "err", err)
 	}
+}
+
+// announceSessions makes the LAN find this gateway for the addresses of
+// the sessions it holds (lan_announce): from when a session starts until
+// it ends. A client failing over from a dead gateway starts a session
+// here, so the announcement points the LAN's neighbour caches at this
+// gateway at once.
+func (gv *gatewayVPN) announceSessions(tc *tunnel.ServerConfig) {
+	if gv == nil || gv.neigh == nil {
+		return
+	}
+	onSession, onEnd := tc.OnSession, tc.OnSessionEnd
+	tc.OnSession = func(si tunnel.SessionInfo) {
+		if onSession != nil {
+			onSession(si)
+		}
+		gv.neigh.Add(vpnAddrs(si))
+	}
+	tc.OnSessionEnd = func(si tunnel.SessionInfo, err error) {
+		if onEnd != nil {
+			onEnd(si, err)
+		}
+		gv.neigh.Remove(vpnAddrs(si))
+	}
+}
+
+// vpnAddrs are a session's VPN addresses, if it has any.
+func vpnAddrs(si tunnel.SessionInfo) []netip.Addr {
+	if si.VPN == nil {
+		return nil
+	}
+	out := make([]netip.Addr, len(si.VPN.Addresses))
+	for i, p := range si.VPN.Addresses {
+		out[i] = p.Addr()
+	}
+	return out
 }
 
 // openClientVPN opens the client's TUN device and its configurator, after

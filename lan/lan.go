@@ -11,6 +11,11 @@
 // rules apart from whatever else manages the host's firewall, and lets a
 // restart after a crash clean up by deleting it. Elsewhere Apply returns
 // ErrUnsupported.
+//
+// In a routed fleet, Neighbours makes the LAN find the gateway that holds
+// a client's address now: proxy ARP/NDP entries for the addresses of the
+// sessions it holds, and a gratuitous ARP / unsolicited neighbour
+// advertisement at each takeover.
 package lan
 
 import (

@@ -24,11 +24,12 @@ type Cluster struct {
 	cfgs    []*embed.Config
 	// Endpoints are the members' client URLs.
 	Endpoints []string
-	ports     []int // every port the members listen on
+	ports     []int  // every port the members listen on
+	host      string // the address they listen on
 }
 
-// freePorts returns n loopback TCP ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
+// freePorts returns n TCP ports of host that were free a moment ago.
+func freePorts(host string, n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -37,7 +38,7 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}
@@ -50,7 +51,14 @@ func freePorts(n int) ([]int, error) {
 // StartCluster starts n members under dir and waits until they serve.
 // With clientTLS set, clients must speak TLS to them (peers stay plain).
 func StartCluster(dir string, n int, clientTLS *transport.TLSInfo) (*Cluster, error) {
-	ports, err := freePorts(2 * n)
+	return StartClusterAt("127.0.0.1", dir, n, clientTLS)
+}
+
+// StartClusterAt is StartCluster on the IPv4 address host instead of
+// loopback: for tests whose gateways run in network namespaces, which
+// reach etcd on an address of a namespace's interface.
+func StartClusterAt(host, dir string, n int, clientTLS *transport.TLSInfo) (*Cluster, error) {
+	ports, err := freePorts(host, 2*n)
 	if err != nil {
 		return nil, err
 	}
@@ -58,18 +66,18 @@ func StartCluster(dir string, n int, clientTLS *transport.TLSInfo) (*Cluster, er
 	if clientTLS != nil {
 		scheme = "https"
 	}
-	c := &Cluster{ports: ports}
+	c := &Cluster{ports: ports, host: host}
 	var initial []string
 	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+		initial = append(initial, fmt.Sprintf("m%d=http://%s:%d", i, host, ports[2*i+1]))
 	}
 	cfgs := make([]*embed.Config, n)
 	for i := range n {
 		cfg := embed.NewConfig()
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.Dir = filepath.Join(dir, cfg.Name)
-		client := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
-		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		client := url.URL{Scheme: scheme, Host: fmt.Sprintf("%s:%d", host, ports[2*i])}
+		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("%s:%d", host, ports[2*i+1])}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		cfg.InitialCluster = strings.Join(initial, ",")
@@ -172,7 +180,7 @@ func (c *Cluster) RestartMember(i int) error {
 // Close.
 func (c *Cluster) PortsFree() error {
 	for _, p := range c.ports {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		l, err := net.Listen("tcp", net.JoinHostPort(c.host, fmt.Sprint(p)))
 		if err != nil {
 			return fmt.Errorf("port %d still in use after the cluster closed: %w", p, err)
 		}
