@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,30 +73,38 @@ func TestPathMeter(t *testing.T) {
 }
 
 // pump sends a packet of one UDP flow from the LAN to the client every gap
-// until stop is closed, and drains what reaches the client.
-// It returns the count of packets reaching the client for UDP port 40000
-// (the sparse flow of TestUDPPathQueueDropsBulkFlow).
+// until stop is closed, and drains what reaches the client until the test
+// ends. It returns the count of packets reaching the client for UDP port
+// 40000 (the sparse flow of TestUDPPathQueueDropsBulkFlow).
 func (p *udpPair) pump(t *testing.T, gap time.Duration, size int, stop chan struct{}) *atomic.Int64 {
 	t.Helper()
 	var sparse atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(done); wg.Wait() })
+	wg.Add(2)
 	go func() {
+		defer wg.Done()
 		for {
 			select {
 			case pkt := <-p.vc.dev.Outbound:
 				if len(pkt) >= 28 && pkt[9] == 17 && binary.BigEndian.Uint16(pkt[22:]) == 40000 {
 					sparse.Add(1)
 				}
-			case <-stop:
+			case <-done:
 				return
 			}
 		}
 	}()
 	go func() {
+		defer wg.Done()
 		tk := time.NewTicker(gap)
 		defer tk.Stop()
 		for {
 			select {
 			case <-stop:
+				return
+			case <-done:
 				return
 			case <-tk.C:
 			}
@@ -103,6 +112,8 @@ func (p *udpPair) pump(t *testing.T, gap time.Duration, size int, stop chan stru
 			select {
 			case p.gw.lan.Inbound <- pkt:
 			case <-stop:
+				return
+			case <-done:
 				return
 			}
 		}
@@ -182,8 +193,17 @@ func TestUDPPathQueueDropsBulkFlow(t *testing.T) {
 			sparse++
 			time.Sleep(25 * time.Millisecond)
 		}
-		waitCond(t, "the sparse flow's packets", func() bool { return got.Load() >= int64(sparse) })
-		close(stop)
+		close(stop) // the bulk flow ends; what is queued drains
+		deadline := time.Now().Add(10 * time.Second)
+		for got.Load() < int64(sparse)-1 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The two flows share a flow queue in one gateway of 64 (the
+		// hash's seed is random), and then the sparse flow may lose a
+		// packet to the bulk flow's drops; more would be a bug.
+		if n := got.Load(); n < int64(sparse)-1 {
+			t.Errorf("LocalQueueOnly %v: %d of %d packets of the sparse flow arrived", local, n, sparse)
+		}
 		dropped := p.gw.srv.VPNStats().Dropped()
 		t.Logf("LocalQueueOnly %v: %d dropped in 1 s", local, dropped)
 		if !local && dropped < 3 {
