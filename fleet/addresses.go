@@ -49,9 +49,14 @@ type addressStore struct {
 	logger *slog.Logger
 
 	// opMu keeps this gateway's holds in etcd and mine in step: Commit
-	// and Release (one at a time already, per the ipam.Store contract)
-	// against reassert.
+	// and Release against each other and against reassert.
 	opMu sync.Mutex
+
+	// Commits of changes that keep addresses wait here to go to etcd
+	// together (groupCommit).
+	groupMu  sync.Mutex
+	group    []*groupedCommit
+	grouping bool // a caller is sending groups; guarded by groupMu
 
 	mu       sync.Mutex // guards the fields below
 	update   func(ipam.Update)
@@ -321,13 +326,149 @@ func (s *addressStore) waitApplied(ctx context.Context, rev int64) error {
 
 // Commit applies ch in one etcd transaction, if every record it was
 // decided from still has the Version it saw and every address it takes
-// anew is still free.
+// anew is still free. A change that keeps addresses may share its
+// transaction with others (groupCommit).
 func (s *addressStore) Commit(ch ipam.Change) error {
-	var (
-		cmps  []clientv3.Cmp
-		ops   []clientv3.Op
-		taken string // the ident/ value this gateway holds ch.Record with
-	)
+	if ch.KeepsAddresses() {
+		return s.groupCommit(ch)
+	}
+	return s.commitOne(ch)
+}
+
+// commitOne is Commit in a transaction of its own.
+func (s *addressStore) commitOne(ch ipam.Change) error {
+	cmps, ops, taken := s.txnOf(ch)
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.down() {
+		// No new session waits DialTimeout while etcd is known away.
+		return s.whileDown(ch, nil)
+	}
+	ctx, cancel := s.f.opContext()
+	defer cancel()
+	resp, err := s.f.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil && unreachable(err) && s.f.ctx.Err() == nil {
+		s.markDown(err)
+		return s.whileDown(ch, err)
+	}
+	if err != nil {
+		return fmt.Errorf("fleet: commit address lease: %w", err)
+	}
+	if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("fleet: %w", ipam.ErrConflict)
+	}
+	s.took(ch, taken)
+	return nil
+}
+
+// took records that this gateway holds ch.Record with the ident/ value
+// taken.
+func (s *addressStore) took(ch ipam.Change, taken string) {
+	if taken == "" {
+		return
+	}
+	s.mu.Lock()
+	s.mine[ch.Record.Identity] = taken
+	// Held again: a release still owed from an outage is void.
+	delete(s.releases, ch.Record.Identity)
+	s.mu.Unlock()
+}
+
+// groupedCommit is one Commit waiting in a group.
+type groupedCommit struct {
+	ch   ipam.Change
+	done chan error
+}
+
+// maxGroup bounds the changes in one transaction: each is up to four
+// puts, and etcd refuses more than 128 operations (--max-txn-ops).
+const maxGroup = 24
+
+// groupCommit commits ch together with the other changes that keep
+// addresses waiting at the same time: after a gateway fails, every user
+// it had arrives at the others at once, and one transaction per user,
+// each waiting for the last, made them wait longer than their handshake
+// allows (bench: the reconnect storm). The first caller sends groups
+// until none is waiting; a group that fails as a whole (one of its
+// records changed meanwhile) is retried one change at a time, so each
+// caller gets the answer its own change would have got.
+func (s *addressStore) groupCommit(ch ipam.Change) error {
+	me := &groupedCommit{ch: ch, done: make(chan error, 1)}
+	s.groupMu.Lock()
+	s.group = append(s.group, me)
+	if s.grouping {
+		s.groupMu.Unlock()
+		return <-me.done
+	}
+	s.grouping = true
+	for {
+		g := s.group[:min(len(s.group), maxGroup)]
+		s.group = s.group[len(g):]
+		if len(g) == 0 {
+			s.grouping = false
+			s.group = nil
+			s.groupMu.Unlock()
+			return <-me.done
+		}
+		s.groupMu.Unlock()
+		s.commitGroup(g)
+		s.groupMu.Lock()
+	}
+}
+
+// commitGroup commits g's changes in one transaction if it can, else one
+// by one, and answers each.
+func (s *addressStore) commitGroup(g []*groupedCommit) {
+	if len(g) > 1 && s.tryGroup(g) {
+		for _, c := range g {
+			c.done <- nil
+		}
+		return
+	}
+	for _, c := range g {
+		c.done <- s.commitOne(c.ch)
+	}
+}
+
+// tryGroup commits every change of g in one transaction and reports
+// whether it did; false leaves etcd as it was (or etcd unreachable, which
+// commitOne then finds).
+func (s *addressStore) tryGroup(g []*groupedCommit) bool {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	taken := make([]string, len(g))
+	for i, c := range g {
+		c1, o1, t := s.txnOf(c.ch)
+		cmps, ops, taken[i] = append(cmps, c1...), append(ops, o1...), t
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.down() {
+		return false
+	}
+	ctx, cancel := s.f.opContext()
+	defer cancel()
+	resp, err := s.f.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil || !resp.Succeeded {
+		// Unreachable, a record that changed, or two changes of one
+		// identity (etcd refuses a key twice in a transaction).
+		return false
+	}
+	if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
+		return false // committed: commitOne conflicts, decides again and holds
+	}
+	for i, c := range g {
+		s.took(c.ch, taken[i])
+	}
+	return true
+}
+
+// txnOf is the transaction that applies ch: its conditions, its
+// operations, and the ident/ value this gateway holds ch.Record with.
+func (s *addressStore) txnOf(ch ipam.Change) (cmps []clientv3.Cmp, ops []clientv3.Op, taken string) {
 	if r := ch.Record; r.Identity != "" {
 		taken = encodeIdent(r)
 		k := s.identKey(r.Identity)
@@ -356,37 +497,7 @@ func (s *addressStore) Commit(ch ipam.Change) error {
 	for _, a := range ch.Drop {
 		ops = append(ops, clientv3.OpDelete(s.addrKey(a)))
 	}
-
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if s.down() {
-		// No new session waits DialTimeout while etcd is known away.
-		return s.whileDown(ch, nil)
-	}
-	ctx, cancel := s.f.opContext()
-	defer cancel()
-	resp, err := s.f.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil && unreachable(err) && s.f.ctx.Err() == nil {
-		s.markDown(err)
-		return s.whileDown(ch, err)
-	}
-	if err != nil {
-		return fmt.Errorf("fleet: commit address lease: %w", err)
-	}
-	if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
-		return err
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("fleet: %w", ipam.ErrConflict)
-	}
-	if taken != "" {
-		s.mu.Lock()
-		s.mine[ch.Record.Identity] = taken
-		// Held again: a release still owed from an outage is void.
-		delete(s.releases, ch.Record.Identity)
-		s.mu.Unlock()
-	}
-	return nil
+	return cmps, ops, taken
 }
 
 // Release deletes this gateway's hold on name and rewrites its record, so

@@ -289,12 +289,12 @@ func (p *Pool) Acquire(identity string, groups []string) (Lease, error) {
 	if l, ok := p.holdAgain(identity); ok {
 		return l, nil
 	}
-	p.commitMu.Lock()
-	defer p.commitMu.Unlock()
 	for attempt := range maxCommitAttempts {
+		p.commitMu.Lock()
 		// Another session of identity may have got in while this one
 		// waited for commitMu.
 		if l, ok := p.holdAgain(identity); ok {
+			p.commitMu.Unlock()
 			return l, nil
 		}
 		// After a conflict, a new identity takes a free address a random
@@ -307,9 +307,20 @@ func (p *Pool) Acquire(identity string, groups []string) (Lease, error) {
 		}
 		ch, reclaimed, err := p.decide(identity, groups, skip)
 		if err != nil {
+			p.commitMu.Unlock()
 			return Lease{}, err
 		}
-		err = p.store.Commit(ch)
+		if ch.KeepsAddresses() {
+			// Nothing changes hands, so no other decision of this Pool
+			// can collide with it: let the next one be made while the
+			// store commits (a shared store batches such commits; after
+			// a gateway fails, every user it had arrives at once).
+			p.commitMu.Unlock()
+			err = p.store.Commit(ch)
+		} else {
+			err = p.store.Commit(ch)
+			p.commitMu.Unlock()
+		}
 		if errors.Is(err, ErrConflict) {
 			continue
 		}

@@ -23,7 +23,10 @@ import "net/netip"
 // (Release).
 //
 // Concurrency contract: a Store serves one Pool. The Pool calls Commit and
-// Release one at a time, never while it holds the lock of its view; the
+// Release one at a time, except that Commits of changes that keep
+// addresses (Change.KeepsAddresses) may run concurrently with each other
+// and with one other Commit or Release; never while it holds the lock of
+// its view. The
 // store calls the update function passed to Open from one goroutine at a
 // time, in the order it applied the changes, possibly during a Commit or a
 // Release.
@@ -112,4 +115,13 @@ type Change struct {
 	// Drop lists the addresses nobody has after the change: Record's
 	// former ones, and those Victims lose that Record does not take.
 	Drop []netip.Addr
+}
+
+// KeepsAddresses reports whether ch only takes a hold on Record with the
+// addresses its stored record already has (a user coming back, or
+// failing over from another gateway): no address changes hands, so it
+// cannot collide with another decision of the same Pool.
+func (ch Change) KeepsAddresses() bool {
+	return ch.Record.Identity != "" && ch.Record.Version != 0 &&
+		len(ch.Free) == 0 && len(ch.Victims) == 0 && len(ch.Drop) == 0
 }
