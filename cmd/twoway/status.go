@@ -236,7 +236,13 @@ func printStatus(w io.Writer, st control.Status) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  WHICH\tSUBJECT\tSERIAL\tEXPIRES\tLEFT")
 		for _, c := range st.Certificates {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Which, c.Subject, c.Serial, c.NotAfter.UTC().Format("2006-01-02"), days(c.DaysLeft, c.NotAfter))
+			left := days(c.DaysLeft, c.NotAfter)
+			if c.Which == control.CertOwn && st.Renewal != nil && st.Renewal.Failures == 0 && c.DaysLeft >= 0 {
+				// A short-lived certificate that renews itself is
+				// not news; a failing renewal keeps the mark.
+				left = fmt.Sprintf("%dd (renews %s)", c.DaysLeft, st.Renewal.Next.UTC().Format("2006-01-02"))
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Which, c.Subject, c.Serial, c.NotAfter.UTC().Format("2006-01-02"), left)
 		}
 		tw.Flush()
 	}

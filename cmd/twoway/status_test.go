@@ -335,11 +335,17 @@ func TestStatusRenewal(t *testing.T) {
 	st := control.Status{
 		Role: config.RoleClient, Version: "1.4.0", Started: statusNow.Add(-time.Minute), Now: statusNow,
 		Renewal: &control.Renewal{Next: statusNow.Add(90 * time.Minute)},
+		Certificates: []control.Certificate{{Which: control.CertOwn, Subject: "CN=alice", Serial: "1f",
+			NotAfter: statusNow.Add(4 * 24 * time.Hour), DaysLeft: 4}},
 	}
 	path := startControl(t, filepath.Join(t.TempDir(), "client.sock"), &statusFake{st: st})
 	out, err := runCLI(t, "status", "--socket", path, "--role", "client")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A 7-day certificate that renews itself is not flagged (!).
+	if !regexp.MustCompile(`(?m)^  own\s+CN=alice\s+1f\s+\S+\s+4d \(renews \d{4}-\d\d-\d\d\)$`).MatchString(out) || strings.Contains(out, "(!)") {
+		t.Errorf("own certificate with renewal working:\n%s", out)
 	}
 	if re := `(?m)^certificate renewal: next \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(in 1h30m0s\); not tried yet$`; !regexp.MustCompile(re).MatchString(out) {
 		t.Errorf("output does not match %s:\n%s", re, out)
@@ -352,6 +358,9 @@ func TestStatusRenewal(t *testing.T) {
 	}
 	if re := `(?m)^certificate renewal: next .* \(in 2m0s\); FAILING \(3 attempts, last .*: gateway does not renew certificates\)$`; !regexp.MustCompile(re).MatchString(out) {
 		t.Errorf("output does not match %s:\n%s", re, out)
+	}
+	if !strings.Contains(out, "4d (!)") {
+		t.Errorf("own certificate with renewal failing is not flagged:\n%s", out)
 	}
 	if out, err = runCLI(t, "status", "--socket", path, "--role", "client", "--json"); err != nil {
 		t.Fatal(err)
