@@ -76,11 +76,12 @@ type Fleet struct {
 	Reachable   bool      `json:"reachable"`
 	LastContact time.Time `json:"last_contact,omitzero"`
 	// While etcd is away ([fleet] store_unreachable): VPN address
-	// requests refused and served from cache, and cached grants not yet
-	// written back.
-	Refused      uint64 `json:"refused,omitempty"`
-	ServedCached uint64 `json:"served_cached,omitempty"`
-	Pending      int    `json:"pending,omitempty"`
+	// requests refused and served from cache, cached grants not yet
+	// written back, and releases (sessions that ended) not yet written.
+	Refused         uint64 `json:"refused,omitempty"`
+	ServedCached    uint64 `json:"served_cached,omitempty"`
+	Pending         int    `json:"pending,omitempty"`
+	PendingReleases int    `json:"pending_releases,omitempty"`
 }
 
 // KeptVPN is a device configuration kept between sessions.

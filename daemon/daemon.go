@@ -187,7 +187,7 @@ func (s *Server) Status() control.Status {
 		h := s.fleet.Health()
 		ss := s.fleet.StoreStats()
 		st.Fleet = &control.Fleet{Name: h.Name, Endpoints: h.Endpoints, Reachable: h.Reachable && !ss.Unreachable, LastContact: h.LastContact,
-			Refused: ss.Refused, ServedCached: ss.ServedCached, Pending: ss.Pending}
+			Refused: ss.Refused, ServedCached: ss.ServedCached, Pending: ss.Pending, PendingReleases: ss.PendingReleases}
 	}
 	return st
 }

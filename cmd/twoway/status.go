@@ -199,8 +199,11 @@ func printStatus(w io.Writer, st control.Status) {
 			last = st.Now.Sub(f.LastContact).Round(time.Second).String() + " ago"
 		}
 		fmt.Fprintf(w, "fleet: gateway %q, %s (last contact %s; %s)", f.Name, state, last, strings.Join(f.Endpoints, ", "))
-		if f.Refused+f.ServedCached > 0 || f.Pending > 0 {
+		if f.Refused+f.ServedCached > 0 || f.Pending > 0 || f.PendingReleases > 0 {
 			fmt.Fprintf(w, "; while etcd was away: refused %d, served from cache %d, %d not yet written back", f.Refused, f.ServedCached, f.Pending)
+			if f.PendingReleases > 0 {
+				fmt.Fprintf(w, ", %d releases not yet written", f.PendingReleases)
+			}
 		}
 		fmt.Fprintln(w)
 	}

@@ -303,14 +303,14 @@ func (f *fleetFake) FleetKick(identity string) (int, error) {
 func TestStatusAndKickFleet(t *testing.T) {
 	st := gatewayStatus()
 	st.Fleet = &control.Fleet{Name: "gw1", Endpoints: []string{"https://etcd1:2379"}, Reachable: true, LastContact: statusNow.Add(-2 * time.Second),
-		Refused: 3, ServedCached: 2}
+		Refused: 3, ServedCached: 2, PendingReleases: 1}
 	fake := &fleetFake{statusFake: statusFake{st: st}}
 	path := startControl(t, filepath.Join(t.TempDir(), "server.sock"), fake)
 	out, err := runCLI(t, "status", "--socket", path, "--fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, `fleet: gateway "gw1", etcd reachable (last contact 2s ago; https://etcd1:2379); while etcd was away: refused 3, served from cache 2, 0 not yet written back`) {
+	if !strings.Contains(out, `fleet: gateway "gw1", etcd reachable (last contact 2s ago; https://etcd1:2379); while etcd was away: refused 3, served from cache 2, 0 not yet written back, 1 releases not yet written`) {
 		t.Errorf("no fleet line:\n%s", out)
 	}
 	row := regexp.MustCompile(`(?m)^  gw1\s+alice\s+eng\s+198\.18\.0\.7:50000\s+198\.18\.100\.7/24\s+2\.0 KiB.*\s+2h0m0s$`)
