@@ -363,6 +363,28 @@ func (p *proc) next() <-chan struct{} {
 
 // probeReplies are the (sent, recv) times the probe printed after line
 // index after.
+// firstReplyAfter waits up to probeWait for the first of p's probe replies
+// (from output line after on) to a probe sent after killed, and returns it:
+// what is the failure's wording.
+func firstReplyAfter(t *testing.T, p *proc, after int, killed time.Time, what string) [2]int64 {
+	t.Helper()
+	deadline := time.Now().Add(probeWait)
+	for {
+		for _, r := range probeReplies(p, after) {
+			if r[0] > killed.UnixNano() {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s within %v of the kill", what, probeWait)
+		}
+		select {
+		case <-p.next():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func probeReplies(p *proc, after int) [][2]int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -472,25 +494,7 @@ func fleetFailoverNAT(t *testing.T) {
 	if got := tunAddrs(t, tp.clients[0], "tw0"); strings.Join(got, " ") != strings.Join(aliceAddrs, " ") {
 		t.Fatalf("alice's addresses after the failover %v, before %v", got, aliceAddrs)
 	}
-	var first [2]int64
-	deadline := time.Now().Add(probeWait)
-	for first[0] == 0 {
-		for _, r := range probeReplies(probe, npr) {
-			if r[0] > killed.UnixNano() {
-				first = r
-				break
-			}
-		}
-		if first[0] == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("no probe from alice answered within %v of the kill", probeWait)
-			}
-			select {
-			case <-probe.next():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
+	first := firstReplyAfter(t, probe, npr, killed, "no probe from alice answered")
 	// The download resumes through gw2, masqueraded to its address.
 	again, _ := paced.waitLine(t, np, "paced: connection from 198.18.0.2:")
 	resumed := time.Since(killed)
@@ -632,25 +636,7 @@ func fleetFailover(t *testing.T, silent bool) {
 	}
 	// The first probe sent after the kill that came back went through
 	// gw2 both ways: gw1 is gone.
-	var first [2]int64
-	deadline := time.Now().Add(probeWait)
-	for first[0] == 0 {
-		for _, r := range probeReplies(probe, np) {
-			if r[0] > killed.UnixNano() {
-				first = r
-				break
-			}
-		}
-		if first[0] == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("no probe to alice answered within %v of the kill", probeWait)
-			}
-			select {
-			case <-probe.next():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
+	first := firstReplyAfter(t, probe, np, killed, "no probe to alice answered")
 	// The last answered probe before the kill bounds the gap as seen
 	// from the LAN.
 	var last int64

@@ -49,15 +49,26 @@ type pathState struct {
 	offUntil   int64 // clock until which the path is not counted (gave up)
 	gaveUp     atomic.Uint64
 
-	win       int64 // the current window (clock / codelInterval)
-	cur, prev int   // bytes dequeued in this and the previous window
-	active    int   // flows that sent more than pathActiveBytes in the previous window
+	total  flowWindow // the queue's bytes, as flowWindow counts a flow's
+	active int        // flows that sent more than pathActiveBytes in the previous window
 }
 
-// flowWindow is a flow's bytes in the queue's windows.
+// flowWindow is a flow's bytes dequeued in the current CoDel interval
+// (window win: clock / codelInterval) and the one before.
 type flowWindow struct {
 	win       int64
 	cur, prev int
+}
+
+// lately is what w counted in window win and the one before.
+func (w *flowWindow) lately(win int64) int {
+	switch w.win {
+	case win:
+		return w.cur + w.prev
+	case win - 1:
+		return w.cur
+	}
+	return 0
 }
 
 func (w *flowWindow) roll(win int64) {
@@ -107,47 +118,30 @@ func (p *pathState) current(now int64) int64 {
 // queue's mu held.
 func (q *fqQueue) sent(f *flowWindow, size int, now int64) {
 	p := &q.path
-	if win := now / codelInterval; p.win != win {
-		p.roll(win, q.flows)
-	}
-	p.cur += size
-	f.roll(p.win)
-	f.cur += size
-}
-
-// roll starts window win, counting the flows that were active in the one
-// that ended (flows is the queue's table).
-func (p *pathState) roll(win int64, flows *[fqFlows]fqFlow) {
-	p.active = 0
-	if p.win == win-1 && flows != nil {
-		for i := range flows {
-			if w := &flows[i].win; w.win == p.win && w.cur > pathActiveBytes {
-				p.active++
+	win := now / codelInterval
+	if p.total.win != win {
+		// A new window: count the flows active in the one that ended.
+		p.active = 0
+		if p.total.win == win-1 && q.flows != nil {
+			for i := range q.flows {
+				if w := &q.flows[i].win; w.win == p.total.win && w.cur > pathActiveBytes {
+					p.active++
+				}
 			}
 		}
 	}
-	if p.win == win-1 {
-		p.prev = p.cur
-	} else {
-		p.prev = 0
-	}
-	p.cur, p.win = 0, win
+	p.total.roll(win)
+	p.total.cur += size
+	f.roll(win)
+	f.cur += size
 }
 
 // heavy reports whether f sent enough lately to be charged the path's
 // queue. Called with the queue's mu held.
 func (p *pathState) heavy(f *flowWindow, now int64) bool {
 	win := now / codelInterval
-	f.roll(win)
-	mine := f.cur + f.prev
-	all := p.cur + p.prev
-	if p.win != win {
-		all = 0
-		if p.win == win-1 {
-			all = p.cur
-		}
-	}
-	return mine >= pathHeavyBytes && mine*2*max(p.active, 1) >= all
+	mine := f.lately(win)
+	return mine >= pathHeavyBytes && mine*2*max(p.active, 1) >= p.total.lately(win)
 }
 
 // setPathDelay records d, the queueing delay measured on the path beyond

@@ -238,9 +238,11 @@ func (u *udpPath) send(pkts [][]byte) error {
 	}
 	if err == nil {
 		u.cs.client.udpCtr.out.Add(uint64(len(pkts)))
-		if now := clockNow(); u.clock && u.meter.due(now) {
-			if d, cerr := sealClock(u.keys.sealer(), now); cerr == nil {
-				u.sendControl(d)
+		if u.clock {
+			if now := clockNow(); u.meter.due(now) {
+				if d, cerr := sealClock(u.keys.sealer(), now); cerr == nil {
+					u.sendControl(d)
+				}
 			}
 		}
 	}

@@ -47,7 +47,12 @@ func newEnrollTestGateway(t *testing.T) *enrollTestGateway {
 	}
 	gwUp := make(chan tunnel.SessionInfo, 1)
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{Listen: "127.0.0.1:0", Credentials: store, Policy: pol,
-		Enroll: enroll.NewHandler(res.ClientCA, nil), OnSession: func(si tunnel.SessionInfo) { gwUp <- si }}, nil)
+		Enroll: enroll.NewHandler(res.ClientCA, nil), OnSession: func(si tunnel.SessionInfo) {
+			select {
+			case gwUp <- si: // the first session, for connect
+			default:
+			}
+		}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,45 +10,15 @@ import (
 
 	"github.com/twoway/twoway/authority"
 	"github.com/twoway/twoway/config"
-	"github.com/twoway/twoway/enroll"
 	"github.com/twoway/twoway/pki"
-	"github.com/twoway/twoway/policy"
-	"github.com/twoway/twoway/tunnel"
 )
 
 // TestEnrollCommand enrolls against an in-process gateway whose PKI is made
 // as the README says ('twoway pki init'), and checks what lands on disk is
 // a client configuration that loads.
 func TestEnrollCommand(t *testing.T) {
-	dir := t.TempDir()
-	pkiDir := filepath.Join(dir, "pki")
-	res, err := authority.Init(pkiDir, authority.InitOptions{Org: "Example Corp"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := res.ServerCA.Issue(authority.IssueRequest{Kind: authority.KindServer, Name: "127.0.0.1", OutDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := pki.NewStore(pki.StoreConfig{CertFile: gw.CertFile, KeyFile: gw.KeyFile,
-		CABundle: filepath.Join(pkiDir, authority.ClientCADir, "bundle.crt")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.New(policy.Config{Admit: policy.Admission{Groups: []string{"*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{Listen: "127.0.0.1:0", Credentials: store, Policy: pol,
-		Enroll: enroll.NewHandler(res.ClientCA, nil)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-
+	g := newEnrollTestGateway(t)
+	dir, pkiDir, res, srv := g.dir, g.pkiDir, g.res, g.srv
 	token, _, err := res.ClientCA.CreateToken(authority.TokenOptions{Name: "alice", Groups: []string{"eng"}, Days: 7})
 	if err != nil {
 		t.Fatal(err)
