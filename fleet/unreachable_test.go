@@ -134,7 +134,10 @@ func testEtcdUnreachable(t *testing.T, c *fleettest.Cluster, stop func(), restar
 		t.Fatal(err)
 	}
 	t.Logf("etcd serves again after %v", time.Since(down).Round(time.Millisecond))
-	waitHolds(t, c, "alice/cached", "bob/cached")
+	// alice's hold on refuse comes back too: a keepalive that broke in
+	// the outage makes the gateway take a new lease and put its holds
+	// under it (reassert), after etcd answers again, not before.
+	waitHolds(t, c, "alice/cached", "bob/cached", "alice/refuse")
 	for _, g := range []*gateway{cached, refuse} {
 		deadline := time.Now().Add(20 * time.Second)
 		for st := g.fleet.StoreStats(); st.Unreachable || st.Pending > 0 || st.PendingReleases > 0; st = g.fleet.StoreStats() {

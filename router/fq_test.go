@@ -78,7 +78,7 @@ func ipv4Checksum(h []byte) uint16 {
 // TestFQSparseFlowFirst: a packet of a flow that has just become active is
 // sent before the backlog of a bulk flow (the new-flows list).
 func TestFQSparseFlowFirst(t *testing.T) {
-	e := newFQEnv(1024, DefaultQueueBytes)
+	e := newSeparateEnv(t, bulkPkt, 1) // sharing a flow queue, they would share its order
 	for i := range 500 {
 		e.q.enqueueWith(nil, bulkPkt(uint16(i)))
 	}
