@@ -251,6 +251,15 @@ func (c *muxConn) consuming(r io.Reader, id uint32) io.Reader {
 	return &consumer{r: r, g: c.guard, id: id}
 }
 
+// delivered tells the budget, if any, that n bytes of stream id went to
+// the application without a Read (Stream.SetDeliver).
+func (c *muxConn) delivered(id uint32, n int) {
+	c.deliveredBytes.Add(uint64(n))
+	if c.guard != nil && c.guard.shaping {
+		c.guard.consumed(id, n)
+	}
+}
+
 // streamClosed tells the budget, if any, that stream id is done with.
 func (c *muxConn) streamClosed(id uint32) {
 	if c.guard != nil && c.guard.shaping {

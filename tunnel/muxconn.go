@@ -3,7 +3,6 @@ package tunnel
 import (
 	"encoding/binary"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,9 +50,12 @@ type muxConn struct {
 	stall      time.Duration
 	maxPending int
 
-	lastRead atomic.Int64          // UnixNano of the last Read that returned data
-	rx, tx   atomic.Uint64         // bytes read and accepted for writing
-	rerr     atomic.Pointer[error] // the first Read error
+	lastRead atomic.Int64  // UnixNano of the last Read that returned data
+	rx, tx   atomic.Uint64 // bytes read and accepted for writing
+	// deliveredBytes counts what yamux's receive loop wrote to forwarded
+	// sockets itself (deliver_unix.go), without a reader's wake-up.
+	deliveredBytes atomic.Uint64
+	rerr           atomic.Pointer[error] // the first Read error
 
 	// Owned by the one reader.
 	rframes frameTracker  // the incoming frame structure
@@ -133,14 +135,11 @@ func newMuxConn(tc, raw net.Conn, stall time.Duration, maxPending int) *muxConn 
 }
 
 func (c *muxConn) Read(p []byte) (int, error) {
-	// Yield first. The caller is yamux's receive loop, which has usually
-	// just handed a frame to a stream's reader: a channel send that queues
-	// the reader behind this goroutine. Reading on at once would put a
-	// read that finds the socket empty, and the park after it, ahead of
-	// that frame's delivery (an idle ping's reply, say); yielding lets the
-	// reader deliver first. Under load it costs one scheduler pass per
-	// TLS record.
-	runtime.Gosched()
+	// No yield here: yamux (third_party/yamux) yields itself after it
+	// wakes a waiting reader, and only then. A yield on every Read cost
+	// a wake-up of another OS thread per TLS record (Gosched starts a
+	// spinning thread when a P is idle), about 30 µs of a forward's
+	// request/response round trip.
 	var n int
 	var err error
 	if c.guard != nil {

@@ -500,6 +500,17 @@ func (s *session) proxy(st *yamux.Stream, c net.Conn) {
 		s.mu.Unlock()
 	}()
 
+	// Small messages from the peer go to c straight from the receive
+	// loop while the goroutine below waits for data (deliver_unix.go).
+	if d := deliverTo(c); d != nil {
+		st.SetDeliver(func(p []byte) int {
+			n := d(p)
+			if n > 0 {
+				s.conn.delivered(id, n)
+			}
+			return n
+		})
+	}
 	// The second direction runs in its own goroutine, which proxy waits
 	// for before returning: the caller's owner owns both.
 	down := make(chan struct{})
