@@ -202,3 +202,52 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 func startDelayProxy(b *testing.B, target string, d time.Duration) string {
 	return startShapedLink(b, target, 0, d, 0)
 }
+
+// BenchmarkForwardRR is the lab's tcp-rr in process: 64-byte requests,
+// each answered by 64 bytes, on one connection through a -L forward over
+// loopback (client and gateway in this process), beside the same
+// exchange on a direct loopback connection. ns/op is one round trip.
+func BenchmarkForwardRR(b *testing.B) {
+	echo := func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+	pingPong := func(b *testing.B, addr string) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		msg := make([]byte, 64)
+		for range 100 { // warm up: the stream is open, windows granted
+			conn.Write(msg)
+			io.ReadFull(conn, msg)
+		}
+		b.ResetTimer()
+		for range b.N {
+			if _, err := conn.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(conn, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		pingPong(b, startTarget(b, echo).addr())
+	})
+	b.Run("forward", func(b *testing.B) {
+		f := newFixture(b)
+		tgt := startTarget(b, echo)
+		srv := startServer(b, f.serverConfig(nil))
+		c := startClient(b, f.clientConfig(srv.Addr().String(), mustForward(b, ForwardLocal, "127.0.0.1:0", tgt.addr())))
+		pingPong(b, c.Forwards()[0].Local.String())
+	})
+}

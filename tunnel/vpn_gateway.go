@@ -250,7 +250,9 @@ func (s *Server) readLAN() {
 		s.router.FromLAN(pkts[:n], tun.Offset, nil)
 		// Let the session writers just woken for these packets
 		// send them before this loop's next read, which on an
-		// idle device only fails and parks (see muxConn.Read).
+		// idle device only fails and parks (the receive loop of
+		// third_party/yamux yields after waking a reader for the
+		// same reason).
 		runtime.Gosched()
 	})
 }
