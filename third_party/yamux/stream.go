@@ -509,9 +509,12 @@ const maxDeliver = 64 << 10
 // took, and the rest is buffered for Read as usual. Data it takes counts
 // as read. It is for a reader that copies everything it reads to the
 // same place deliver writes to, and finishes each write before it calls
-// Read again: then the order is kept. Call it before the first Read.
+// Read again: then the order is kept. Call it from the goroutine that
+// reads, or before that goroutine starts, and not during a Read.
 func (s *Stream) SetDeliver(deliver func(p []byte) int) {
+	s.recvLock.Lock()
 	s.deliver = deliver
+	s.recvLock.Unlock()
 }
 
 // readData is used to handle a data frame
@@ -538,7 +541,7 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return ErrRecvWindowExceeded
 	}
 
-	if s.deliver != nil && s.readWaiting && flags == 0 && length <= maxDeliver && (s.recvBuf == nil || s.recvBuf.Len() == 0) {
+	if s.readWaiting && s.deliver != nil && flags == 0 && length <= maxDeliver && (s.recvBuf == nil || s.recvBuf.Len() == 0) {
 		return s.deliverData(length, conn)
 	}
 
