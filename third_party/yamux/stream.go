@@ -144,9 +144,11 @@ START:
 	s.readWaiting = false
 	s.recvLock.Unlock()
 
-	// Send a window update potentially
+	// Send a window update potentially. The data was read whatever
+	// happens to the update: a write that failed ends the session, which
+	// the next Read reports, so only a timeout is returned here.
 	err = s.sendWindowUpdate()
-	if err == ErrSessionShutdown {
+	if err != nil && !errors.Is(err, ErrConnectionWriteTimeout) {
 		err = nil
 	}
 	return n, err

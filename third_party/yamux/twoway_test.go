@@ -243,3 +243,64 @@ func TestDeliverReturnsWindow(t *testing.T) {
 	dp.client.Close()
 	<-done
 }
+
+// failConn fails every Write once fail is set.
+type failConn struct {
+	io.ReadWriteCloser
+	mu   sync.Mutex
+	fail bool
+}
+
+func (c *failConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	fail := c.fail
+	c.mu.Unlock()
+	if fail {
+		return 0, io.ErrClosedPipe
+	}
+	return c.ReadWriteCloser.Write(p)
+}
+
+// Data that was read is returned even when the window update that the
+// read triggers cannot be written (the peer has gone): upstream returned
+// the write error instead, depending on whether the receive loop had
+// noticed the end first.
+func TestReadKeepsDataWhenWindowUpdateFails(t *testing.T) {
+	a, b := testConnPipe(t)
+	fc := &failConn{ReadWriteCloser: b}
+	conf := testConfNoKeepAlive()
+	client, server := testClientServerConfig(t, a, fc, conf, conf.Clone())
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{7}, int(conf.MaxStreamWindowSize))
+	if _, err := st.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st2.recvLock.Lock()
+		have := st2.recvBuf != nil && st2.recvBuf.Len() == len(data)
+		st2.recvLock.Unlock()
+		if have {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the data never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fc.mu.Lock()
+	fc.fail = true
+	fc.mu.Unlock()
+	buf := make([]byte, len(data))
+	n, err := st2.Read(buf)
+	if n != len(data) || err != nil {
+		t.Fatalf("Read = %d, %v; want %d, nil", n, err, len(data))
+	}
+}
