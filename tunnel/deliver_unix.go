@@ -4,6 +4,7 @@ package tunnel
 
 import (
 	"net"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,23 +27,40 @@ func deliverTo(c net.Conn) func([]byte) int {
 	if err != nil {
 		return nil
 	}
-	return func(p []byte) int {
-		off := 0
-		_ = rc.Write(func(fd uintptr) bool {
-			for off < len(p) {
-				n, err := unix.Write(int(fd), p[off:])
-				if n > 0 {
-					off += n
-				}
-				if err == unix.EINTR {
-					continue
-				}
-				if err != nil || n <= 0 {
-					break
-				}
-			}
-			return true // never wait for the socket to become writable
-		})
-		return off
+	w := &sockWriter{rc: rc}
+	w.fn = w.write // bound once: a closure per call would be an allocation per message
+	return w.deliver
+}
+
+// sockWriter writes without blocking. Only yamux's receive loop calls
+// deliver, one frame at a time, so p and off need no lock.
+type sockWriter struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr) bool
+	p   []byte
+	off int
+}
+
+func (w *sockWriter) deliver(p []byte) int {
+	w.p, w.off = p, 0
+	_ = w.rc.Write(w.fn)
+	n := w.off
+	w.p = nil
+	return n
+}
+
+func (w *sockWriter) write(fd uintptr) bool {
+	for w.off < len(w.p) {
+		n, err := unix.Write(int(fd), w.p[w.off:])
+		if n > 0 {
+			w.off += n
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			break
+		}
 	}
+	return true // never wait for the socket to become writable
 }

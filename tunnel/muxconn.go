@@ -157,7 +157,8 @@ func (c *muxConn) Read(p []byte) (int, error) {
 		c.rframes.matched = 0
 	}
 	if err != nil {
-		c.rerr.CompareAndSwap(nil, &err)
+		stored := err // a copy, so that err itself stays on the stack
+		c.rerr.CompareAndSwap(nil, &stored)
 	}
 	return n, err
 }

@@ -531,9 +531,6 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return nil
 	}
 
-	// Wrap in a limited reader
-	conn = &io.LimitedReader{R: conn, N: int64(length)}
-
 	// Copy into buffer
 	s.recvLock.Lock()
 
@@ -546,6 +543,9 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	if s.readWaiting && s.deliver != nil && flags == 0 && length <= maxDeliver && (s.recvBuf == nil || s.recvBuf.Len() == 0) {
 		return s.deliverData(length, conn)
 	}
+
+	// Wrap in a limited reader
+	conn = &io.LimitedReader{R: conn, N: int64(length)}
 
 	if s.recvBuf == nil {
 		// Allocate the receive buffer just-in-time to fit the full data frame.
