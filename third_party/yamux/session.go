@@ -71,10 +71,6 @@ type Session struct {
 	// for queued frames, a stream's Write for its data frames (writeFrame).
 	writeSem chan struct{}
 
-	// deliverBuf is the receive loop's scratch buffer for frames it hands
-	// to a stream's deliver function (Stream.SetDeliver).
-	deliverBuf []byte
-
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}

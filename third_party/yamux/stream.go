@@ -47,6 +47,9 @@ type Stream struct {
 	// Guarded by recvLock.
 	deliver     func([]byte) int
 	readWaiting bool
+	// updating is set while a window update for delivered data is on
+	// its way (deliverData), so that at most one goroutine sends it.
+	updating atomic.Bool
 
 	controlHdr     header
 	controlErr     chan error
@@ -579,14 +582,11 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 
 // deliverData reads a data frame's body and hands it to deliver; what
 // deliver does not take is buffered. Called with recvLock held, which it
-// releases. Only the receive loop calls it, so the session's scratch
-// buffer is its own.
+// releases.
 func (s *Stream) deliverData(length uint32, conn io.Reader) error {
-	sess := s.session
-	if cap(sess.deliverBuf) < int(length) {
-		sess.deliverBuf = make([]byte, maxDeliver)
-	}
-	p := sess.deliverBuf[:length]
+	bp := deliverPool.Get().(*[]byte)
+	defer deliverPool.Put(bp)
+	p := (*bp)[:length]
 	if _, err := io.ReadFull(conn, p); err != nil {
 		s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
 		s.recvLock.Unlock()
@@ -609,11 +609,18 @@ func (s *Stream) deliverData(length uint32, conn io.Reader) error {
 	max := s.session.config.MaxStreamWindowSize
 	due := max-s.recvWindow >= max/2
 	s.recvLock.Unlock()
-	if due {
-		go s.sendWindowUpdate()
+	if due && s.updating.CompareAndSwap(false, true) {
+		go func() {
+			defer s.updating.Store(false)
+			_ = s.sendWindowUpdate()
+		}()
 	}
 	return nil
 }
+
+// deliverPool holds the scratch buffers deliverData reads frames into:
+// shared by all sessions, so that a session keeps none between frames.
+var deliverPool = sync.Pool{New: func() any { b := make([]byte, maxDeliver); return &b }}
 
 // SetDeadline sets the read and write deadlines
 func (s *Stream) SetDeadline(t time.Time) error {
